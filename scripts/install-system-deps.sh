@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Install the Debian packages nonstop's demo and tests need. Idempotent: when
+# everything is present it only runs dpkg-query and returns in well under a second.
+set -euo pipefail
+
+# One package per line, with the reason it is needed.
+PACKAGES=(
+  gcc                 # compiles C test fixtures and patch objects
+  make                # drives set-up and fixture builds
+  libc6-dev           # headers for the C fixtures
+  python3-venv        # `python3 -m venv` on a Debian system Python
+)
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+  [[ "$status" == "install ok installed" ]] || missing+=("$pkg")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-system-deps: need root to install: ${missing[*]}" >&2
+  exit 1
+fi
+echo "install-system-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+# Third-party repositories configured on a machine may be unreachable; Debian's own suffice.
+apt-get update -qq || echo "install-system-deps: apt-get update reported errors; continuing" >&2
+apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,53 @@
+"""How `nonstopctl` areas (userspace, kernel, online) plug their flags into the CLI.
+
+kcarectl-style: every command is a flag (`--lib-update`, `--info`, ...) and
+exactly one is given per call. Each area module exposes ``ACTIONS`` and
+``add_options(parser)``; `nonstop.agent.cli` assembles them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from nonstop.agent.config import AgentConfig
+
+
+class AgentError(Exception):
+    """A command cannot be carried out; the message says why in one line."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class AgentContext:
+    args: argparse.Namespace
+    config: AgentConfig
+    json: bool
+    value: str | None
+    """The argument of the action flag itself, for flags like ``--register KEY``."""
+
+
+@dataclass(frozen=True)
+class Action:
+    flag: str
+    help: str
+    run: Callable[[AgentContext], int]
+    metavar: str | None = None
+    """Set when the flag takes a value (``--register KEY``)."""
+
+
+class AgentArea(Protocol):
+    ACTIONS: list[Action]
+
+    def add_options(self, parser: argparse.ArgumentParser) -> None: ...
+
+
+def require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        raise AgentError(f"{what} needs root (ptrace and /proc of other users' processes)")

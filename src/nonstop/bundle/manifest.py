@@ -1,0 +1,218 @@
+"""The bundle manifest: its typed form, its JSON Schema and its canonical bytes.
+
+The schema (``manifest.schema.json`` beside this module) is the contract; the
+dataclasses here are the typed view code works with. Parsing validates against
+the schema first, so every dataclass built from a bundle is known to be valid.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from functools import cache
+from importlib import resources
+from typing import Any, Literal
+
+import jsonschema
+
+from nonstop.bundle.errors import ManifestSchemaError, UnsupportedFormatVersionError
+
+FORMAT_VERSION = 1
+Kind = Literal["userspace", "kernel"]
+PayloadRole = Literal["object", "symbols", "module", "source"]
+
+
+@cache
+def manifest_schema() -> dict[str, Any]:
+    text = resources.files("nonstop.bundle").joinpath("manifest.schema.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@dataclass(frozen=True)
+class PackageInfo:
+    name: str
+    version: str
+    distro: str | None = None
+
+
+@dataclass(frozen=True)
+class UserspaceTarget:
+    """One exact library file, identified by its GNU build-id."""
+
+    build_id: str
+    soname: str
+    arch: str = "x86_64"
+    filename: str | None = None
+    package: PackageInfo | None = None
+
+    @property
+    def key(self) -> str:
+        return f"userspace:{self.build_id}"
+
+    def describe(self) -> str:
+        return f"{self.soname} (build-id {self.build_id})"
+
+
+@dataclass(frozen=True)
+class KernelTarget:
+    """One exact kernel build: its release plus its build-id or /proc/version digest."""
+
+    release: str
+    build_id: str | None = None
+    version_digest: str | None = None
+    arch: str = "x86_64"
+    package: PackageInfo | None = None
+
+    @property
+    def key(self) -> str:
+        return f"kernel:{self.release}:{self.build_id or self.version_digest}"
+
+    def describe(self) -> str:
+        ident = f"build-id {self.build_id}" if self.build_id else f"version {self.version_digest}"
+        return f"kernel {self.release} ({ident})"
+
+    def matches(self, running: KernelTarget) -> bool:
+        """True when RUNNING is the exact build this target names."""
+        if self.release != running.release:
+            return False
+        if self.build_id and running.build_id:
+            return self.build_id == running.build_id
+        return bool(self.version_digest) and self.version_digest == running.version_digest
+
+
+Target = UserspaceTarget | KernelTarget
+
+
+@dataclass(frozen=True)
+class Fix:
+    title: str
+    cves: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FunctionPatch:
+    """A function this level replaces: TARGET in the patched object, REPLACEMENT in the patch.
+
+    For kernel patches OBJECT names the kernel object holding the function
+    (``vmlinux`` or a module name).
+    """
+
+    target: str
+    replacement: str | None = None
+    object: str | None = None
+
+
+@dataclass(frozen=True)
+class PayloadFile:
+    name: str
+    role: PayloadRole
+    sha256: str
+    size: int
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    kind: Kind
+    target: Target
+    level: int
+    functions: tuple[FunctionPatch, ...]
+    payload: tuple[PayloadFile, ...]
+    effective_version: str
+    builder: str
+    fixes: tuple[Fix, ...] = ()
+    created: str = field(default_factory=utc_now)
+    description: str | None = None
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def cves(self) -> list[str]:
+        return sorted({cve for fix in self.fixes for cve in fix.cves})
+
+    def payload_with_role(self, role: PayloadRole) -> PayloadFile | None:
+        return next((item for item in self.payload if item.role == role), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        document: dict[str, Any] = _drop_none(asdict(self))
+        return document
+
+    def to_json_bytes(self) -> bytes:
+        """Canonical bytes: the exact bytes that get signed and stored."""
+        text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        data = text.encode("ascii")
+        validate_manifest_dict(json.loads(data))
+        return data
+
+    @classmethod
+    def from_json_bytes(cls, data: bytes) -> Manifest:
+        try:
+            document = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ManifestSchemaError(f"manifest is not valid JSON: {exc}") from None
+        validate_manifest_dict(document)
+        return cls.from_dict(document)
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Manifest:
+        """Build from a dict that already passed :func:`validate_manifest_dict`."""
+        target_doc = dict(doc["target"])
+        package = target_doc.pop("package", None)
+        package_info = PackageInfo(**package) if package else None
+        target: Target
+        if doc["kind"] == "userspace":
+            target = UserspaceTarget(**target_doc, package=package_info)
+        else:
+            target = KernelTarget(**target_doc, package=package_info)
+        return cls(
+            format_version=doc["format_version"],
+            kind=doc["kind"],
+            target=target,
+            level=doc["level"],
+            fixes=tuple(
+                Fix(
+                    title=fix["title"],
+                    cves=tuple(fix["cves"]),
+                    references=tuple(fix.get("references", ())),
+                )
+                for fix in doc["fixes"]
+            ),
+            functions=tuple(FunctionPatch(**item) for item in doc["functions"]),
+            effective_version=doc["effective_version"],
+            description=doc.get("description"),
+            created=doc["created"],
+            builder=doc["builder"],
+            payload=tuple(PayloadFile(**item) for item in doc["payload"]),
+        )
+
+
+def validate_manifest_dict(document: Any) -> None:
+    """Check the format version first (its own error), then the whole schema."""
+    if not isinstance(document, dict):
+        raise ManifestSchemaError("manifest is not a JSON object")
+    version = document.get("format_version")
+    if version != FORMAT_VERSION:
+        raise UnsupportedFormatVersionError(
+            f"unsupported bundle format version {version!r} (this reader knows {FORMAT_VERSION})"
+        )
+    validator = jsonschema.Draft202012Validator(manifest_schema())
+    error = jsonschema.exceptions.best_match(validator.iter_errors(document))
+    if error is not None:
+        where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise ManifestSchemaError(f"manifest schema violation at {where}: {error.message[:200]}")
+    names = [item["name"] for item in document["payload"]]
+    if len(names) != len(set(names)):
+        raise ManifestSchemaError("manifest schema violation: payload names are not unique")
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _drop_none(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list | tuple):
+        return [_drop_none(item) for item in value]
+    return value

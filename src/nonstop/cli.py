@@ -1,0 +1,35 @@
+"""`nonstop`: the vendor and admin tool (keys, bundles; later build, server, demo, bench).
+
+Each part registers its own sub-commands; this module only assembles them.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from nonstop import __version__, demo
+from nonstop.bundle import cli as bundle_cli
+from nonstop.bundle.errors import BundleError
+from nonstop.console import fail
+
+TOOL = "nonstop"
+COMMAND_GROUPS = [bundle_cli, demo]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=TOOL, description="nonstop live patching: admin tool")
+    parser.add_argument("--version", action="version", version=f"{TOOL} {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        group.register(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except BundleError as exc:
+        fail(TOOL, str(exc))
+    return code

@@ -1,0 +1,76 @@
+"""The agent configuration file and its environment overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nonstop.agent.config import AgentConfig, ConfigError, load_config
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "nonstopctl.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_when_no_file(monkeypatch, tmp_path):
+    monkeypatch.delenv("NONSTOP_CONFIG", raising=False)
+    monkeypatch.delenv("NONSTOP_TRUSTED_KEYS", raising=False)
+    monkeypatch.setattr("nonstop.agent.config.DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
+    assert load_config() == AgentConfig()
+
+
+def test_values_and_blocklist(tmp_path, monkeypatch):
+    monkeypatch.delenv("NONSTOP_TRUSTED_KEYS", raising=False)
+    path = write(
+        tmp_path,
+        """
+server_url = "https://patches.example"
+userspace_enabled = false
+trusted_keys_dir = "/srv/keys"
+sticky = 3
+[blocklist]
+paths = ["/usr/sbin/sshd"]
+patterns = ["^/opt/legacy/"]
+""",
+    )
+    config = load_config(path)
+    assert config.server_url == "https://patches.example"
+    assert config.userspace_enabled is False
+    assert config.trusted_keys_dir == Path("/srv/keys")
+    assert config.sticky == "3"
+    assert config.blocklist.blocks("/usr/sbin/sshd")
+    assert config.blocklist.blocks("/opt/legacy/bin/app")
+    assert not config.blocklist.blocks("/usr/bin/python3")
+
+
+def test_env_overrides(tmp_path, monkeypatch):
+    path = write(tmp_path, 'trusted_keys_dir = "/from/file"\n')
+    monkeypatch.setenv("NONSTOP_CONFIG", str(path))
+    monkeypatch.setenv("NONSTOP_TRUSTED_KEYS", "/from/env")
+    config = load_config()
+    assert config.source == path
+    assert config.trusted_keys_dir == Path("/from/env")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nonsense = 1\n", "unknown setting"),
+        ("auto_update = 'yes'\n", "wrong type"),
+        ("update_delay_hours = true\n", "wrong type"),
+        ("[blocklist]\npatterns = ['(']\n", "bad blocklist pattern"),
+        ("[blocklist]\nusers = []\n", "blocklist"),
+        ("this is = not toml [", "not valid TOML"),
+    ],
+)
+def test_invalid_files_give_clear_errors(tmp_path, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text))
+
+
+def test_explicit_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml")
