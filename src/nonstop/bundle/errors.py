@@ -66,6 +66,10 @@ class DigestMismatchError(BundleError):
     """A payload file's SHA-256 differs from the one in the signed manifest."""
 
 
+class SymbolMapError(BundleError):
+    """A symbol map payload is invalid, or a file's symbols cannot be read."""
+
+
 class KeyFileError(BundleError):
     """A key file is missing, unreadable or not an Ed25519 key."""
 
