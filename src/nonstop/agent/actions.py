@@ -13,7 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from nonstop.agent.bundle_cache import BundleCache
 from nonstop.agent.config import AgentConfig
+from nonstop.agent.state import StateStore
+from nonstop.bundle import TrustedKeys
 
 
 class AgentError(Exception):
@@ -31,6 +34,17 @@ class AgentContext:
     json: bool
     value: str | None
     """The argument of the action flag itself, for flags like ``--register KEY``."""
+
+    def trusted_keys(self) -> TrustedKeys:
+        return TrustedKeys.from_dir(self.config.trusted_keys_dir)
+
+    @property
+    def state(self) -> StateStore:
+        return StateStore(self.config.state_dir)
+
+    @property
+    def bundle_cache(self) -> BundleCache:
+        return BundleCache(self.config.cache_dir)
 
 
 @dataclass(frozen=True)

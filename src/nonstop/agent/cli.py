@@ -14,6 +14,7 @@ from typing import Any
 from nonstop import __version__
 from nonstop.agent.actions import Action, AgentArea, AgentContext, AgentError
 from nonstop.agent.config import ConfigError, load_config
+from nonstop.agent.state import StateError
 from nonstop.bundle.errors import BundleError
 from nonstop.console import fail
 
@@ -65,5 +66,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             args=args, config=load_config(args.config), json=args.json, value=value
         )
         return action.run(context)
-    except (AgentError, ConfigError, BundleError) as exc:
+    except (AgentError, ConfigError, BundleError, StateError) as exc:
         fail(TOOL, str(exc), getattr(exc, "exit_code", 1))

@@ -1,0 +1,34 @@
+"""The agent's cache of verified bundles, content-addressed by SHA-256.
+
+Bundles are re-verified whenever they are read back: the cache directory is
+not trusted more than the network they came from.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from nonstop.bundle import Bundle, TrustedKeys, open_bundle
+
+
+class BundleCache:
+    def __init__(self, cache_dir: Path) -> None:
+        self.directory = cache_dir / "bundles"
+
+    def path_for(self, sha256: str) -> Path:
+        return self.directory / f"{sha256}.nsb"
+
+    def store(self, bundle_bytes: bytes, trusted: TrustedKeys) -> Bundle:
+        """Verify BUNDLE_BYTES and keep them; return the verified bundle."""
+        bundle = open_bundle(bundle_bytes, trusted)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        target = self.path_for(bundle.sha256)
+        temporary = target.with_suffix(f".tmp.{os.getpid()}")
+        temporary.write_bytes(bundle_bytes)
+        os.replace(temporary, target)
+        return bundle
+
+    def load(self, sha256: str, trusted: TrustedKeys) -> Bundle:
+        """The cached bundle with this digest, verified again (BundleError if bad or absent)."""
+        return open_bundle(self.path_for(sha256), trusted)
