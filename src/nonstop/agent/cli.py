@@ -41,6 +41,18 @@ def build_parser(areas: Sequence[AgentArea]) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"{TOOL} {__version__}")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--config", type=Path, metavar="FILE", help="agent configuration file")
+    # Options shared by several areas (kernel and userspace both take local bundles).
+    parser.add_argument(
+        "--bundle", type=Path, metavar="FILE", help="apply this local bundle (air-gapped use)"
+    )
+    parser.add_argument(
+        "--pid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="PID",
+        help="limit userspace commands to this process (repeatable)",
+    )
     commands = parser.add_argument_group("commands (exactly one)")
     exclusive = commands.add_mutually_exclusive_group(required=True)
     for area in areas:
