@@ -1,4 +1,8 @@
-"""`nonstop build`: the command group under which each builder registers its sub-command."""
+"""`nonstop build ...`: the command group every builder adds a sub-command to.
+
+A builder module exposes ``register_build(build_subparsers)``; adding a
+builder is one line in BUILDERS.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ BUILDERS = [userspace]
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    build = commands.add_parser("build", help="build signed live patches from source fixes")
-    kinds = build.add_subparsers(dest="build_command", required=True, metavar="KIND")
+    build = commands.add_parser("build", help="build signed patch bundles from source fixes")
+    builders = build.add_subparsers(dest="build_command", required=True, metavar="TARGET")
     for builder in BUILDERS:
-        builder.register(kinds)
+        builder.register_build(builders)

@@ -48,7 +48,7 @@ RELOCATION_TYPES: dict[int, tuple[str, int, bool]] = {
     41: ("R_X86_64_GOTPCRELX", 4, True),
     42: ("R_X86_64_REX_GOTPCRELX", 4, True),
 }
-R_X86_64_PLT32 = 4
+R_X86_64_PC32, R_X86_64_PLT32 = 2, 4
 
 _KINDS = {
     "STT_NOTYPE": "notype",

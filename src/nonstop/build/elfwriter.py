@@ -157,6 +157,8 @@ def write_object(sections: list[OutSection], symbols: list[OutSymbol]) -> bytes:
     headers.append(
         (names.add(".strtab"), SHT_STRTAB, 0, bytes(strings.data), len(strings.data), 0, 0, 1, 0)
     )
+    # An empty .note.GNU-stack says the patch needs no executable stack.
+    headers.append((names.add(".note.GNU-stack"), SHT_PROGBITS, 0, b"", 0, 0, 0, 1, 0))
     shstrtab_name = names.add(".shstrtab")
     headers.append((shstrtab_name, SHT_STRTAB, 0, bytes(names.data), len(names.data), 0, 0, 1, 0))
 

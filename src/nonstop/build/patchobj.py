@@ -23,7 +23,14 @@ from dataclasses import dataclass, field
 
 from nonstop.build.analysis import LevelAnalysis, Refusal, UnitPlan
 from nonstop.build.differ import Canonical
-from nonstop.build.elfobj import R_X86_64_PLT32, Relocation, Symbol
+from nonstop.build.elfobj import (
+    R_X86_64_PC32,
+    R_X86_64_PLT32,
+    SHF_MERGE,
+    SHF_STRINGS,
+    Relocation,
+    Symbol,
+)
 from nonstop.build.elfwriter import (
     SHT_NOBITS,
     SHT_PROGBITS,
@@ -162,6 +169,8 @@ class _UnitAssembly:
             return self.copied[index]
         section = self.obj.sections[index]
         for other in self.obj.symbols_in(index):
+            if other.kind == "ifunc":
+                continue  # refused on its own when its resolver changed
             if other.name in self.plan.diff.pairs and other.name not in self.plan.included:
                 self.parent.refuse(
                     other.name, f"shares section {section.name} with changed code or data"
@@ -169,7 +178,8 @@ class _UnitAssembly:
         out = OutSection(
             name=section.name,
             type=SHT_NOBITS if section.nobits else SHT_PROGBITS,
-            flags=section.flags,
+            # Not mergeable any more: relocations address it by section offset.
+            flags=section.flags & ~(SHF_MERGE | SHF_STRINGS),
             align=section.align,
             data=section.data,
             size=section.size,
@@ -183,10 +193,22 @@ class _UnitAssembly:
     def relink(self, index: int) -> None:
         out = self.copied[index]
         for reloc in self.obj.sections[index].relocations:
-            target, addend = self.rewrite(reloc)
+            target, addend = self.rewrite(index, reloc)
             out.relocations.append(OutRelocation(reloc.offset, reloc.type, target, addend))
 
-    def rewrite(self, reloc: Relocation) -> tuple[OutSymbol, int]:
+    def is_branch(self, section: int, reloc: Relocation) -> bool:
+        """Is RELOC the target of a call or jump (rather than an address being taken)?"""
+        if reloc.type == R_X86_64_PLT32:
+            return True
+        if reloc.type != R_X86_64_PC32 or reloc.offset < 1:
+            return False
+        code = self.obj.sections[section].data
+        opcode = code[reloc.offset - 1]
+        return opcode in (0xE8, 0xE9) or (
+            reloc.offset >= 2 and code[reloc.offset - 2] == 0x0F and 0x80 <= opcode <= 0x8F
+        )
+
+    def rewrite(self, section: int, reloc: Relocation) -> tuple[OutSymbol, int]:
         raw = self.obj.symbols[reloc.symbol]
         found, relative = self.canonical.target(reloc)
         if found is None:
@@ -202,7 +224,7 @@ class _UnitAssembly:
             return self.external(found), relative
         aimed = relative + (reloc.width if reloc.pc_relative else 0)
         name = found.name
-        if name in self.plan.redirected and aimed == 0 and reloc.type != R_X86_64_PLT32:
+        if name in self.plan.redirected and aimed == 0 and not self.is_branch(section, reloc):
             return self.existing(found), relative  # its address: keep the original's
         if name in self.plan.included or name not in self.plan.diff.pairs:
             self.include(name)

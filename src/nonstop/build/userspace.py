@@ -13,7 +13,7 @@ import argparse
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nonstop import __version__
@@ -105,6 +105,7 @@ class _Builder:
         result = BuildResult(recipe=self.recipe, reproduction=reproduction, stages=self.stages)
         if self.recipe.target.build_is_target:
             result.target_copy = self._keep_target(reproduced.library)
+            result.reproduction = replace(reproduction, target_path=result.target_copy)
         shutil.rmtree(reproduced.root)
         original = self._timed_build("original", (), True)
         targets = TargetSymbols(symbols)
@@ -150,10 +151,11 @@ class _Builder:
                     "the fixes change no function of the library: nothing to patch",
                 )
             )
-        outcome = LevelResult(level, fixes, "built", analysis=analysis, patch=patch)
+        outcome = LevelResult(level, fixes, "built", analysis=analysis)
         if analysis.refusals:
             outcome.status = "refused"
         else:
+            outcome.patch = patch
             data = self._bundle(level, fixes, patch, reproduction, symbols)
             outcome.bundle = self.outdir / bundle_name(self.recipe, level)
             outcome.bundle.write_bytes(data)
@@ -201,8 +203,8 @@ class _Builder:
         return pack(manifest, {name: data for name, (data, _) in files.items()}, self.key)
 
 
-def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = commands.add_parser(
+def register_build(builders: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = builders.add_parser(
         "userspace", help="build cumulative bundles for a shared library from a recipe"
     )
     parser.add_argument("recipe", type=Path, metavar="RECIPE.toml")
