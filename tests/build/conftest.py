@@ -82,7 +82,7 @@ class Built:
     outdir: Path
     trusted: TrustedKeys
 
-    def level(self, number: int):  # type: ignore[no-untyped-def]
+    def level(self, number: int):
         return self.result.levels[number - 1]
 
     def bundle(self, number: int) -> Bundle:

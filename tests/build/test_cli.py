@@ -43,8 +43,17 @@ def test_cli_refusal_exits_non_zero_with_text_report(
     recipe = write_recipe(tmp_path / "recipe", ("struct",))
     report = tmp_path / "report.txt"
     code = main(
-        ["build", "userspace", str(recipe), "--key", str(key_dir / "signing.key"),
-         "-o", str(tmp_path / "out"), "--report", str(report)]
+        [
+            "build",
+            "userspace",
+            str(recipe),
+            "--key",
+            str(key_dir / "signing.key"),
+            "-o",
+            str(tmp_path / "out"),
+            "--report",
+            str(report),
+        ]
     )
     assert code == 1
     assert "level 1: REFUSED: " in capsys.readouterr().out

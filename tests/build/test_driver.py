@@ -14,7 +14,7 @@ from nonstop.build.recipe import load_recipe
 from tests.build.conftest import LIBVULN, write_recipe
 
 
-def _recipe(tmp_path: Path, fixes: tuple[str, ...] = ("bounds",)):  # type: ignore[no-untyped-def]
+def _recipe(tmp_path: Path, fixes: tuple[str, ...] = ("bounds",)):
     return load_recipe(write_recipe(tmp_path / "recipe", fixes))
 
 
@@ -24,7 +24,10 @@ def test_function_section_build_keeps_the_library_objects(tmp_path: Path) -> Non
     tree = driver.build("original", (), function_sections=True)
     assert sorted(tree.objects) == ["util.o", "vuln.o"]
     assert tree.library.is_file() and tree.root == tmp_path / "work" / "trees" / "original"
-    calls = [json.loads(line) for line in (tmp_path / "work/logs/original.cc.jsonl").read_text().splitlines()]
+    calls = [
+        json.loads(line)
+        for line in (tmp_path / "work/logs/original.cc.jsonl").read_text().splitlines()
+    ]
     compiles = [c["argv"] for c in calls if "-c" in c["argv"]]
     assert len(compiles) == 2
     for argv in compiles:
@@ -39,17 +42,24 @@ def test_function_section_build_keeps_the_library_objects(tmp_path: Path) -> Non
 def test_plain_build_adds_no_flags(tmp_path: Path) -> None:
     driver = BuildDriver(_recipe(tmp_path), tmp_path / "work")
     driver.build("reproduce", (), function_sections=False)
-    calls = [json.loads(line) for line in (tmp_path / "work/logs/reproduce.cc.jsonl").read_text().splitlines()]
+    calls = [
+        json.loads(line)
+        for line in (tmp_path / "work/logs/reproduce.cc.jsonl").read_text().splitlines()
+    ]
     assert calls and not any("-ffunction-sections" in c["argv"] for c in calls)
 
 
 def test_fix_that_does_not_apply_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "bad.patch"
-    bad.write_text((LIBVULN / "fixes" / "bounds.patch").read_text().replace("(void)count;", "(void)cnt;"))
+    bad.write_text(
+        (LIBVULN / "fixes" / "bounds.patch").read_text().replace("(void)count;", "(void)cnt;")
+    )
     path = write_recipe(tmp_path / "recipe", ("bounds",))
     path.write_text(path.read_text().replace(str(LIBVULN / "fixes" / "bounds.patch"), str(bad)))
     recipe = load_recipe(path)
-    with pytest.raises(BuildError, match=r"fix 1 \(bounds check in vuln_get\): bad.patch does not apply"):
+    with pytest.raises(
+        BuildError, match=r"fix 1 \(bounds check in vuln_get\): bad.patch does not apply"
+    ):
         BuildDriver(recipe, tmp_path / "work").build("level1", recipe.fixes, True)
 
 
@@ -65,7 +75,9 @@ def test_failing_build_names_its_log(tmp_path: Path) -> None:
 
 def test_missing_library_is_named(tmp_path: Path) -> None:
     path = write_recipe(tmp_path / "recipe", ("bounds",))
-    path.write_text(path.read_text().replace('library = "libvuln.so.1"', 'library = "libvuln.so.2"'))
+    path.write_text(
+        path.read_text().replace('library = "libvuln.so.1"', 'library = "libvuln.so.2"')
+    )
     with pytest.raises(BuildError, match=r"libvuln.so.2 is not in the tree"):
         BuildDriver(load_recipe(path), tmp_path / "work").build("reproduce", (), False)
 
@@ -76,7 +88,9 @@ def test_tarball_source_with_leading_directory(tmp_path: Path) -> None:
         archive.add(LIBVULN, arcname="libvuln-1.0")
     path = write_recipe(tmp_path / "recipe", ("bounds",))
     path.write_text(
-        path.read_text().replace(f'dir = "{LIBVULN}"', f'tarball = "{tarball}"\nstrip_components = 1')
+        path.read_text().replace(
+            f'dir = "{LIBVULN}"', f'tarball = "{tarball}"\nstrip_components = 1'
+        )
     )
     recipe = load_recipe(path)
     tree = BuildDriver(recipe, tmp_path / "work").build("original", (), True)

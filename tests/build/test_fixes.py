@@ -52,7 +52,7 @@ def relocations(elf: ELFFile, section_name: str) -> list[tuple[str, str, int]]:
     return found
 
 
-def replaced(built, level: int = 1) -> dict[str, str | None]:  # type: ignore[no-untyped-def]
+def replaced(built, level: int = 1) -> dict[str, str | None]:
     return {f.target: f.replacement for f in built.bundle(level).manifest.functions}
 
 
@@ -68,7 +68,9 @@ def test_bounds_check_fix_replaces_exactly_the_changed_function(build_fixes: Bui
     assert symbols["vuln_get.patched"]["type"] == "STT_FUNC"
     assert symbols["vuln_get.patched"]["bind"] == "STB_GLOBAL"
     assert not any(name.startswith("vuln_checked") for name in symbols)
-    code = built.patch_object(1).get_section_by_name(".text.vuln_get").data()
+    text = built.patch_object(1).get_section_by_name(".text.vuln_get")
+    assert text is not None
+    code = text.data()
     assert code.startswith(bytes.fromhex("f30f1efa")), "new code must start with endbr64"
 
 
@@ -131,6 +133,7 @@ def test_new_static_variable_lives_in_the_patch(build_fixes: BuildFixes) -> None
     variable = symbol_table(elf)["failed_logins"]
     assert variable["type"] == "STT_OBJECT" and variable["size"] == 4
     section = elf.get_section_by_name(str(variable["section"]))
+    assert section is not None
     assert section["sh_type"] == "SHT_NOBITS" and section["sh_flags"] & 0x1  # writable bss
     uses = relocations(elf, ".text.vuln_login")
     assert any(what == f"section:{variable['section']}" for _, what, _ in uses)

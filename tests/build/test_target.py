@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
 
 from nonstop.build.errors import BuildError
 from nonstop.build.recipe import load_recipe
@@ -35,13 +36,15 @@ def test_stripped_target_fix_calls_static_function_through_symbol_map(
     ]
     symbols = SymbolMap.from_json_bytes(bundle.payload("symbols"))
     # Both vuln.c and util.c define a static normalize(): the link names vuln.c's.
-    assert sorted(s.file for s in symbols.symbols if s.name == "normalize") == ["util.c", "vuln.c"]
+    files = sorted(str(s.file) for s in symbols.symbols if s.name == "normalize")
+    assert files == ["util.c", "vuln.c"]
     linked = symbols.linked("normalize")
     assert linked is not None and linked.file == "vuln.c" and linked.type == "func"
     assert symbols.unique_local("normalize") is None, "the name alone is ambiguous"
     # The call in the patch is an undefined reference named as the link says.
     elf = ELFFile(io.BytesIO(bundle.payload("object")))
     table = elf.get_section_by_name(".symtab")
+    assert isinstance(table, SymbolTableSection)
     undefined = {s.name for s in table.iter_symbols() if s["st_shndx"] == "SHN_UNDEF" and s.name}
     assert undefined == {"normalize"}
 
@@ -76,4 +79,3 @@ def test_payload_carries_symbol_map_and_fix_source(build_fixes: BuildFixes) -> N
     assert document["build_id"] == bundle.manifest.target.build_id
     names = {s["name"] for s in document["symbols"]}
     assert {"records", "normalize", "popcount_loop", "vuln_get"} <= names
-

@@ -177,7 +177,7 @@ class _UnitAnalysis:
 
     def _check_data(self, plan: UnitPlan) -> None:
         users = owners(self.new)
-        functions = {n for n, role in plan.included.items()}
+        functions = set(plan.included)
         for name, what in plan.diff.changed_data:
             symbol = self.symbols[name]
             section = self.new.sections[symbol.section] if symbol.section is not None else None
@@ -249,7 +249,7 @@ class _UnitAnalysis:
             return
         old_layouts = self.old_debug.all_layouts()
         changed: dict[str, tuple[str, list[str]]] = {}
-        for name, role in plan.included.items():
+        for name in plan.included:
             symbol = self.symbols[name]
             if symbol.kind != "func":
                 continue

@@ -48,7 +48,11 @@ class BuiltTree:
         """Where a source path recorded at build time (debug info) is now."""
         path = Path(compiled)
         if path.is_absolute():
-            return self.root / path.relative_to(self.built_at) if path.is_relative_to(self.built_at) else path
+            return (
+                self.root / path.relative_to(self.built_at)
+                if path.is_relative_to(self.built_at)
+                else path
+            )
         return self.root / path
 
 

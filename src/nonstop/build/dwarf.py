@@ -271,7 +271,9 @@ class DebugInfo:
             )
             self._collect_type(_type_of(member), f"{key}.{member_name}", found, seen)
         size_attr = die.attributes.get("DW_AT_byte_size")
-        found[key] = Layout(key=key, size=size_attr.value if size_attr else 0, members=tuple(members))
+        found[key] = Layout(
+            key=key, size=size_attr.value if size_attr else 0, members=tuple(members)
+        )
 
 
 def _bit_field(die: DIE) -> tuple[int, int] | None:

@@ -159,7 +159,9 @@ class ObjectFile:
                 elf = ELFFile(handle)
                 if elf["e_type"] != "ET_REL" or elf["e_machine"] != "EM_X86_64":
                     raise BuildError(f"{path} is not a relocatable x86_64 object")
-                self.sections = [_read_section(index, s) for index, s in enumerate(elf.iter_sections())]
+                self.sections = [
+                    _read_section(index, s) for index, s in enumerate(elf.iter_sections())
+                ]
                 self.symbols = _read_symbols(elf)
                 self._attach_relocations(elf)
         except (ELFError, OSError) as exc:
@@ -199,17 +201,19 @@ class ObjectFile:
         return [
             s
             for s in self.symbols
-            if s.section == section and s.kind in ("func", "object", "tls", "ifunc", "notype")
-            and not s.is_label and s.name
+            if s.section == section
+            and s.kind in ("func", "object", "tls", "ifunc", "notype")
+            and not s.is_label
+            and s.name
         ]
 
     def covering(self, section: int, offset: int) -> Symbol | None:
         """The program symbol of SECTION whose extent holds OFFSET (or starts there)."""
         found = None
         for symbol in self.symbols_in(section):
-            if symbol.value <= offset < symbol.value + max(symbol.size, 1):
-                if found is None or symbol.size > found.size:
-                    found = symbol
+            inside = symbol.value <= offset < symbol.value + max(symbol.size, 1)
+            if inside and (found is None or symbol.size > found.size):
+                found = symbol
         return found
 
     def relocations_of(self, symbol: Symbol) -> list[Relocation]:

@@ -214,10 +214,10 @@ class _UnitAssembly:
         if found is None:
             if raw.section is None:  # an external symbol (libc, another unit of the library)
                 return self.external(raw), reloc.addend
-            section = self.obj.sections[raw.section]
-            if section.writable:
+            unnamed = self.obj.sections[raw.section]
+            if unnamed.writable:
                 self.parent.refuse(
-                    section.name, "patched code uses unnamed writable data, which has no identity"
+                    unnamed.name, "patched code uses unnamed writable data, which has no identity"
                 )
             return self.section_symbol(raw.section), raw.value + reloc.addend
         if found.section is None and found.kind != "common":
@@ -266,4 +266,3 @@ def assemble(analysis: LevelAnalysis, targets: TargetSymbols) -> PatchObject:
         text_bytes=text,
         data_bytes=sum(s.size for s in assembler.sections) - text,
     )
-

@@ -96,7 +96,7 @@ class _Table:
                 raise self.error(key, "is required")
             return default
         value = self.data[key]
-        if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
             raise self.error(key, f"must be a {kind.__name__}, not {type(value).__name__}")
         return value
 
@@ -107,7 +107,7 @@ class _Table:
         return tuple(values)
 
     def path(self, key: str, required: bool = False) -> Path | None:
-        value = self.get(key, str, required=required)
+        value: str | None = self.get(key, str, required=required)
         if value is None:
             return None
         path = (self.recipe.parent / value).resolve()

@@ -9,9 +9,10 @@ local symbols of the target, refused items with reasons, and sizes.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nonstop.build.userspace import BuildResult, LevelResult
+if TYPE_CHECKING:  # the builder imports this module to print its report
+    from nonstop.build.userspace import BuildResult, LevelResult
 
 
 def level_document(level: LevelResult) -> dict[str, Any]:
@@ -100,7 +101,10 @@ def render_text(result: BuildResult) -> str:
         if level["note"]:
             lines.append(f"  note: {level['note']}")
         functions = level.get("functions", {})
-        inlined = [f"{i['function']} (inlines {', '.join(i['inlines'])})" for i in functions.get("inlined", [])]
+        inlined = [
+            f"{i['function']} (inlines {', '.join(i['inlines'])})"
+            for i in functions.get("inlined", [])
+        ]
         for text in (
             _line("changed", functions.get("changed", [])),
             _line("added", functions.get("added", [])),
@@ -109,7 +113,10 @@ def render_text(result: BuildResult) -> str:
             _line("line numbers only (not patched)", functions.get("line_number_only", [])),
             _line("new data", level.get("new_data", [])),
             _line("replaced read-only data", level.get("replaced_rodata", [])),
-            _line("replaces", [f"{r['target']} -> {r['replacement']}" for r in level.get("replaces", [])]),
+            _line(
+                "replaces",
+                [f"{r['target']} -> {r['replacement']}" for r in level.get("replaces", [])],
+            ),
             _line("linked to target locals", sorted(level.get("links", {}))),
         ):
             if text:

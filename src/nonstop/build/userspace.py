@@ -22,6 +22,7 @@ from nonstop.build.driver import BuildDriver, BuiltTree
 from nonstop.build.errors import BuildError
 from nonstop.build.patchobj import PatchObject, assemble
 from nonstop.build.recipe import FixSpec, Recipe, load_recipe
+from nonstop.build.report import render_json, render_text
 from nonstop.build.reproduce import Reproduction, check_reproduction
 from nonstop.build.targetsyms import TargetSymbols
 from nonstop.bundle import Fix, Manifest, SigningKey, describe_payload, load_signing_key, pack
@@ -101,7 +102,9 @@ class _Builder:
         try:
             symbols = symbol_map_of(reproduced.library)
         except BundleError as exc:
-            raise BuildError(f"the original build's library has no symbols to ship: {exc}") from None
+            raise BuildError(
+                f"the original build's library has no symbols to ship: {exc}"
+            ) from None
         result = BuildResult(recipe=self.recipe, reproduction=reproduction, stages=self.stages)
         if self.recipe.target.build_is_target:
             result.target_copy = self._keep_target(reproduced.library)
@@ -217,8 +220,6 @@ def register_build(builders: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def cmd_build_userspace(args: argparse.Namespace) -> int:
-    from nonstop.build.report import render_json, render_text
-
     key_path = args.key / PRIVATE_KEY_NAME if args.key.is_dir() else args.key
     key = load_signing_key(key_path)
     try:
