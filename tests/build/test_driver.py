@@ -106,3 +106,15 @@ def test_foreign_build_directory_is_never_removed(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="was not made by nonstop"):
         BuildDriver(load_recipe(path), tmp_path / "work").build("original", (), True)
     assert (mine / "data").read_text() == "keep me"
+
+
+def test_objects_of_a_convenience_archive_are_found(tmp_path: Path) -> None:
+    path = write_recipe(tmp_path / "recipe", ("bounds",))
+    link = (
+        "make vuln.o util.o && ar rcs libparts.a vuln.o util.o && rm vuln.o util.o && "
+        "$CC -shared -o libvuln.so.1 -Wl,--whole-archive libparts.a -Wl,--no-whole-archive"
+    )
+    path.write_text(path.read_text().replace('command = "make"', f"command = '{link}'"))
+    tree = BuildDriver(load_recipe(path), tmp_path / "work").build("original", (), True)
+    assert sorted(tree.objects) == ["libparts.a(util.o)", "libparts.a(vuln.o)"]
+    assert all(p.is_file() and p.is_relative_to(tree.root) for p in tree.objects.values())

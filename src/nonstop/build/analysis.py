@@ -274,11 +274,10 @@ class _UnitAnalysis:
             )
 
     def _redirect(self, plan: UnitPlan) -> None:
-        assert self.old is not None or not any(
-            role in ("changed", "dependent") for role in plan.included.values()
-        )
+        if self.old is None:
+            return  # a new translation unit: nothing in the target to redirect
         for name, role in sorted(plan.included.items()):
-            if role not in ("changed", "dependent") or self.old is None:
+            if role not in ("changed", "dependent"):
                 continue
             original_name = plan.diff.pairs[name]
             original = self.old.by_name[original_name]

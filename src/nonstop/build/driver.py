@@ -28,6 +28,7 @@ from nonstop.build.recipe import TREE_PLACEHOLDER, FixSpec, Recipe
 
 SECTION_FLAGS = ("-ffunction-sections", "-fdata-sections")
 _MARKER = ".nonstop-build-tree"
+_ARCHIVES = ".nonstop-archives"
 _LOG_TAIL = 15
 
 
@@ -68,7 +69,7 @@ class BuildDriver:
     def __init__(self, recipe: Recipe, work: Path) -> None:
         self.recipe = recipe
         self.work = work = work.resolve()
-        self.tree = recipe.build.directory or work / "tree"
+        self.tree = (recipe.build.directory or work / "tree").resolve()
         self.logs = work / "logs"
         self.trees = work / "trees"
         self.bin = work / "bin"
@@ -121,7 +122,9 @@ class BuildDriver:
             stage=stage,
             root=destination,
             library=destination / self.recipe.build.library,
-            objects={rel: destination / rel for rel in objects},
+            objects={
+                key: destination / path.relative_to(self.tree) for key, path in objects.items()
+            },
             seconds=time.monotonic() - started,
             built_at=self.tree,
         )
@@ -220,14 +223,30 @@ class BuildDriver:
             if arg.startswith("-") or not arg.endswith((".o", ".a")):
                 continue
             path = (link.cwd / arg).resolve()
-            if arg.endswith(".a"):
-                raise BuildError(f"the link of {library.name} takes archive {arg}: unsupported")
             if not path.is_relative_to(tree):
                 raise BuildError(f"the link of {library.name} takes {path}, outside the tree")
-            objects[str(path.relative_to(tree))] = path
+            if arg.endswith(".a"):
+                objects.update(self._archive_members(path.relative_to(tree)))
+            else:
+                objects[str(path.relative_to(tree))] = path
         if not objects:
             raise BuildError(f"the link of {library.name} names no object files")
         return objects
+
+    def _archive_members(self, archive: Path) -> dict[str, Path]:
+        """Objects of a (libtool convenience) archive, extracted into the tree."""
+        listing = subprocess.run(
+            ["ar", "t", str(self.tree / archive)], capture_output=True, text=True, check=False
+        )
+        members = listing.stdout.split()
+        if listing.returncode != 0 or len(members) != len(set(members)):
+            raise BuildError(f"cannot list archive {archive} or it holds duplicate member names")
+        into = self.tree / _ARCHIVES / str(archive).replace("/", "_")
+        into.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["ar", "x", str(self.tree / archive)], cwd=into, check=True)
+        return {
+            f"{archive}({member})": into / member for member in members if member.endswith(".o")
+        }
 
 
 def _read_log(path: Path) -> list[_Invocation]:

@@ -196,16 +196,18 @@ class ObjectFile:
             if s.name and s.kind not in ("section", "file") and not s.is_label
         }
 
+    @cached_property
+    def _by_section(self) -> dict[int, list[Symbol]]:
+        table: dict[int, list[Symbol]] = {}
+        for s in self.symbols:
+            program = s.kind in ("func", "object", "tls", "ifunc", "notype")
+            if s.section is not None and program and not s.is_label and s.name:
+                table.setdefault(s.section, []).append(s)
+        return table
+
     def symbols_in(self, section: int) -> list[Symbol]:
         """Program symbols (not labels, not the section symbol) defined in SECTION."""
-        return [
-            s
-            for s in self.symbols
-            if s.section == section
-            and s.kind in ("func", "object", "tls", "ifunc", "notype")
-            and not s.is_label
-            and s.name
-        ]
+        return self._by_section.get(section, [])
 
     def covering(self, section: int, offset: int) -> Symbol | None:
         """The program symbol of SECTION whose extent holds OFFSET (or starts there)."""
