@@ -17,10 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nonstop.build.recipe import load_recipe  # noqa: E402
-from nonstop.build.userspace import build_userspace  # noqa: E402
-from nonstop.bundle import generate_keypair  # noqa: E402
-from tests.build.conftest import write_recipe  # noqa: E402
+from tests.build.conftest import write_recipe
+
+from nonstop.build.recipe import load_recipe
+from nonstop.build.userspace import build_userspace
+from nonstop.bundle import generate_keypair
 
 RECIPES = {
     "bounds": ("bounds",),
@@ -52,9 +53,8 @@ def main() -> None:
                 builds.append(sum(v for k, v in result.stages.items() if k.startswith("build")))
                 analyses.append(sum(v for k, v in result.stages.items() if k.startswith("analyse")))
             wall, build, analysis = (statistics.median(x) for x in (walls, builds, analyses))
-            print(
-                f"{label:<18} {wall:7.2f} {build:8.2f} {analysis:10.2f} {100 * analysis / wall:9.0f}%"
-            )
+            share = 100 * analysis / wall
+            print(f"{label:<18} {wall:7.2f} {build:8.2f} {analysis:10.2f} {share:9.0f}%")
 
 
 if __name__ == "__main__":
