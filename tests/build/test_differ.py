@@ -17,7 +17,8 @@ def compile_pair(tmp_path: Path, old: str, new: str) -> tuple[ObjectFile, Object
         path = tmp_path / name / "unit.c"
         path.parent.mkdir()
         path.write_text(source)
-        subprocess.run(["gcc", *FLAGS, "-o", str(path.with_suffix(".o")), str(path)], check=True)
+        # Compiled from its own directory: __FILE__ is "unit.c" in both builds.
+        subprocess.run(["gcc", *FLAGS, "-o", "unit.o", "unit.c"], cwd=path.parent, check=True)
         objects.append(ObjectFile(path.with_suffix(".o")))
     return objects[0], objects[1]
 
@@ -63,3 +64,22 @@ def test_changed_constant_data_is_reported_with_size(tmp_path: Path) -> None:
         tmp_path, "int table[4] = {1, 2, 3, 4};", "int table[5] = {1, 2, 3, 4, 5};"
     )
     assert diff_unit("unit.o", old, new).changed_data == [("table", "size changed 16 -> 20")]
+
+
+ASSERTS = """
+#include <assert.h>
+static inline int inner(int v) { assert(v != 7); return v; }
+int outer(int v) { assert(v != 9); return inner(v) + 1; }
+int later(int v) { %s return v; }
+"""
+
+
+def test_statics_of_one_user_pair_by_content(tmp_path: Path) -> None:
+    # outer() holds two __PRETTY_FUNCTION__ statics (its own and inlined inner()'s);
+    # an assert added to later() renumbers both.
+    old, new = compile_pair(tmp_path, ASSERTS % "", ASSERTS % "assert(v != 3);")
+    diff = diff_unit("unit.o", old, new)
+    assert diff.changed_functions == ["later"]
+    assert diff.changed_data == []
+    (added,) = diff.new_data
+    assert new.bytes_of(new.by_name[added]) == b"later\0"

@@ -158,18 +158,37 @@ def correlate(orig: ObjectFile, patched: ObjectFile) -> dict[str, str]:
             match = _NUMBERED.match(name)
             if match:
                 groups[match.group(1)].append(name)
-    old_users, new_users = owners(orig), owners(patched)
     for base, new_names in new_groups.items():
         old_names = old_groups.get(base, [])
         if len(new_names) == 1 and len(old_names) == 1:
             pairs[new_names[0]] = old_names[0]
-            continue
-        for name in new_names:
-            users = {pairs.get(user, user) for user in new_users.get(name, frozenset())}
-            same = [o for o in old_names if old_users.get(o, frozenset()) == users and users]
-            if len(same) == 1 and same[0] not in pairs.values():
-                pairs[name] = same[0]
+    # Users may be numbered themselves (f.part.0 using buf.3): repeat until nothing pairs.
+    old_users, new_users = owners(orig), owners(patched)
+    grew = True
+    while grew:
+        grew = False
+        taken = set(pairs.values())
+        for base, new_names in new_groups.items():
+            old_names = [o for o in old_groups.get(base, []) if o not in taken]
+            for name in new_names:
+                if name in pairs:
+                    continue
+                users = {pairs.get(user, user) for user in new_users.get(name, frozenset())}
+                same = [o for o in old_names if users and old_users.get(o, frozenset()) == users]
+                if len(same) > 1:  # one user with several (an inlined function's statics)
+                    same = [o for o in same if _raw(orig, old[o]) == _raw(patched, new[name])]
+                if len(same) > 1:
+                    same = [o for o in same if o == name]
+                if len(same) == 1:
+                    pairs[name] = same[0]
+                    taken.add(same[0])
+                    old_names.remove(same[0])
+                    grew = True
     return pairs
+
+
+def _raw(obj: ObjectFile, symbol: Symbol) -> bytes:
+    return obj.bytes_of(symbol) if symbol.section is not None else b""
 
 
 @dataclass

@@ -45,16 +45,27 @@ class BuiltTree:
     built_at: Path
     """Where the tree was while it was built (the path compiled into its objects)."""
 
+    prefix_maps: tuple[tuple[str, str], ...] = ()
+    """``-ffile-prefix-map=OLD=NEW`` (and -fdebug-prefix-map) pairs the compilations used."""
+
     def source_path(self, compiled: str) -> Path:
         """Where a source path recorded at build time (debug info) is now."""
-        path = Path(compiled)
-        if path.is_absolute():
-            return (
-                self.root / path.relative_to(self.built_at)
-                if path.is_relative_to(self.built_at)
-                else path
-            )
-        return self.root / path
+        candidates = []
+        for old, new in self.prefix_maps:
+            if compiled == new or compiled.startswith(new.rstrip("/") + "/"):
+                candidates.append(old + compiled[len(new) :])
+        candidates.append(compiled)
+        found = []
+        for candidate in candidates:
+            path = Path(os.path.normpath(candidate))
+            if not path.is_absolute():
+                path = self.root / path
+            elif path.is_relative_to(self.built_at):
+                path = self.root / path.relative_to(self.built_at)
+            if path.is_file():
+                return path
+            found.append(path)
+        return found[0]
 
 
 @dataclass(frozen=True)
@@ -113,7 +124,8 @@ class BuildDriver:
                 f"{stage} build finished but {self.recipe.build.library} is not in the tree "
                 f"(see [build] library in the recipe; log {self.logs / (stage + '.log')})"
             )
-        objects = self._library_objects(cc_log, library) if function_sections else {}
+        calls = _read_log(cc_log)
+        objects = self._library_objects(calls, library) if function_sections else {}
         destination = self.trees / stage
         if destination.exists():
             shutil.rmtree(destination)
@@ -127,6 +139,7 @@ class BuildDriver:
             },
             seconds=time.monotonic() - started,
             built_at=self.tree,
+            prefix_maps=_prefix_maps(calls),
         )
 
     def _lay_out_source(self) -> None:
@@ -202,11 +215,11 @@ class BuildDriver:
                 f"{stage} build failed with status {done.returncode}: {last} (log {log_path})"
             )
 
-    def _library_objects(self, cc_log: Path, library: Path) -> dict[str, Path]:
+    def _library_objects(self, calls: list[_Invocation], library: Path) -> dict[str, Path]:
         """The object files of the last link that produced LIBRARY, relative to the tree."""
         wanted = library.resolve()
         link = None
-        for call in _read_log(cc_log):
+        for call in calls:
             output = _link_output(call)
             if output is not None and output.resolve() == wanted:
                 link = call
@@ -256,6 +269,17 @@ def _read_log(path: Path) -> list[_Invocation]:
             entry = json.loads(line)
             calls.append(_Invocation(cwd=Path(entry["cwd"]), argv=list(entry["argv"])))
     return calls
+
+
+def _prefix_maps(calls: list[_Invocation]) -> tuple[tuple[str, str], ...]:
+    maps: dict[tuple[str, str], None] = {}
+    for call in calls:
+        for arg in call.argv:
+            for flag in ("-ffile-prefix-map=", "-fdebug-prefix-map="):
+                if arg.startswith(flag) and "=" in arg[len(flag) :]:
+                    old, _, new = arg[len(flag) :].partition("=")
+                    maps[(old, new)] = None
+    return tuple(maps)
 
 
 def _link_output(call: _Invocation) -> Path | None:
