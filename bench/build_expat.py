@@ -34,7 +34,7 @@ from nonstop.bundle import generate_keypair  # noqa: E402
 FIXES = sorted((ROOT / "bench" / "expat").glob("*.patch"))
 TITLES = {
     "0001-parse-buffer-without-buffer.patch": "XML_ParseBuffer: refuse bytes without a buffer",
-    "0002-copy-string-null.patch": "copyString: tolerate NULL (inlined into its callers)",
+    "0002-copy-string-null.patch": "copyString: tolerate NULL",
 }
 BUILD_OPTIONS = "nocheck parallel=2"
 
