@@ -33,6 +33,7 @@ TITLES = {
     "ifunc": ("resolver checks the CPU", []),
     "short": ("vuln_zero returns one", []),
     "static-call": ("normalize ids", ["CVE-2099-1011"]),
+    "cold": ("ports map one to one", ["CVE-2099-1012"]),
 }
 
 

@@ -203,3 +203,16 @@ def test_refused_fix_stops_the_levels_above_it(build_fixes: BuildFixes) -> None:
     assert [level.status for level in built.result.levels] == ["built", "refused", "skipped"]
     assert built.level(3).note == "includes fix 2, refused"
     assert [path.name for path in sorted(built.outdir.glob("*.nsb"))] == ["libvuln-level1.nsb"]
+
+
+def test_unchanged_cold_part_is_linked_not_copied(build_fixes: BuildFixes) -> None:
+    built = build_fixes("cold")
+    patch = built.level(1).patch
+    assert patch is not None and built.level(1).analysis.changed == ["vuln_port"]
+    assert replaced(built) == {"vuln_port": "vuln_port.patched"}
+    # GCC moved the error path into vuln_port.cold; it did not change, so the new
+    # vuln_port jumps into the running library's copy, found through the symbol map.
+    assert sorted(patch.links) == ["vuln_port.cold"]
+    assert relocations(built.patch_object(1), ".text.vuln_port") == [
+        ("R_X86_64_PC32", "vuln_port.cold", -4)
+    ]
