@@ -242,6 +242,14 @@ class _UnitAssembly:
         if isinstance(found, str):
             self.parent.refuse(original, f"the patch needs it, but {found}")
             return self.parent.undefined(original, None)
+        before = self.plan.diff.orig.by_name.get(original) if self.plan.diff.orig else None
+        if before is not None and found.symbol.bind == "local" and found.symbol.size != before.size:
+            # Same name, other size: binding to it would read or run the wrong thing.
+            self.parent.refuse(
+                original,
+                f"the target's {original} is {found.symbol.size} bytes, the build's "
+                f"{before.size}: the builds are not comparable",
+            )
         return self.parent.undefined(original, found)
 
     def external(self, symbol: Symbol) -> OutSymbol:
