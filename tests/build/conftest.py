@@ -34,6 +34,7 @@ TITLES = {
     "short": ("vuln_zero returns one", []),
     "static-call": ("normalize ids", ["CVE-2099-1011"]),
     "cold": ("ports map one to one", ["CVE-2099-1012"]),
+    "clone": ("cap weights at 1000", ["CVE-2099-1013"]),
 }
 
 

@@ -216,3 +216,21 @@ def test_unchanged_cold_part_is_linked_not_copied(build_fixes: BuildFixes) -> No
     assert relocations(built.patch_object(1), ".text.vuln_port") == [
         ("R_X86_64_PC32", "vuln_port.cold", -4)
     ]
+
+
+def test_callers_of_a_changed_compiler_clone_move_with_it(build_fixes: BuildFixes) -> None:
+    built = build_fixes("clone")
+    analysis = built.level(1).analysis
+    # Only weigh.constprop.0 changed; its unchanged callers still call the old clone,
+    # so they are patched too, and the clone itself gets no jump of its own.
+    assert analysis.changed == ["weigh.constprop.0"]
+    assert analysis.dependent == ["vuln_weigh_large", "vuln_weigh_small"]
+    assert replaced(built) == {
+        "vuln_weigh_large": "vuln_weigh_large.patched",
+        "vuln_weigh_small": "vuln_weigh_small.patched",
+    }
+    elf = built.patch_object(1)
+    assert symbol_table(elf)["weigh.constprop.0"]["bind"] == "STB_LOCAL"
+    for caller in ("vuln_weigh_small", "vuln_weigh_large"):
+        (call,) = relocations(elf, f".text.{caller}")
+        assert call[1] == "section:.text.weigh.constprop.0"
