@@ -1,0 +1,167 @@
+"""The main kernel story on Debian's real kernel in QEMU (1 guest CPU), one boot.
+
+The real `nonstopctl` runs inside the guest: level 1 is applied and changes
+what /proc/cmdline shows; level 2 replaces it atomically (and adds
+/proc/loadavg); bundles for another build and tampered bundles are refused; a
+level whose transition a sleeping task blocks times out, is reverted and
+names that task; --unload brings the original kernel behaviour back.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.kernel.conftest import Guest
+from tests.kernel.harness import Results
+
+STORY = """
+snap base
+step uname0 $CTL --json --uname
+step info0 $CTL --json --info
+step update1 $CTL --json --update --bundle $B/level1.nsb
+snap l1
+step info1 $CTL --json --info
+step patchinfo1 $CTL --json --patch-info
+step uname1 $CTL --json --uname
+step update2 $CTL --json --update --bundle $B/level2.nsb
+snap l2
+step info2 $CTL --json --info
+step patchinfo2 $CTL --patch-info
+step uname2 $CTL --uname
+step other_build $CTL --json --update --bundle $B/other_build.nsb
+step tampered $CTL --json --update --bundle $B/tampered.nsb
+snap refused
+hold_task
+step update3 $CTL --json --update --bundle $B/level3.nsb --transition-timeout 3
+snap held
+step info_held $CTL --json --info
+echo release > /proc/nonstop_hold
+wait $HOLDER
+step unload $CTL --json --unload
+snap unloaded
+step uname_unloaded $CTL --json --uname
+step info_unloaded $CTL --info
+"""
+
+NONSTOP_MODULES = ("nonstop_example_l1", "nonstop_example_l2", "nonstop_example_l3")
+
+
+@pytest.fixture(scope="module")
+def story(make_guest: Guest) -> Results:
+    run = make_guest.boot(STORY, cpus=1)
+    assert run.exit_status == 0, f"guest scenario did not finish:\n{run.log}\n{run.serial[-3000:]}"
+    return make_guest.results
+
+
+def ours(results: Results, snapshot: str) -> dict[str, int]:
+    return {name: size for name, size in results.modules(snapshot).items() if name.startswith("nonstop_example")}
+
+
+def test_before_any_patch_the_kernel_is_original(story: Results) -> None:
+    assert "nonstop" not in story.text("base", "cmdline")
+    assert story.lines("base", "patches") == []
+    uname = story.json("uname0")
+    assert uname["source"] == "running kernel"
+    assert uname["effective_version"] == uname["real_version"]
+    info = story.json("info0")
+    assert info["level"] is None and info["livepatch_supported"] is True
+    assert info["guard"]["state"] == "clear"
+
+
+def test_level1_changes_kernel_behaviour(story: Results) -> None:
+    assert story.rc("update1") == 0, story.text("update1", "err")
+    update = story.json("update1")
+    assert update["action"] == "applied" and update["level"] == 1
+    assert update["transition"]["replaced"] == []
+    assert story.text("l1", "cmdline") == "nonstop example: level 1\n"
+    assert story.lines("l1", "patches") == ["nonstop_example_l1"]
+    # /proc/loadavg is level 2's business: untouched so far.
+    assert "nonstop" not in story.text("l1", "loadavg")
+
+
+def test_level1_reports(story: Results) -> None:
+    info = story.json("info1")
+    assert info["level"] == 1 and info["module"] == "nonstop_example_l1"
+    assert info["transition"] == {"in_progress": False, "patches": []}
+    assert info["patches"] == [
+        {"name": "nonstop_example_l1", "enabled": True, "transition": False, "objects": ["vmlinux"]}
+    ]
+    assert info["effective_version"].endswith("+nonstop1")
+    patch_info = story.json("patchinfo1")
+    assert patch_info["cves"] == ["CVE-2099-0001"]
+    assert patch_info["functions"] == [{"function": "cmdline_proc_show", "object": "vmlinux"}]
+    uname = story.json("uname1")
+    assert uname["source"] == "patch level 1"
+    assert uname["effective_version"] == info["effective_version"] != uname["real_version"]
+
+
+def test_level2_replaces_level1_atomically(story: Results) -> None:
+    assert story.rc("update2") == 0, story.text("update2", "err")
+    update = story.json("update2")
+    assert update["level"] == 2 and update["transition"]["replaced"] == ["nonstop_example_l1"]
+    assert story.text("l2", "cmdline") == "nonstop example: level 2\n"
+    assert story.text("l2", "loadavg").endswith("nonstop example: level 2\n")
+    assert story.lines("l2", "patches") == ["nonstop_example_l2"]
+    # Level 1's module is gone: the memory of exactly one patch module remains.
+    assert list(ours(story, "l2")) == ["nonstop_example_l2"]
+    assert len(story.modules("l2")) == len(story.modules("base")) + 1
+
+
+def test_level2_reports(story: Results) -> None:
+    info = story.json("info2")
+    assert info["level"] == 2 and info["module"] == "nonstop_example_l2"
+    assert info["effective_version"].endswith("+nonstop2")
+    text = story.text("patchinfo2")
+    assert "level 2 (nonstop_example_l2)" in text
+    assert "CVE-2099-0001" in text and "CVE-2099-0002" in text
+    assert "patched: loadavg_proc_show in vmlinux" in text
+    assert story.text("uname2").strip() == info["effective_version"]
+
+
+def test_bundle_for_another_kernel_build_is_refused(story: Results) -> None:
+    assert story.rc("other_build") == 1
+    assert story.json("other_build")["action"] == "refused"
+    error = story.text("other_build", "err")
+    assert "bundle is for kernel" in error and "but this host runs" in error
+    assert story.lines("refused", "patches") == ["nonstop_example_l2"]
+
+
+def test_tampered_bundle_is_refused(story: Results) -> None:
+    assert story.rc("tampered") == 1
+    assert "does not match its SHA-256" in story.text("tampered", "err")
+    assert story.text("refused", "cmdline") == "nonstop example: level 2\n"
+    assert list(ours(story, "refused")) == ["nonstop_example_l2"]
+
+
+def test_blocked_transition_times_out_reverts_and_names_the_task(story: Results) -> None:
+    holder = int(story.text("holder", "pid"))
+    assert "nonstop_hold_wait" in story.text("holder", "stack")
+    assert story.rc("update3") == 1
+    document = story.json("update3")
+    assert document["action"] == "reverted"
+    tasks = document["blocking_tasks"]
+    assert [(task["pid"], task["comm"]) for task in tasks] == [(holder, "cat")]
+    assert any("nonstop_hold_wait" in frame for frame in tasks[0]["stack"])
+    error = story.text("update3", "err")
+    assert f"cat (pid {holder})" in error and "reverted" in error
+    # Reverted: level 2 still in force, level 3's module gone, state unchanged.
+    assert story.text("held", "cmdline") == "nonstop example: level 2\n"
+    assert story.lines("held", "patches") == ["nonstop_example_l2"]
+    assert list(ours(story, "held")) == ["nonstop_example_l2"]
+    info = story.json("info_held")
+    assert info["level"] == 2 and info["guard"]["state"] == "clear"
+    # The held reader was never disturbed: released, it finished normally.
+    assert story.text("holder", "out") == "released\n"
+
+
+def test_unload_brings_the_original_back(story: Results) -> None:
+    assert story.rc("unload") == 0, story.text("unload", "err")
+    assert [p["patch"] for p in story.json("unload")["patches"]] == ["nonstop_example_l2"]
+    assert story.text("unloaded", "cmdline") == story.text("base", "cmdline")
+    assert "nonstop" not in story.text("unloaded", "loadavg")
+    assert story.lines("unloaded", "patches") == []
+    assert ours(story, "unloaded") == {}
+    uname = story.json("uname_unloaded")
+    assert uname["source"] == "running kernel"
+    assert uname["effective_version"] == story.json("uname0")["effective_version"]
+    assert "patch level:       none" in story.text("info_unloaded")
