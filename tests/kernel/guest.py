@@ -27,6 +27,7 @@ BUSYBOX = Path("/bin/busybox")
 GUEST_MODULES = ("virtio_pci", "9pnet_virtio", "9p")
 SCENARIO = "scenario.sh"
 DONE_MARK = "scenario.exit"
+SHARE = "security_model=none,multidevs=remap"
 
 
 class GuestError(Exception):
@@ -93,9 +94,7 @@ def build_initramfs(tree: KernelTree, work: Path, output: Path) -> Path:
         names.append(path.name)
     init = staging / "init"
     init.write_text(
-        INIT_TEMPLATE.format(
-            modules=" ".join(names), work=work, scenario=SCENARIO, done=DONE_MARK
-        )
+        INIT_TEMPLATE.format(modules=" ".join(names), work=work, scenario=SCENARIO, done=DONE_MARK)
     )
     init.chmod(0o755)
     listing = subprocess.run(
@@ -146,8 +145,8 @@ def boot(
         "-kernel", str(tree.vmlinuz),
         "-initrd", str(initramfs),
         "-append", "console=ttyS0 panic=-1 quiet loglevel=4 rdinit=/init",
-        "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
-        "-virtfs", f"local,path={work},mount_tag=work,security_model=none,multidevs=remap",
+        "-virtfs", f"local,path=/,mount_tag=hostroot,{SHARE},readonly=on",
+        "-virtfs", f"local,path={work},mount_tag=work,{SHARE}",
     ]  # fmt: skip
     started = time.monotonic()
     try:
@@ -169,6 +168,9 @@ def boot(
 
 
 def qemu_available() -> bool:
-    return shutil.which("qemu-system-x86_64") is not None and BUSYBOX.exists() and bool(
-        shutil.which("cpio")
-    ) and os.path.exists("/dev/null")
+    return (
+        shutil.which("qemu-system-x86_64") is not None
+        and BUSYBOX.exists()
+        and bool(shutil.which("cpio"))
+        and os.path.exists("/dev/null")
+    )

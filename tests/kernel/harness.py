@@ -52,7 +52,7 @@ def kernel_tree() -> KernelTree:
 
 
 @dataclass(frozen=True)
-class TestBundles:
+class GuestBundles:
     level1: Path
     level2: Path
     level3: Path
@@ -61,7 +61,7 @@ class TestBundles:
     holdtarget: Path
 
 
-def build_bundles(tree: KernelTree, key_dir: Path, out: Path) -> TestBundles:
+def build_bundles(tree: KernelTree, key_dir: Path, out: Path) -> GuestBundles:
     """Build the test bundles with the real `nonstop build kernel` command."""
     out.mkdir(parents=True, exist_ok=True)
     built = []
@@ -73,7 +73,7 @@ def build_bundles(tree: KernelTree, key_dir: Path, out: Path) -> TestBundles:
             raise RuntimeError(f"nonstop build kernel {recipe} failed")
         level = recipe.stem.removeprefix("level")
         built.append(out / f"nonstop_example_l{level}-{tree.release}.nsb")
-    return TestBundles(
+    return GuestBundles(
         level1=built[0],
         level2=built[1],
         level3=built[2],
@@ -110,9 +110,7 @@ def tamper_module(source: Path, output: Path) -> Path:
     name, module = next((n, d) for n, d in members if n.endswith(".ko"))
     changed = bytearray(module)
     changed[len(changed) // 2] ^= 0x01
-    output.write_bytes(
-        write_members([(n, bytes(changed) if n == name else d) for n, d in members])
-    )
+    output.write_bytes(write_members([(n, bytes(changed) if n == name else d) for n, d in members]))
     return output
 
 
@@ -126,7 +124,7 @@ def build_holdtarget(tree: KernelTree, out: Path) -> Path:
     return module
 
 
-def prepare_work(work: Path, tree: KernelTree, trusted_dir: Path, bundles: TestBundles) -> Path:
+def prepare_work(work: Path, tree: KernelTree, trusted_dir: Path, bundles: GuestBundles) -> Path:
     """Lay out WORK for the guest (keys, bundles, agent config); return the initramfs."""
     for sub in ("keys", "bundles", "out"):
         (work / sub).mkdir(parents=True, exist_ok=True)
@@ -222,6 +220,9 @@ class Results:
         return seconds
 
     def failure_context(self, name: str) -> str:
-        parts = [f"{suffix}: {self.text(name, suffix)}" for suffix in ("rc", "out", "err")
-                 if (self.out / f"{name}.{suffix}").exists()]
+        parts = [
+            f"{suffix}: {self.text(name, suffix)}"
+            for suffix in ("rc", "out", "err")
+            if (self.out / f"{name}.{suffix}").exists()
+        ]
         return "\n".join(parts)

@@ -11,50 +11,21 @@ from __future__ import annotations
 
 import pytest
 
-from tests.kernel.conftest import Guest
+from tests.kernel.conftest import GuestRuns
 from tests.kernel.harness import Results
-
-STORY = """
-snap base
-step uname0 $CTL --json --uname
-step info0 $CTL --json --info
-step update1 $CTL --json --update --bundle $B/level1.nsb
-snap l1
-step info1 $CTL --json --info
-step patchinfo1 $CTL --json --patch-info
-step uname1 $CTL --json --uname
-step update2 $CTL --json --update --bundle $B/level2.nsb
-snap l2
-step info2 $CTL --json --info
-step patchinfo2 $CTL --patch-info
-step uname2 $CTL --uname
-step other_build $CTL --json --update --bundle $B/other_build.nsb
-step tampered $CTL --json --update --bundle $B/tampered.nsb
-snap refused
-hold_task
-step update3 $CTL --json --update --bundle $B/level3.nsb --transition-timeout 3
-snap held
-step info_held $CTL --json --info
-echo release > /proc/nonstop_hold
-wait $HOLDER
-step unload $CTL --json --unload
-snap unloaded
-step uname_unloaded $CTL --json --uname
-step info_unloaded $CTL --info
-"""
-
-NONSTOP_MODULES = ("nonstop_example_l1", "nonstop_example_l2", "nonstop_example_l3")
 
 
 @pytest.fixture(scope="module")
-def story(make_guest: Guest) -> Results:
-    run = make_guest.boot(STORY, cpus=1)
-    assert run.exit_status == 0, f"guest scenario did not finish:\n{run.log}\n{run.serial[-3000:]}"
-    return make_guest.results
+def story(guest_runs: GuestRuns) -> Results:
+    return guest_runs.story()
 
 
 def ours(results: Results, snapshot: str) -> dict[str, int]:
-    return {name: size for name, size in results.modules(snapshot).items() if name.startswith("nonstop_example")}
+    return {
+        name: size
+        for name, size in results.modules(snapshot).items()
+        if name.startswith("nonstop_example")
+    }
 
 
 def test_before_any_patch_the_kernel_is_original(story: Results) -> None:
@@ -63,9 +34,6 @@ def test_before_any_patch_the_kernel_is_original(story: Results) -> None:
     uname = story.json("uname0")
     assert uname["source"] == "running kernel"
     assert uname["effective_version"] == uname["real_version"]
-    info = story.json("info0")
-    assert info["level"] is None and info["livepatch_supported"] is True
-    assert info["guard"]["state"] == "clear"
 
 
 def test_level1_changes_kernel_behaviour(story: Results) -> None:
@@ -77,22 +45,7 @@ def test_level1_changes_kernel_behaviour(story: Results) -> None:
     assert story.lines("l1", "patches") == ["nonstop_example_l1"]
     # /proc/loadavg is level 2's business: untouched so far.
     assert "nonstop" not in story.text("l1", "loadavg")
-
-
-def test_level1_reports(story: Results) -> None:
-    info = story.json("info1")
-    assert info["level"] == 1 and info["module"] == "nonstop_example_l1"
-    assert info["transition"] == {"in_progress": False, "patches": []}
-    assert info["patches"] == [
-        {"name": "nonstop_example_l1", "enabled": True, "transition": False, "objects": ["vmlinux"]}
-    ]
-    assert info["effective_version"].endswith("+nonstop1")
-    patch_info = story.json("patchinfo1")
-    assert patch_info["cves"] == ["CVE-2099-0001"]
-    assert patch_info["functions"] == [{"function": "cmdline_proc_show", "object": "vmlinux"}]
-    uname = story.json("uname1")
-    assert uname["source"] == "patch level 1"
-    assert uname["effective_version"] == info["effective_version"] != uname["real_version"]
+    assert update["effective_version"].endswith("+nonstop1")
 
 
 def test_level2_replaces_level1_atomically(story: Results) -> None:
@@ -110,11 +63,19 @@ def test_level2_replaces_level1_atomically(story: Results) -> None:
 def test_level2_reports(story: Results) -> None:
     info = story.json("info2")
     assert info["level"] == 2 and info["module"] == "nonstop_example_l2"
+    assert info["livepatch_supported"] is True
+    assert info["transition"] == {"in_progress": False, "patches": []}
+    assert info["patches"] == [
+        {"name": "nonstop_example_l2", "enabled": True, "transition": False, "objects": ["vmlinux"]}
+    ]
+    assert info["guard"] == {"state": "clear", "pending": None, "blocked": []}
     assert info["effective_version"].endswith("+nonstop2")
+    assert info["effective_version"] != info["kernel"]["version"]
     text = story.text("patchinfo2")
     assert "level 2 (nonstop_example_l2)" in text
     assert "CVE-2099-0001" in text and "CVE-2099-0002" in text
     assert "patched: loadavg_proc_show in vmlinux" in text
+    assert "fix: Example fix: /proc/cmdline shows the patch level [CVE-2099-0001]" in text
     assert story.text("uname2").strip() == info["effective_version"]
 
 

@@ -36,7 +36,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
-        help=f"give up and revert a livepatch transition after this long (default {DEFAULT_TIMEOUT:g})",
+        help=f"revert a transition not done after this long (default {DEFAULT_TIMEOUT:g})",
     )
     kernel.add_argument(
         "--force-transition",
@@ -51,9 +51,7 @@ def manager_for(context: AgentContext) -> KernelManager:
         running = running_kernel_target()
     except IdentityError as exc:
         raise AgentError(str(exc)) from None
-    return KernelManager(
-        context.state, context.bundle_cache, context.trusted_keys, running
-    )
+    return KernelManager(context.state, context.bundle_cache, context.trusted_keys, running)
 
 
 def _require_root(flag: str) -> None:
@@ -192,12 +190,17 @@ def run_info(context: AgentContext) -> int:
     level = info["level"]
     guard_view = info["guard"]
     lines = [
-        f"kernel:            {kernel['release']} ({kernel['version']}, build-id {kernel['build_id']})",
+        f"kernel:            {kernel['release']} ({kernel['version']})",
+        f"kernel build-id:   {kernel['build_id']}",
         f"patch level:       {level if level is not None else 'none'}",
         f"module:            {info['module'] or '-'}",
         f"effective version: {info['effective_version']}",
         "transition:        "
-        + (", ".join(info["transition"]["patches"]) if info["transition"]["in_progress"] else "none"),
+        + (
+            ", ".join(info["transition"]["patches"])
+            if info["transition"]["in_progress"]
+            else "none"
+        ),
         f"crash-loop guard:  {guard_view['state']}",
     ]
     lines += [f"  blocked level {b['level']}: {b['reason']}" for b in guard_view["blocked"]]

@@ -67,18 +67,15 @@ def build_kernel_bundle(
         raise KernelBuildError(f"built module names {info.name} for {info.release}: unexpected")
     if info.get("nonstop_level") != str(recipe.level):
         raise KernelBuildError("the level stamp is missing from the built module")
-    files = {f"{recipe.module_name}.ko": image}
-    roles = {f"{recipe.module_name}.ko": "module"}
-    for source in recipe.sources:
-        files[source.name] = source.read_bytes()
-        roles[source.name] = "source"
+    module_file = f"{recipe.module_name}.ko"
+    files = {module_file: image} | {source.name: source.read_bytes() for source in recipe.sources}
     manifest = Manifest(
         kind="kernel",
         target=tree.target(),
         level=recipe.level,
         functions=recipe.functions,
         payload=tuple(
-            describe_payload(name, "module" if roles[name] == "module" else "source", data)
+            describe_payload(name, "module" if name == module_file else "source", data)
             for name, data in sorted(files.items())
         ),
         effective_version=effective_version,

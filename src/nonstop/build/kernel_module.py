@@ -72,7 +72,9 @@ def compile_module(tree: KernelTree, recipe: KernelRecipe, stamps: dict[str, str
             shutil.copy2(source, work / source.name)
         (work / "nonstop_stamp.c").write_text(stamp_source(stamps))
         objects = " ".join(f"{source.stem}.o" for source in recipe.sources)
-        (work / "Kbuild").write_text(f"obj-m := {module}.o\n{module}-y := {objects} nonstop_stamp.o\n")
+        (work / "Kbuild").write_text(
+            f"obj-m := {module}.o\n{module}-y := {objects} nonstop_stamp.o\n"
+        )
         return kbuild(tree, work, module)
 
 
@@ -92,5 +94,7 @@ def kbuild(tree: KernelTree, work: Path, module: str) -> bytes:
     # Debug info is most of an unstripped module and the kernel never uses it.
     strip = subprocess.run(["strip", "--strip-debug", str(built)], capture_output=True, check=False)
     if strip.returncode != 0:
-        raise ModuleBuildError(f"strip failed for {module}: {strip.stderr.decode(errors='replace')}")
+        raise ModuleBuildError(
+            f"strip failed for {module}: {strip.stderr.decode(errors='replace')}"
+        )
     return built.read_bytes()

@@ -91,7 +91,9 @@ def metapackage_release(metapackage: str = "linux-image-amd64") -> str:
     out = _apt(["apt-cache", "depends", metapackage])
     match = re.search(r"Depends: linux-image-(\S+)", out)
     if not match:
-        raise KernelPackageError(f"{metapackage} depends on no linux-image package (apt-get update?)")
+        raise KernelPackageError(
+            f"{metapackage} depends on no linux-image package (apt-get update?)"
+        )
     return match.group(1)
 
 
@@ -114,7 +116,9 @@ def _cache_lock(cache_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def fetch_kernel(release: str, version: str | None = None, cache_dir: Path | None = None) -> KernelTree:
+def fetch_kernel(
+    release: str, version: str | None = None, cache_dir: Path | None = None
+) -> KernelTree:
     """The unpacked tree of kernel RELEASE at package VERSION (default: the archive's candidate)."""
     cache_dir = (cache_dir or default_cache_dir()).resolve()
     image_package = f"linux-image-{release}"
@@ -134,7 +138,9 @@ def fetch_kernel(release: str, version: str | None = None, cache_dir: Path | Non
             _unpack_all(headers, root)
             _unpack_image(_download(image_package, version, debs), root, release)
         _point_makefile_at(root, release)
-        tree = KernelTree(release, version, vmlinuz_build_id(root / "boot" / f"vmlinuz-{release}"), root)
+        tree = KernelTree(
+            release, version, vmlinuz_build_id(root / "boot" / f"vmlinuz-{release}"), root
+        )
         (directory / TREE_STAMP).write_text(
             json.dumps({"release": release, "version": version, "build_id": tree.build_id})
         )
@@ -150,7 +156,10 @@ def _read_stamp(directory: Path) -> KernelTree | None:
 
 
 def _download(package: str, version: str, into: Path) -> Path:
-    _apt(["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", f"{package}={version}"], cwd=into)
+    _apt(
+        ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", f"{package}={version}"],
+        cwd=into,
+    )
     found = sorted(into.glob(f"{package}_*.deb"))
     if not found:
         raise KernelPackageError(f"apt-get download left no {package} package")
@@ -185,7 +194,9 @@ def _unpack_image(deb: Path, root: Path, release: str) -> None:
         assert proc.stdout is not None
         with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
             for member in archive:
-                if not member.isfile() or not (member.name in keep or member.name.startswith(prefixes)):
+                if not member.isfile() or not (
+                    member.name in keep or member.name.startswith(prefixes)
+                ):
                     continue
                 source = archive.extractfile(member)
                 if source is None:

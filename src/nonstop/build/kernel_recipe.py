@@ -20,7 +20,16 @@ _SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _OBJECT = re.compile(r"^[A-Za-z0-9_-]{1,55}$")
 _CVE = re.compile(r"^CVE-[0-9]{4}-[0-9]{4,}$")
 _SOURCE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*\.c$")
-_TOP_KEYS = {"name", "level", "effective_version", "description", "kernel", "module", "function", "fix"}
+_TOP_KEYS = {
+    "name",
+    "level",
+    "effective_version",
+    "description",
+    "kernel",
+    "module",
+    "function",
+    "fix",
+}
 
 
 class RecipeError(Exception):
@@ -91,7 +100,9 @@ def _fixes(document: dict[str, Any], where: Path) -> tuple[Fix, ...]:
         title = _printable(item.get("title"), f"{where}: fix title")
         cves = item.get("cves", [])
         references = item.get("references", [])
-        if not isinstance(cves, list) or not all(isinstance(c, str) and _CVE.match(c) for c in cves):
+        if not isinstance(cves, list) or not all(
+            isinstance(c, str) and _CVE.match(c) for c in cves
+        ):
             raise RecipeError(f"{where}: fix {title!r}: cves must be CVE-YYYY-NNNN identifiers")
         if not isinstance(references, list):
             raise RecipeError(f"{where}: fix {title!r}: references must be a list")
@@ -135,8 +146,12 @@ def parse_recipe(document: dict[str, Any], path: Path) -> KernelRecipe:
         sources=tuple(resolved),
         functions=_functions(document, path),
         fixes=_fixes(document, path),
-        release=_printable(kernel["release"], f"{path}: kernel release") if "release" in kernel else None,
-        version=_printable(kernel["version"], f"{path}: kernel version") if "version" in kernel else None,
+        release=_printable(kernel["release"], f"{path}: kernel release")
+        if "release" in kernel
+        else None,
+        version=_printable(kernel["version"], f"{path}: kernel version")
+        if "version" in kernel
+        else None,
         effective_version=optional["effective_version"],
         description=optional["description"],
     )

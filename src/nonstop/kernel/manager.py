@@ -103,7 +103,7 @@ class KernelManager:
     # -- checks --------------------------------------------------------------
 
     def check_bundle(self, bundle: Bundle) -> tuple[LevelRef, bytes]:
-        """Refuse a verified bundle that is not for this exact kernel; return its level and module."""
+        """Refuse a verified bundle not made for this exact kernel; return its level and module."""
         manifest = bundle.manifest
         if manifest.kind != "kernel" or not isinstance(manifest.target, KernelTarget):
             raise KernelPatchError(f"bundle is a {manifest.kind} bundle, not a kernel bundle")
@@ -143,9 +143,12 @@ class KernelManager:
             applied = state.current if self.loaded(state.current) else None
             action = decide_level(applied.level if applied else None, ref.level)
             if action is LevelAction.ALREADY and applied is not None:
-                return ApplyResult("already", applied, tripped=tripped, message=(
-                    f"{applied.describe()} is already applied"
-                ))
+                return ApplyResult(
+                    "already",
+                    applied,
+                    tripped=tripped,
+                    message=(f"{applied.describe()} is already applied"),
+                )
             self.cache.store(bundle_bytes, self.trusted())
             previous_wanted = state.wanted
             state.wanted = ref
@@ -174,7 +177,10 @@ class KernelManager:
             ref = usable[0]
             if self.loaded(ref):
                 return ApplyResult(
-                    "already", ref, tripped=tripped, blocked=blocked,
+                    "already",
+                    ref,
+                    tripped=tripped,
+                    blocked=blocked,
                     message=f"{ref.describe()} is already applied",
                 )
             bundle = self.cache.load(ref.bundle_sha256, self.trusted())

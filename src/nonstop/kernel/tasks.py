@@ -71,7 +71,7 @@ def blocking_tasks(target_state: int, proc: Path = Path("/proc")) -> list[Blocki
     for task_dir in proc.glob("[0-9]*/task/[0-9]*"):
         state_text = _read(task_dir / "patch_state")
         state = parse_patch_state(state_text) if state_text is not None else None
-        if state is None or state == UNDEFINED or state == target_state:
+        if state is None or state in (UNDEFINED, target_state):
             continue
         comm = (_read(task_dir / "comm") or "?").strip()
         stack = parse_stack(_read(task_dir / "stack") or "")
