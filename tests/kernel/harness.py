@@ -147,8 +147,8 @@ def scenario(work: Path, body: str) -> str:
     ``step NAME CMD...`` runs CMD and keeps its stdout, stderr, exit status and
     start/end times under out/; ``snap NAME`` records what the kernel shows
     (/proc/cmdline, /proc/loadavg, livepatch sysfs, /proc/modules);
-    ``hold_task`` starts a reader asleep in nonstop_hold_wait() and waits until
-    it is really there.
+    ``hold_task NAME`` starts a reader asleep in nonstop_hold_wait(), waits until
+    it is really there and keeps its pid, stack and (later) output as NAME.*.
     """
     prelude = f"""
 W={work}
@@ -170,15 +170,16 @@ snap() {{
     cat /proc/modules > $OUT/$1.modules
 }}
 hold_task() {{
-    busybox insmod $B/holdtarget.ko
-    cat /proc/nonstop_hold > $OUT/holder.out 2>&1 &
+    [ -e /proc/nonstop_hold ] || busybox insmod $B/holdtarget.ko
+    echo 0 > /proc/nonstop_hold
+    cat /proc/nonstop_hold > $OUT/$1.out 2>&1 &
     HOLDER=$!
-    echo $HOLDER > $OUT/holder.pid
+    echo $HOLDER > $OUT/$1.pid
     for i in $(seq 100); do
         grep -q nonstop_hold_wait /proc/$HOLDER/stack 2>/dev/null && break
         sleep 0.1
     done
-    cat /proc/$HOLDER/stack > $OUT/holder.stack
+    cat /proc/$HOLDER/stack > $OUT/$1.stack
 }}
 nproc > $OUT/nproc.out
 """

@@ -5,7 +5,9 @@ Each is shell run inside the guest after the helpers of ``harness.scenario``
 
 STORY (1 CPU, one boot): level 1, level 2 by atomic replace, the reports,
 refusals of a bundle for another build and of a tampered bundle, a level whose
-transition a sleeping task blocks (timeout, revert, the task named), unload.
+transition a sleeping task blocks (timeout, revert, the task named), unload,
+and last (a forced patch can never be unloaded) the same blocked level forced
+over because --force-transition was asked for.
 
 CRASH_BEFORE / CRASH_AFTER (2 CPUs, two boots sharing one state dir): levels
 1 and 2, then level 3 is started while a task blocks its transition and the
@@ -28,16 +30,21 @@ step uname2 $CTL --uname
 step other_build $CTL --json --update --bundle $B/other_build.nsb
 step tampered $CTL --json --update --bundle $B/tampered.nsb
 snap refused
-hold_task
+hold_task holder
 step update3 $CTL --json --update --bundle $B/level3.nsb --transition-timeout 3
 snap held
 step info_held $CTL --json --info
-echo release > /proc/nonstop_hold
+echo 1 > /proc/nonstop_hold
 wait $HOLDER
 step unload $CTL --json --unload
 snap unloaded
 step uname_unloaded $CTL --json --uname
 step info_unloaded $CTL --info
+hold_task holder2
+step forced $CTL --json --update --bundle $B/level3.nsb --transition-timeout 2 --force-transition
+snap forced
+echo 1 > /proc/nonstop_hold
+wait $HOLDER
 """
 
 CRASH_BEFORE = """
@@ -45,7 +52,7 @@ step update1 $CTL --json --update --bundle $B/level1.nsb
 snap l1
 step update2 $CTL --json --update --bundle $B/level2.nsb
 snap l2
-hold_task
+hold_task holder
 $CTL --json --update --bundle $B/level3.nsb --transition-timeout 600 > $OUT/crash_update.out 2>&1 &
 for i in $(seq 600); do
     if grep -q '"pending": {' $W/state/kernel.json 2>/dev/null &&

@@ -89,6 +89,7 @@ def test_bundle_for_another_kernel_build_is_refused(story: Results) -> None:
 
 def test_tampered_bundle_is_refused(story: Results) -> None:
     assert story.rc("tampered") == 1
+    assert story.json("tampered")["action"] == "refused"
     assert "does not match its SHA-256" in story.text("tampered", "err")
     assert story.text("refused", "cmdline") == "nonstop example: level 2\n"
     assert list(ours(story, "refused")) == ["nonstop_example_l2"]
@@ -126,3 +127,15 @@ def test_unload_brings_the_original_back(story: Results) -> None:
     assert uname["source"] == "running kernel"
     assert uname["effective_version"] == story.json("uname0")["effective_version"]
     assert "patch level:       none" in story.text("info_unloaded")
+
+
+def test_force_only_when_asked(story: Results) -> None:
+    # The default path above reverted; with --force-transition the same blocked
+    # transition is forced through and level 3 (with the hold fix) is in force.
+    assert story.rc("forced") == 0, story.text("forced", "err")
+    transition = story.json("forced")["transition"]
+    assert transition["forced"] is True and transition["replaced"] == []
+    assert story.json("update3")["action"] == "reverted"
+    assert "nonstop_hold_wait" in story.text("holder2", "stack")
+    assert story.text("forced", "cmdline") == "nonstop example: level 3\n"
+    assert story.lines("forced", "patches") == ["nonstop_example_l3"]

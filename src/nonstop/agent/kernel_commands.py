@@ -18,7 +18,7 @@ from typing import Any
 from nonstop.agent.actions import Action, AgentContext, AgentError
 from nonstop.bundle import open_bundle
 from nonstop.bundle.container import read_bundle_bytes
-from nonstop.bundle.errors import LevelPolicyError
+from nonstop.bundle.errors import BundleError
 from nonstop.bundle.identity import IdentityError, running_kernel_target
 from nonstop.console import emit_json, stdout
 from nonstop.kernel.guard import GuardBlockedError
@@ -74,7 +74,7 @@ def _kernel_errors(context: AgentContext) -> Iterator[None]:
                 for frame in task.stack:
                     stdout.print(f"    {frame}", markup=False)
         raise AgentError(str(exc)) from None
-    except (KernelPatchError, GuardBlockedError, LivepatchError, LevelPolicyError) as exc:
+    except (KernelPatchError, GuardBlockedError, LivepatchError, BundleError) as exc:
         if context.json:
             emit_json({"action": "refused", "error": str(exc)})
         raise AgentError(str(exc)) from None
@@ -102,7 +102,7 @@ def _blocked_dict(entry: Blocked) -> dict[str, Any]:
     return {"level": entry.ref.level, "module": entry.ref.module, "reason": entry.reason}
 
 
-def _print_result(context: AgentContext, result: ApplyResult) -> None:
+def _print_result(context: AgentContext, result: ApplyResult) -> int:
     document = {
         "action": result.action,
         "level": result.ref.level if result.ref else None,
@@ -113,20 +113,28 @@ def _print_result(context: AgentContext, result: ApplyResult) -> None:
         "blocked": [_blocked_dict(entry) for entry in result.blocked],
         "message": result.message,
     }
-    if context.json:
-        emit_json(document)
-        return
+    lines = []
     if result.tripped:
-        stdout.print(f"crash-loop guard: blocked {result.tripped.reason}", markup=False)
+        lines.append(f"crash-loop guard: blocked {result.tripped.reason}")
     if result.report and result.ref:
         replaced = ", ".join(result.report.replaced) or "nothing"
-        stdout.print(
+        lines.append(
             f"applied {result.ref.describe()} in {result.report.seconds:.2f} s "
-            f"(replaced {replaced}); effective version {result.ref.effective_version}",
-            markup=False,
+            f"(replaced {replaced}); effective version {result.ref.effective_version}"
         )
     if result.message:
-        stdout.print(result.message, markup=False)
+        lines.append(result.message)
+    return _output(context, document, lines)
+
+
+def _output(context: AgentContext, document: dict[str, Any], lines: list[str]) -> int:
+    """One JSON document under --json, otherwise LINES of text."""
+    if context.json:
+        emit_json(document)
+    else:
+        for line in lines:
+            stdout.print(line, markup=False)
+    return 0
 
 
 def run_update(context: AgentContext) -> int:
@@ -134,13 +142,12 @@ def run_update(context: AgentContext) -> int:
     if context.args.bundle is None:
         raise AgentError("--update needs --bundle FILE (no patch server is configured)")
     timeout = _timeout(context)
-    data = read_bundle_bytes(context.args.bundle)
-    bundle = open_bundle(data, context.trusted_keys())
     manager = manager_for(context)
     with _kernel_errors(context):
+        data = read_bundle_bytes(context.args.bundle)
+        bundle = open_bundle(data, context.trusted_keys())
         result = manager.update(data, bundle, timeout=timeout, force=context.args.force_transition)
-    _print_result(context, result)
-    return 0
+    return _print_result(context, result)
 
 
 def run_auto_update(context: AgentContext) -> int:
@@ -150,93 +157,63 @@ def run_auto_update(context: AgentContext) -> int:
     else:
         with _kernel_errors(context):
             result = manager_for(context).auto_update(timeout=_timeout(context))
-    _print_result(context, result)
-    return 0
+    return _print_result(context, result)
 
 
 def run_unload(context: AgentContext) -> int:
     _require_root("--unload")
     with _kernel_errors(context):
         reports = manager_for(context).unload(timeout=_timeout(context))
-    if context.json:
-        emit_json({"action": "unloaded", "patches": [_report_dict(r) for r in reports]})
-    elif reports:
-        for report in reports:
-            stdout.print(f"unloaded {report.patch} in {report.seconds:.2f} s", markup=False)
-    else:
-        stdout.print("no kernel patch was loaded", markup=False)
-    return 0
+    document = {"action": "unloaded", "patches": [_report_dict(r) for r in reports]}
+    lines = [f"unloaded {r.patch} in {r.seconds:.2f} s" for r in reports]
+    return _output(context, document, lines or ["no kernel patch was loaded"])
 
 
 def run_clear_guard(context: AgentContext) -> int:
     _require_root("--clear-crash-guard")
     cleared = manager_for(context).clear_guard()
-    if context.json:
-        emit_json({"action": "cleared", "cleared": [_blocked_dict(entry) for entry in cleared]})
-    elif cleared:
-        for entry in cleared:
-            stdout.print(f"unblocked {entry.ref.describe()} ({entry.reason})", markup=False)
-    else:
-        stdout.print("the crash-loop guard blocked nothing", markup=False)
-    return 0
+    document = {"action": "cleared", "cleared": [_blocked_dict(entry) for entry in cleared]}
+    lines = [f"unblocked {entry.ref.describe()} ({entry.reason})" for entry in cleared]
+    return _output(context, document, lines or ["the crash-loop guard blocked nothing"])
 
 
 def run_info(context: AgentContext) -> int:
     info = manager_for(context).info()
-    if context.json:
-        emit_json(info)
-        return 0
     kernel = info["kernel"]
     level = info["level"]
     guard_view = info["guard"]
+    moving = info["transition"]["patches"]
     lines = [
         f"kernel:            {kernel['release']} ({kernel['version']})",
         f"kernel build-id:   {kernel['build_id']}",
         f"patch level:       {level if level is not None else 'none'}",
         f"module:            {info['module'] or '-'}",
         f"effective version: {info['effective_version']}",
-        "transition:        "
-        + (
-            ", ".join(info["transition"]["patches"])
-            if info["transition"]["in_progress"]
-            else "none"
-        ),
+        f"transition:        {', '.join(moving) or 'none'}",
         f"crash-loop guard:  {guard_view['state']}",
     ]
     lines += [f"  blocked level {b['level']}: {b['reason']}" for b in guard_view["blocked"]]
     lines += [f"note: {note}" for note in info["notes"]]
-    for line in lines:
-        stdout.print(line, markup=False)
-    return 0
+    return _output(context, info, lines)
 
 
 def run_patch_info(context: AgentContext) -> int:
     info = manager_for(context).patch_info()
-    if context.json:
-        emit_json(info)
-        return 0
     if info["level"] is None:
-        stdout.print("no kernel patch applied", markup=False)
-        return 0
-    stdout.print(
-        f"level {info['level']} ({info['module']}), effective version {info['effective_version']}",
-        markup=False,
-    )
+        return _output(context, info, ["no kernel patch applied"])
+    lines = [
+        f"level {info['level']} ({info['module']}), effective version {info['effective_version']}"
+    ]
     for fix in info["fixes"]:
-        cves = ", ".join(fix["cves"]) or "no CVE"
-        stdout.print(f"  fix: {fix['title']} [{cves}]", markup=False)
+        lines.append(f"  fix: {fix['title']} [{', '.join(fix['cves']) or 'no CVE'}]")
     for function in info["functions"]:
-        stdout.print(f"  patched: {function['function']} in {function['object']}", markup=False)
-    return 0
+        lines.append(f"  patched: {function['function']} in {function['object']}")
+    return _output(context, info, lines)
 
 
 def run_uname(context: AgentContext) -> int:
     document = manager_for(context).uname()
-    if context.json:
-        emit_json(document)
-    else:
-        stdout.print(document["effective_version"], markup=False)
-    return 0
+    return _output(context, document, [document["effective_version"]])
 
 
 ACTIONS = [
