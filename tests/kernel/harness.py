@@ -2,8 +2,9 @@
 
 - the cached Debian kernel tree (fetched through the real package code);
 - the test bundles, built with the real `nonstop build kernel` command: the
-  example's levels 1 and 2 (examples/kernel), the test level 3, a bundle
-  re-signed for another kernel build and a tampered copy;
+  example's levels 1 and 2 (examples/kernel), the test level 3, a level the
+  kernel refuses at load time, a bundle re-signed for another kernel build
+  and a tampered copy;
 - the plain test module nonstop_holdtarget.ko;
 - a work directory the guest mounts (keys, bundles, agent config, state);
 - a shell prelude for scenarios and a reader for what they recorded.
@@ -56,6 +57,7 @@ class GuestBundles:
     level1: Path
     level2: Path
     level3: Path
+    broken: Path
     other_build: Path
     tampered: Path
     holdtarget: Path
@@ -64,21 +66,24 @@ class GuestBundles:
 def build_bundles(tree: KernelTree, key_dir: Path, out: Path) -> GuestBundles:
     """Build the test bundles with the real `nonstop build kernel` command."""
     out.mkdir(parents=True, exist_ok=True)
-    built = []
-    for recipe in (EXAMPLES / "level1.toml", EXAMPLES / "level2.toml", FIXTURES / "level3.toml"):
+    recipes = {
+        "level1": (EXAMPLES / "level1.toml", "nonstop_example_l1"),
+        "level2": (EXAMPLES / "level2.toml", "nonstop_example_l2"),
+        "level3": (FIXTURES / "level3.toml", "nonstop_example_l3"),
+        "broken": (FIXTURES / "broken.toml", "nonstop_broken_l9"),
+    }
+    built = {}
+    for name, (recipe, module) in recipes.items():
         argv = ["build", "kernel", str(recipe), "--key", str(key_dir), "-o", str(out)]
         argv += ["--kernel-release", tree.release, "--kernel-version", tree.version]
         argv += ["--cache", str(CACHE)]
         if nonstop_main(argv) != 0:
             raise RuntimeError(f"nonstop build kernel {recipe} failed")
-        level = recipe.stem.removeprefix("level")
-        built.append(out / f"nonstop_example_l{level}-{tree.release}.nsb")
+        built[name] = out / f"{module}-{tree.release}.nsb"
     return GuestBundles(
-        level1=built[0],
-        level2=built[1],
-        level3=built[2],
-        other_build=resign_for_other_build(built[0], out / "other-build.nsb", key_dir),
-        tampered=tamper_module(built[0], out / "tampered.nsb"),
+        **built,
+        other_build=resign_for_other_build(built["level1"], out / "other-build.nsb", key_dir),
+        tampered=tamper_module(built["level1"], out / "tampered.nsb"),
         holdtarget=build_holdtarget(tree, out),
     )
 

@@ -4,7 +4,8 @@ Each is shell run inside the guest after the helpers of ``harness.scenario``
 (``step``, ``snap``, ``hold_task``). The tests assert on what they record.
 
 STORY (1 CPU, one boot): level 1, level 2 by atomic replace, the reports,
-refusals of a bundle for another build and of a tampered bundle, a level whose
+refusals of a bundle for another build, of a tampered bundle and (by the
+kernel) of a module patching a function it does not have, a level whose
 transition a sleeping task blocks (timeout, revert, the task named), unload,
 and last (a forced patch can never be unloaded) the same blocked level forced
 over because --force-transition was asked for.
@@ -29,6 +30,7 @@ step patchinfo2 $CTL --patch-info
 step uname2 $CTL --uname
 step other_build $CTL --json --update --bundle $B/other_build.nsb
 step tampered $CTL --json --update --bundle $B/tampered.nsb
+step broken $CTL --json --update --bundle $B/broken.nsb
 snap refused
 hold_task holder
 step update3 $CTL --json --update --bundle $B/level3.nsb --transition-timeout 3

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from nonstop.build.kernel_packages import KernelTree
 from tests.kernel.conftest import GuestRuns
 from tests.kernel.harness import Results
 
@@ -60,8 +61,11 @@ def test_level2_replaces_level1_atomically(story: Results) -> None:
     assert len(story.modules("l2")) == len(story.modules("base")) + 1
 
 
-def test_level2_reports(story: Results) -> None:
+def test_level2_reports(story: Results, kernel_tree: KernelTree) -> None:
     info = story.json("info2")
+    # The build-id the builder read from the image is the one the guest kernel reports.
+    assert info["kernel"]["build_id"] == kernel_tree.build_id
+    assert info["kernel"] == {**info["kernel"], "release": kernel_tree.release}
     assert info["level"] == 2 and info["module"] == "nonstop_example_l2"
     assert info["livepatch_supported"] is True
     assert info["transition"] == {"in_progress": False, "patches": []}
@@ -95,6 +99,19 @@ def test_tampered_bundle_is_refused(story: Results) -> None:
     assert list(ours(story, "refused")) == ["nonstop_example_l2"]
 
 
+def test_module_the_kernel_refuses_leaves_everything_as_it_was(story: Results) -> None:
+    assert story.rc("broken") == 1
+    error = story.text("broken", "err")
+    assert "loading module nonstop_broken_l9: EINVAL" in error and error.count("\n") == 1
+    assert story.json("broken")["action"] == "refused"
+    assert story.lines("refused", "patches") == ["nonstop_example_l2"]
+    assert "nonstop_broken_l9" not in story.modules("refused")
+    # Neither the level nor the guard remember the failed attempt.
+    info = story.json("info_held")
+    assert info["level"] == 2 and info["wanted_level"] == 2
+    assert info["guard"] == {"state": "clear", "pending": None, "blocked": []}
+
+
 def test_blocked_transition_times_out_reverts_and_names_the_task(story: Results) -> None:
     holder = int(story.text("holder", "pid"))
     assert "nonstop_hold_wait" in story.text("holder", "stack")
@@ -112,6 +129,7 @@ def test_blocked_transition_times_out_reverts_and_names_the_task(story: Results)
     assert list(ours(story, "held")) == ["nonstop_example_l2"]
     info = story.json("info_held")
     assert info["level"] == 2 and info["guard"]["state"] == "clear"
+    assert info["transition"]["in_progress"] is False
     # The held reader was never disturbed: released, it finished normally.
     assert story.text("holder", "out") == "released\n"
 
