@@ -12,7 +12,6 @@ decided from those files, never from QEMU's exit status.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -165,12 +164,3 @@ def boot(
     except (OSError, ValueError):
         status = None
     return GuestRun(status, seconds, serial, log)
-
-
-def qemu_available() -> bool:
-    return (
-        shutil.which("qemu-system-x86_64") is not None
-        and BUSYBOX.exists()
-        and bool(shutil.which("cpio"))
-        and os.path.exists("/dev/null")
-    )

@@ -29,7 +29,7 @@ from nonstop.build.kernel_packages import (
     fetch_kernel,
     metapackage_release,
 )
-from nonstop.bundle import SigningKey, TrustedKeys, open_bundle, pack
+from nonstop.bundle import SigningKey, TrustedKeys, load_signing_key, open_bundle, pack
 from nonstop.bundle.zipfmt import read_members, write_members
 from nonstop.cli import main as nonstop_main
 from tests.kernel.guest import build_initramfs
@@ -90,8 +90,6 @@ def build_bundles(tree: KernelTree, key_dir: Path, out: Path) -> GuestBundles:
 
 def resign_for_other_build(source: Path, output: Path, key_dir: Path) -> Path:
     """A validly signed copy of SOURCE whose manifest names another build of the same release."""
-    from nonstop.bundle import load_signing_key
-
     trusted = TrustedKeys([load_signing_key(key_dir / "signing.key").public()])
     bundle = open_bundle(source, trusted)
     manifest = bundle.manifest

@@ -29,7 +29,13 @@ from nonstop.bundle import (
     open_bundle,
     pack,
 )
-from nonstop.kernel.livepatch import LivepatchDriver
+from nonstop.kernel.livepatch import (
+    LivepatchDriver,
+    LivepatchError,
+    LoadRefusedError,
+    TransitionReport,
+    TransitionTimeout,
+)
 from nonstop.kernel.manager import (
     KernelManager,
     KernelPatchError,
@@ -168,3 +174,48 @@ def test_nonstopctl_refuses_a_bundle_for_another_kernel(
     assert not (tmp_path / "cache").exists() and not (tmp_path / "state" / "kernel.json").exists()
     assert nonstopctl(["--json", "--uname"]) == 0
     assert json.loads(capsys.readouterr().out)["release"] == platform.release()
+
+
+class FaultyDriver(LivepatchDriver):
+    """Injects faults the host cannot produce for real (it cannot load modules)."""
+
+    def __init__(self, sysfs: Path, fault: BaseException) -> None:
+        super().__init__(sysfs=sysfs)
+        self.fault = fault
+
+    def apply(
+        self, image: bytes, name: str, *, timeout: float, force: bool = False
+    ) -> TransitionReport:
+        raise self.fault
+
+
+@pytest.mark.parametrize(
+    ("fault", "blocks"),
+    [
+        (TransitionTimeout("timed out; reverted", [], reverted=True), False),
+        (LoadRefusedError("loading module x: EINVAL"), False),
+        (KeyboardInterrupt(), True),
+        (LivepatchError("the reversed transition did not finish either"), True),
+    ],
+)
+def test_only_unclean_failures_leave_the_level_for_the_guard(
+    tmp_path: Path,
+    trusted: TrustedKeys,
+    kernel_tree: KernelTree,
+    test_bundles: GuestBundles,
+    fault: BaseException,
+    blocks: bool,
+) -> None:
+    agent = manager(tmp_path, trusted, kernel_tree.target())
+    agent.driver = FaultyDriver(tmp_path / "no-livepatch", fault)
+    data = test_bundles.level1.read_bytes()
+    with pytest.raises(type(fault)):
+        agent.update(data, open_bundle(data, trusted), timeout=1)
+    state = agent.load_state()
+    assert state.current is None and state.wanted is None
+    assert (state.pending is not None) is blocks
+    # The next command under the lock turns a leftover pending level into a block.
+    tripped = agent.clear_guard()
+    assert [entry.ref.level for entry in tripped] == ([1] if blocks else [])
+    if blocks:
+        assert "agent stopped while level 1" in tripped[0].reason

@@ -27,6 +27,10 @@ class LivepatchError(Exception):
     """A livepatch operation failed; the message says which and why in one line."""
 
 
+class LoadRefusedError(LivepatchError):
+    """The kernel refused to load the module: nothing changed."""
+
+
 class TransitionTimeout(LivepatchError):
     """A transition did not finish in time and was reversed; BLOCKING names the tasks."""
 
@@ -100,7 +104,7 @@ class LivepatchDriver:
         try:
             load_module(image, name)
         except ModuleSyscallError as exc:
-            raise LivepatchError(str(exc)) from None
+            raise LoadRefusedError(str(exc)) from None
         forced = False
         if not self._wait_transition(name, timeout):
             if not force:

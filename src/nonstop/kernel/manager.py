@@ -23,7 +23,12 @@ from nonstop.agent.state import StateStore
 from nonstop.bundle import Bundle, KernelTarget, LevelAction, TrustedKeys, decide_level
 from nonstop.bundle.manifest import utc_now
 from nonstop.kernel import guard
-from nonstop.kernel.livepatch import LivepatchDriver, TransitionReport
+from nonstop.kernel.livepatch import (
+    LivepatchDriver,
+    LoadRefusedError,
+    TransitionReport,
+    TransitionTimeout,
+)
 from nonstop.kernel.modinfo import ModinfoError, read_modinfo
 from nonstop.kernel.state import STATE_NAME, Blocked, KernelState, LevelRef
 
@@ -147,7 +152,7 @@ class KernelManager:
                     "already",
                     applied,
                     tripped=tripped,
-                    message=(f"{applied.describe()} is already applied"),
+                    message=f"{applied.describe()} is already applied",
                 )
             self.cache.store(bundle_bytes, self.trusted())
             previous_wanted = state.wanted
@@ -195,10 +200,13 @@ class KernelManager:
         self._save(state)  # durable before the module goes in: this is what the guard reads
         try:
             report = self.driver.apply(image, ref.module, timeout=timeout, force=force)
-        except BaseException:
+        except (LoadRefusedError, TransitionTimeout):
+            # The kernel is exactly as before: not a crash, nothing to block.
             guard.abandon(state)
             self._save(state)
             raise
+        # Any other failure (interrupted, revert incomplete) leaves the level
+        # pending, so the next run blocks it until an operator has looked.
         guard.confirm(state, ref)
         self._save(state)
         return report
