@@ -127,7 +127,7 @@ def boot(
     scenario: str,
     *,
     cpus: int = 1,
-    timeout: float = 240.0,
+    timeout: float = 480.0,
 ) -> GuestRun:
     """Boot the guest once with SCENARIO (shell text) and wait for it to power off."""
     (work / "tmp").mkdir(parents=True, exist_ok=True)

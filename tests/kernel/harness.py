@@ -178,7 +178,7 @@ hold_task() {{
     cat /proc/nonstop_hold > $OUT/$1.out 2>&1 &
     HOLDER=$!
     echo $HOLDER > $OUT/$1.pid
-    for i in $(seq 100); do
+    for i in $(seq 300); do
         grep -q nonstop_hold_wait /proc/$HOLDER/stack 2>/dev/null && break
         sleep 0.1
     done

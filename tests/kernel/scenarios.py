@@ -56,7 +56,7 @@ step update2 $CTL --json --update --bundle $B/level2.nsb
 snap l2
 hold_task holder
 $CTL --json --update --bundle $B/level3.nsb --transition-timeout 600 > $OUT/crash_update.out 2>&1 &
-for i in $(seq 600); do
+for i in $(seq 1200); do
     if grep -q '"pending": {' $W/state/kernel.json 2>/dev/null &&
        [ "$(cat /sys/kernel/livepatch/nonstop_example_l3/transition 2>/dev/null)" = 1 ]; then
         break

@@ -19,6 +19,9 @@ import pytest
 from tests.kernel.conftest import GuestRuns
 from tests.kernel.harness import Results
 
+# Guest boots under software emulation: allow for a loaded machine (the default is 600 s).
+pytestmark = pytest.mark.timeout(1200)
+
 
 @pytest.fixture(scope="module")
 def crash(guest_runs: GuestRuns) -> Results:
