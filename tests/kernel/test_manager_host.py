@@ -219,3 +219,19 @@ def test_only_unclean_failures_leave_the_level_for_the_guard(
     assert [entry.ref.level for entry in tripped] == ([1] if blocks else [])
     if blocks:
         assert "agent stopped while level 1" in tripped[0].reason
+
+
+def test_a_loaded_level_missing_from_the_state_is_adopted_not_loaded_twice(
+    tmp_path: Path, trusted: TrustedKeys, kernel_tree: KernelTree, test_bundles: GuestBundles
+) -> None:
+    # What sysfs shows with level 1 in force; the state dir was lost.
+    patch = tmp_path / "livepatch" / "nonstop_example_l1"
+    (patch / "vmlinux").mkdir(parents=True)
+    (patch / "enabled").write_text("1\n")
+    (patch / "transition").write_text("0\n")
+    agent = manager(tmp_path, trusted, kernel_tree.target())
+    agent.driver = LivepatchDriver(sysfs=tmp_path / "livepatch")
+    data = test_bundles.level1.read_bytes()
+    result = agent.update(data, open_bundle(data, trusted), timeout=1)
+    assert result.action == "already" and result.ref is not None and result.ref.level == 1
+    assert agent.info()["level"] == 1 and agent.load_state().pending is None

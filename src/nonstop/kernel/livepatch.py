@@ -28,7 +28,7 @@ class LivepatchError(Exception):
 
 
 class LoadRefusedError(LivepatchError):
-    """The kernel refused to load the module: nothing changed."""
+    """The module was not loaded (refused by the kernel, or not loadable here): nothing changed."""
 
 
 class TransitionTimeout(LivepatchError):
@@ -96,10 +96,10 @@ class LivepatchDriver:
         tasks); with FORCE the remaining tasks are switched by force instead.
         """
         if not self.available():
-            raise LivepatchError(f"{self.sysfs} is missing: this kernel has no livepatch support")
+            raise LoadRefusedError(f"{self.sysfs} is missing: this kernel has no livepatch support")
         before = {patch.name for patch in self.patches()}
         if name in before:
-            raise LivepatchError(f"patch {name} is already loaded")
+            raise LoadRefusedError(f"patch {name} is already loaded")
         started = time.monotonic()
         try:
             load_module(image, name)

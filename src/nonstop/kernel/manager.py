@@ -145,6 +145,10 @@ class KernelManager:
         """Apply BUNDLE (already verified; BUNDLE_BYTES are its file) as the wanted level."""
         ref, image = self.check_bundle(bundle)
         with self._locked_state() as (state, tripped):
+            if self.loaded(ref) and not self.loaded(state.current):
+                # Loaded and enabled, but not on record (state dir lost): adopt it.
+                state.current = state.wanted = ref
+                self._save(state)
             applied = state.current if self.loaded(state.current) else None
             action = decide_level(applied.level if applied else None, ref.level)
             if action is LevelAction.ALREADY and applied is not None:

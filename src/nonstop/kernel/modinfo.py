@@ -39,9 +39,6 @@ class ModuleInfo:
     def is_livepatch(self) -> bool:
         return self.get("livepatch") == "Y"
 
-    def as_dict(self) -> dict[str, str]:
-        return {key: value for key, value in reversed(self.entries)}
-
 
 def read_modinfo(image: bytes) -> ModuleInfo:
     """Parse the .modinfo section of the module IMAGE (bytes of a .ko file)."""

@@ -62,14 +62,3 @@ def unload_module(name: str, *, wait_seconds: float = 10.0) -> None:
         if error not in (errno.EAGAIN, errno.EBUSY) or time.monotonic() >= deadline:
             raise ModuleSyscallError(f"unloading module {name}: {_describe(error)}", error)
         time.sleep(0.05)
-
-
-def loaded_modules(proc_modules: str = "/proc/modules") -> dict[str, int]:
-    """Loaded module names with their memory size in bytes, from /proc/modules."""
-    sizes: dict[str, int] = {}
-    with open(proc_modules) as handle:
-        for line in handle:
-            fields = line.split()
-            if len(fields) >= 2:
-                sizes[fields[0]] = int(fields[1])
-    return sizes
