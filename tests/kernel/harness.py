@@ -3,8 +3,8 @@
 - the cached Debian kernel tree (fetched through the real package code);
 - the test bundles, built with the real `nonstop build kernel` command: the
   example's levels 1 and 2 (examples/kernel), the test level 3, a level the
-  kernel refuses at load time, a bundle re-signed for another kernel build
-  and a tampered copy;
+  kernel refuses at load time, a level that makes the kernel warn, a bundle
+  re-signed for another kernel build and a tampered copy;
 - the plain test module nonstop_holdtarget.ko;
 - a work directory the guest mounts (keys, bundles, agent config, state);
 - a shell prelude for scenarios and a reader for what they recorded.
@@ -58,6 +58,7 @@ class GuestBundles:
     level2: Path
     level3: Path
     broken: Path
+    warns: Path
     other_build: Path
     tampered: Path
     holdtarget: Path
@@ -71,6 +72,7 @@ def build_bundles(tree: KernelTree, key_dir: Path, out: Path) -> GuestBundles:
         "level2": (EXAMPLES / "level2.toml", "nonstop_example_l2"),
         "level3": (FIXTURES / "level3.toml", "nonstop_example_l3"),
         "broken": (FIXTURES / "broken.toml", "nonstop_broken_l9"),
+        "warns": (FIXTURES / "warns.toml", "nonstop_warns_l10"),
     }
     built = {}
     for name, (recipe, module) in recipes.items():

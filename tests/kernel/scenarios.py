@@ -5,7 +5,8 @@ Each is shell run inside the guest after the helpers of ``harness.scenario``
 
 STORY (1 CPU, one boot): level 1, level 2 by atomic replace, the reports,
 refusals of a bundle for another build, of a tampered bundle and (by the
-kernel) of a module patching a function it does not have, a level whose
+kernel) of a module patching a function it does not have, a level that makes
+the kernel warn while it goes in (rolled back to level 2, blocked), a level whose
 transition a sleeping task blocks (timeout, revert, the task named), unload,
 and last (a forced patch can never be unloaded) the same blocked level forced
 over because --force-transition was asked for.
@@ -32,6 +33,9 @@ step other_build $CTL --json --update --bundle $B/other_build.nsb
 step tampered $CTL --json --update --bundle $B/tampered.nsb
 step broken $CTL --json --update --bundle $B/broken.nsb
 snap refused
+cat /proc/sys/kernel/tainted > $OUT/taint_before_warns.out
+step warns $CTL --json --update --bundle $B/warns.nsb
+snap warned
 hold_task holder
 step update3 $CTL --json --update --bundle $B/level3.nsb --transition-timeout 3
 snap held

@@ -84,3 +84,19 @@ def test_boot_id_is_read_from_proc(tmp_path: Path) -> None:
     path.write_text("1234-abcd\n")
     assert guard.current_boot_id(path) == "1234-abcd"
     assert len(guard.current_boot_id()) == 36  # this host's real boot id
+
+
+def test_new_unhealthy_taints_are_named() -> None:
+    livepatch_load = (1 << 12) | (1 << 13) | (1 << 15)  # O, E, K: expected when loading
+    assert guard.new_problems(0, livepatch_load) == []
+    assert guard.new_problems(0, livepatch_load | (1 << 9)) == ["kernel warning (W)"]
+    assert guard.new_problems(1 << 9, (1 << 9) | (1 << 7)) == ["oops (D)"]
+    assert guard.kernel_taint() >= 0  # this host's real value parses
+
+
+def test_unhealthy_level_is_blocked_at_once() -> None:
+    state = KernelState(current=L2)
+    guard.begin(state, L3, "boot-a", "t0")
+    guard.block(state, L3, "the kernel reported kernel warning (W)", "t1")
+    assert state.pending is None and state.current == L2
+    assert [entry.reason for entry in state.blocked] == ["the kernel reported kernel warning (W)"]

@@ -112,7 +112,23 @@ def test_module_the_kernel_refuses_leaves_everything_as_it_was(story: Results) -
     # Neither the level nor the guard remember the failed attempt.
     info = story.json("info_held")
     assert info["level"] == 2 and info["wanted_level"] == 2
-    assert info["guard"] == {"state": "clear", "pending": None, "blocked": []}
+    assert info["guard"]["pending"] is None
+    assert [entry["level"] for entry in info["guard"]["blocked"]] == [10]  # the warning one
+
+
+def test_level_that_makes_the_kernel_warn_is_rolled_back_and_blocked(story: Results) -> None:
+    assert int(story.text("taint_before_warns")) & (1 << 9) == 0  # no warning before
+    assert story.rc("warns") == 1
+    assert story.json("warns")["action"] == "rolled_back"
+    error = story.text("warns", "err")
+    assert "the kernel reported kernel warning (W) while level 10" in error
+    assert "level 2 (nonstop_example_l2) restored" in error
+    assert story.text("warned", "cmdline") == "nonstop example: level 2\n"
+    assert story.lines("warned", "patches") == ["nonstop_example_l2"]
+    assert list(ours(story, "warned")) == ["nonstop_example_l2"]
+    assert "nonstop_warns_l10" not in story.modules("warned")
+    blocked = story.json("info_held")["guard"]["blocked"]
+    assert blocked[0]["module"] == "nonstop_warns_l10" and "kernel warning" in blocked[0]["reason"]
 
 
 def test_blocked_transition_times_out_reverts_and_names_the_task(story: Results) -> None:
@@ -131,7 +147,7 @@ def test_blocked_transition_times_out_reverts_and_names_the_task(story: Results)
     assert story.lines("held", "patches") == ["nonstop_example_l2"]
     assert list(ours(story, "held")) == ["nonstop_example_l2"]
     info = story.json("info_held")
-    assert info["level"] == 2 and info["guard"]["state"] == "clear"
+    assert info["level"] == 2 and info["guard"]["pending"] is None
     assert info["transition"]["in_progress"] is False
     # The held reader was never disturbed: released, it finished normally.
     assert story.text("holder", "out") == "released\n"

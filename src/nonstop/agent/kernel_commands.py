@@ -23,7 +23,12 @@ from nonstop.bundle.identity import IdentityError, running_kernel_target
 from nonstop.console import emit_json, stdout
 from nonstop.kernel.guard import GuardBlockedError
 from nonstop.kernel.livepatch import LivepatchError, TransitionReport, TransitionTimeout
-from nonstop.kernel.manager import ApplyResult, KernelManager, KernelPatchError
+from nonstop.kernel.manager import (
+    ApplyResult,
+    KernelManager,
+    KernelPatchError,
+    UnhealthyLevelError,
+)
 from nonstop.kernel.state import Blocked
 
 DEFAULT_TIMEOUT = 60.0
@@ -73,6 +78,10 @@ def _kernel_errors(context: AgentContext) -> Iterator[None]:
                 stdout.print(f"blocking task: {task.describe()}", markup=False)
                 for frame in task.stack:
                     stdout.print(f"    {frame}", markup=False)
+        raise AgentError(str(exc)) from None
+    except UnhealthyLevelError as exc:
+        if context.json:
+            emit_json({"action": "rolled_back", "error": str(exc)})
         raise AgentError(str(exc)) from None
     except (KernelPatchError, GuardBlockedError, LivepatchError, BundleError) as exc:
         if context.json:

@@ -8,6 +8,11 @@ while the level was going in. The level then becomes *blocked*: nothing loads
 it automatically (not even at boot) until an operator clears the guard.
 A transition that fails cleanly (timed out and reverted) is not a crash and
 just drops the pending record.
+
+"Healthy" means more than a finished transition: if the kernel raised an
+oops, a warning, a soft lockup, a bad page or a machine check (new taint
+flags in /proc/sys/kernel/tainted) while the level went in, the level is
+blocked at once and rolled back by the manager.
 """
 
 from __future__ import annotations
@@ -17,6 +22,17 @@ from pathlib import Path
 from nonstop.kernel.state import Blocked, KernelState, LevelRef, Pending
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+TAINTED = Path("/proc/sys/kernel/tainted")
+# Taint bits that mean the kernel itself saw something go wrong (see
+# Documentation/admin-guide/tainted-kernels.rst); loading an unsigned
+# out-of-tree livepatch sets other, expected ones (O, E, K).
+UNHEALTHY_TAINTS = {
+    4: "machine check (M)",
+    5: "bad page (B)",
+    7: "oops (D)",
+    9: "kernel warning (W)",
+    14: "soft lockup (L)",
+}
 
 
 class GuardBlockedError(Exception):
@@ -25,6 +41,16 @@ class GuardBlockedError(Exception):
 
 def current_boot_id(path: Path = BOOT_ID) -> str:
     return path.read_text().strip()
+
+
+def kernel_taint(path: Path = TAINTED) -> int:
+    return int(path.read_text().strip())
+
+
+def new_problems(before: int, after: int) -> list[str]:
+    """The unhealthy taint flags set in AFTER that were not set in BEFORE."""
+    appeared = after & ~before
+    return [name for bit, name in sorted(UNHEALTHY_TAINTS.items()) if appeared & (1 << bit)]
 
 
 def blocked_entry(state: KernelState, ref: LevelRef) -> Blocked | None:
@@ -48,6 +74,13 @@ def confirm(state: KernelState, ref: LevelRef) -> None:
     state.current = ref
 
 
+def block(state: KernelState, ref: LevelRef, reason: str, now: str) -> None:
+    """REF went in but proved unhealthy: block it now (it is no longer pending)."""
+    state.pending = None
+    if blocked_entry(state, ref) is None:
+        state.blocked.append(Blocked(ref, reason, now))
+
+
 def abandon(state: KernelState) -> None:
     """The pending level failed cleanly (the kernel is as before): forget it."""
     state.pending = None
@@ -66,11 +99,8 @@ def trip_unconfirmed(state: KernelState, boot_id: str, now: str) -> Blocked | No
         reason = f"the machine went down while {pending.ref.describe()} was being applied"
     else:
         reason = f"the agent stopped while {pending.ref.describe()} was being applied"
-    entry = Blocked(pending.ref, reason, now)
-    state.pending = None
-    if blocked_entry(state, pending.ref) is None:
-        state.blocked.append(entry)
-    return entry
+    block(state, pending.ref, reason, now)
+    return blocked_entry(state, pending.ref)
 
 
 def clear(state: KernelState) -> list[Blocked]:

@@ -43,6 +43,10 @@ class WrongKernelError(KernelPatchError):
     """The bundle names another kernel build than the running one."""
 
 
+class UnhealthyLevelError(KernelPatchError):
+    """The kernel reported trouble while the level went in: it was rolled back and blocked."""
+
+
 def running_version(proc_version_text: str, release: str) -> str:
     """The running kernel's own version: Debian's package version when /proc/version has it."""
     match = re.search(r"\bDebian (\S+)", proc_version_text)
@@ -73,6 +77,7 @@ class KernelManager:
         *,
         driver: LivepatchDriver | None = None,
         boot_id: Callable[[], str] = guard.current_boot_id,
+        taint: Callable[[], int] = guard.kernel_taint,
         proc_version: Path = PROC_VERSION,
     ) -> None:
         self.store = store
@@ -81,6 +86,7 @@ class KernelManager:
         self.running = running
         self.driver = driver or LivepatchDriver()
         self.boot_id = boot_id
+        self.taint = taint
         self.proc_version = proc_version
 
     # -- state ---------------------------------------------------------------
@@ -202,6 +208,7 @@ class KernelManager:
     ) -> TransitionReport:
         guard.begin(state, ref, self.boot_id(), utc_now())
         self._save(state)  # durable before the module goes in: this is what the guard reads
+        taint_before = self.taint()
         try:
             report = self.driver.apply(image, ref.module, timeout=timeout, force=force)
         except (LoadRefusedError, TransitionTimeout):
@@ -211,9 +218,29 @@ class KernelManager:
             raise
         # Any other failure (interrupted, revert incomplete) leaves the level
         # pending, so the next run blocks it until an operator has looked.
+        problems = guard.new_problems(taint_before, self.taint())
+        if problems:
+            self._roll_back(state, ref, problems, timeout=timeout)
         guard.confirm(state, ref)
         self._save(state)
         return report
+
+    def _roll_back(
+        self, state: KernelState, ref: LevelRef, problems: list[str], *, timeout: float
+    ) -> None:
+        """Take out unhealthy REF, block it, bring back the last confirmed level; then raise."""
+        self.driver.disable(ref.module, timeout=timeout)
+        reason = f"the kernel reported {', '.join(problems)} while {ref.describe()} went in"
+        guard.block(state, ref, reason, utc_now())
+        self._save(state)
+        restored = ""
+        previous = state.current
+        if previous is not None and previous != ref:
+            bundle = self.cache.load(previous.bundle_sha256, self.trusted())
+            checked, image = self.check_bundle(bundle)
+            self.driver.apply(image, checked.module, timeout=timeout)
+            restored = f"; {previous.describe()} restored"
+        raise UnhealthyLevelError(f"{reason}: rolled back and blocked{restored}")
 
     def unload(self, *, timeout: float) -> list[TransitionReport]:
         """Disable and unload every livepatch: the original kernel code runs again."""
