@@ -235,3 +235,40 @@ def test_a_loaded_level_missing_from_the_state_is_adopted_not_loaded_twice(
     result = agent.update(data, open_bundle(data, trusted), timeout=1)
     assert result.action == "already" and result.ref is not None and result.ref.level == 1
     assert agent.info()["level"] == 1 and agent.load_state().pending is None
+
+
+@pytest.fixture
+def agent_config(tmp_path: Path, trusted_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    config = tmp_path / "nonstopctl.toml"
+    config.write_text(
+        f'trusted_keys_dir = "{trusted_dir}"\nstate_dir = "{tmp_path}/state"\n'
+        f'cache_dir = "{tmp_path}/cache"\nauto_update = false\n'
+    )
+    monkeypatch.setenv("NONSTOP_CONFIG", str(config))
+    return config
+
+
+def test_auto_update_honours_the_configuration(
+    agent_config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert nonstopctl(["--json", "--auto-update"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["action"] == "skipped" and "auto_update is off" in document["message"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--update"], "--update needs --bundle FILE"),
+        (["--update", "--bundle", "x.nsb", "--transition-timeout", "0"], "must be positive"),
+        (["--update", "--bundle", "/nonexistent.nsb"], "bundle file not found"),
+    ],
+)
+def test_bad_update_arguments_get_one_line(
+    agent_config: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        nonstopctl(argv)
+    assert exited.value.code == 1
+    error = capsys.readouterr().err
+    assert message in error and error.count("\n") == 1
