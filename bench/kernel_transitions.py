@@ -6,8 +6,8 @@ Fetches (or reuses) the cached Debian kernel, builds the example levels with
 `nonstop build kernel` (timed), then boots the guest with 1 and with 2 CPUs
 and, in each, runs ROUNDS times: level 1 (`--update`), level 2 (`--update`,
 atomic replace of level 1), `--unload`. For each step it prints the kernel
-transition time the driver measured (module load to `transition` = 0, and
-for level 2 including the unload of level 1's module) and the wall time of
+transition time the driver measured (module load, or the write to
+`enabled`, until `transition` reads 0) and the wall time of
 the whole `nonstopctl` call inside the guest (mostly Python start-up under
 software emulation). Figures from a loaded machine are not final.
 """
