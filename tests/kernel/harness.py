@@ -3,8 +3,9 @@
 - the cached Debian kernel tree (fetched through the real package code);
 - the test bundles, built with the real `nonstop build kernel` command: the
   example's levels 1 and 2 (examples/kernel), the test level 3, a level the
-  kernel refuses at load time, a level that makes the kernel warn, a bundle
-  re-signed for another kernel build and a tampered copy;
+  kernel refuses at load time, a level that makes the kernel warn, a level
+  whose new code sleeps, a bundle re-signed for another kernel build and a
+  tampered copy;
 - the plain test module nonstop_holdtarget.ko;
 - a work directory the guest mounts (keys, bundles, agent config, state);
 - a shell prelude for scenarios and a reader for what they recorded.
@@ -59,6 +60,7 @@ class GuestBundles:
     level3: Path
     broken: Path
     warns: Path
+    sleepy: Path
     other_build: Path
     tampered: Path
     holdtarget: Path
@@ -73,6 +75,7 @@ def build_bundles(tree: KernelTree, key_dir: Path, out: Path) -> GuestBundles:
         "level3": (FIXTURES / "level3.toml", "nonstop_example_l3"),
         "broken": (FIXTURES / "broken.toml", "nonstop_broken_l9"),
         "warns": (FIXTURES / "warns.toml", "nonstop_warns_l10"),
+        "sleepy": (FIXTURES / "sleepy.toml", "nonstop_sleepy_l11"),
     }
     built = {}
     for name, (recipe, module) in recipes.items():
@@ -151,8 +154,10 @@ def scenario(work: Path, body: str) -> str:
 
     ``step NAME CMD...`` runs CMD and keeps its stdout, stderr, exit status and
     start/end times under out/; ``snap NAME`` records what the kernel shows
-    (/proc/cmdline, /proc/loadavg, livepatch sysfs, /proc/modules);
-    ``hold_task NAME`` starts a reader asleep in nonstop_hold_wait(), waits until
+    (/proc/cmdline, /proc/loadavg, livepatch patches with their enabled and
+    transition flags, /proc/modules);
+    ``hold_task NAME`` starts a reader asleep in nonstop_hold_wait() (or the
+    replacement a patch put there), waits until
     it is really there and keeps its pid, stack and (later) output as NAME.*.
     """
     prelude = f"""
@@ -172,6 +177,9 @@ snap() {{
     cat /proc/cmdline > $OUT/$1.cmdline
     cat /proc/loadavg > $OUT/$1.loadavg
     ls /sys/kernel/livepatch > $OUT/$1.patches
+    for p in /sys/kernel/livepatch/*/; do
+        [ -d "$p" ] && echo "$(basename $p) enabled=$(cat $p/enabled) transition=$(cat $p/transition)"
+    done > $OUT/$1.sysfs
     cat /proc/modules > $OUT/$1.modules
 }}
 hold_task() {{
@@ -181,7 +189,7 @@ hold_task() {{
     HOLDER=$!
     echo $HOLDER > $OUT/$1.pid
     for i in $(seq 300); do
-        grep -q nonstop_hold_wait /proc/$HOLDER/stack 2>/dev/null && break
+        grep -q hold_wait /proc/$HOLDER/stack 2>/dev/null && break
         sleep 0.1
     done
     cat /proc/$HOLDER/stack > $OUT/$1.stack

@@ -8,7 +8,8 @@ refusals of a bundle for another build, of a tampered bundle and (by the
 kernel) of a module patching a function it does not have, a level that makes
 the kernel warn while it goes in (rolled back to level 2, blocked), a level whose
 transition a sleeping task blocks (timeout, revert, the task named), unload,
-and last (a forced patch can never be unloaded) the same blocked level forced
+an unload that a task asleep in the new code blocks (timeout, the patch stays
+fully applied), and last (a forced patch can never be unloaded) the same blocked level forced
 over because --force-transition was asked for.
 
 CRASH_BEFORE / CRASH_AFTER (2 CPUs, two boots sharing one state dir): levels
@@ -46,6 +47,14 @@ step unload $CTL --json --unload
 snap unloaded
 step uname_unloaded $CTL --json --uname
 step info_unloaded $CTL --info
+step sleepy $CTL --json --update --bundle $B/sleepy.nsb
+hold_task holder3
+step unload_held $CTL --json --unload --transition-timeout 3
+snap unload_held
+kill -9 $HOLDER
+wait $HOLDER
+step unload_sleepy $CTL --json --unload
+snap unloaded2
 hold_task holder2
 step forced $CTL --json --update --bundle $B/level3.nsb --transition-timeout 2 --force-transition
 snap forced

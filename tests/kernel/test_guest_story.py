@@ -144,7 +144,7 @@ def test_blocked_transition_times_out_reverts_and_names_the_task(story: Results)
     assert f"cat (pid {holder})" in error and "reverted" in error
     # Reverted: level 2 still in force, level 3's module gone, state unchanged.
     assert story.text("held", "cmdline") == "nonstop example: level 2\n"
-    assert story.lines("held", "patches") == ["nonstop_example_l2"]
+    assert story.text("held", "sysfs") == "nonstop_example_l2 enabled=1 transition=0\n"
     assert list(ours(story, "held")) == ["nonstop_example_l2"]
     info = story.json("info_held")
     assert info["level"] == 2 and info["guard"]["pending"] is None
@@ -176,3 +176,21 @@ def test_force_only_when_asked(story: Results) -> None:
     assert "nonstop_hold_wait" in story.text("holder2", "stack")
     assert story.text("forced", "cmdline") == "nonstop example: level 3\n"
     assert story.lines("forced", "patches") == ["nonstop_example_l3"]
+
+
+def test_unload_blocked_by_a_task_in_the_new_code_keeps_the_patch(story: Results) -> None:
+    assert story.rc("sleepy") == 0, story.text("sleepy", "err")
+    holder = int(story.text("holder3", "pid"))
+    assert "sleepy_hold_wait" in story.text("holder3", "stack")
+    assert story.rc("unload_held") == 1
+    document = story.json("unload_held")
+    assert document["action"] == "reverted"
+    assert [(task["pid"], task["comm"]) for task in document["blocking_tasks"]] == [(holder, "cat")]
+    error = story.text("unload_held", "err")
+    assert "disabling nonstop_sleepy_l11 did not finish in 3 s; the patch stays applied" in error
+    assert story.text("unload_held", "sysfs") == "nonstop_sleepy_l11 enabled=1 transition=0\n"
+    assert "nonstop_sleepy_l11" in story.modules("unload_held")
+    # Once the task is gone the unload goes through.
+    assert story.rc("unload_sleepy") == 0, story.text("unload_sleepy", "err")
+    assert story.lines("unloaded2", "patches") == []
+    assert "nonstop_sleepy_l11" not in story.modules("unloaded2")
