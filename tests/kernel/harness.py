@@ -178,7 +178,8 @@ snap() {{
     cat /proc/loadavg > $OUT/$1.loadavg
     ls /sys/kernel/livepatch > $OUT/$1.patches
     for p in /sys/kernel/livepatch/*/; do
-        [ -d "$p" ] && echo "$(basename $p) enabled=$(cat $p/enabled) transition=$(cat $p/transition)"
+        [ -d "$p" ] || continue
+        echo "$(basename $p) enabled=$(cat $p/enabled) transition=$(cat $p/transition)"
     done > $OUT/$1.sysfs
     cat /proc/modules > $OUT/$1.modules
 }}

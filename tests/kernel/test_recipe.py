@@ -92,6 +92,19 @@ def test_recipe_without_functions_or_not_toml(tmp_path: Path) -> None:
         load_recipe(tmp_path / "absent.toml")
 
 
+def test_headers_are_checked_and_kept(tmp_path: Path) -> None:
+    (tmp_path / "common.h").write_text("#define X 1\n")
+    text = MINIMAL.replace('sources = ["fix.c"]', 'sources = ["fix.c"]\nheaders = ["common.h"]')
+    recipe = load_recipe(write_recipe(tmp_path, text))
+    assert recipe.headers == ((tmp_path / "common.h").resolve(),)
+    bad = MINIMAL.replace('sources = ["fix.c"]', 'sources = ["fix.c"]\nheaders = ["fix.c"]')
+    with pytest.raises(RecipeError, match=r"must be a \.h file"):
+        load_recipe(write_recipe(tmp_path, bad))
+    twice = MINIMAL.replace('sources = ["fix.c"]', 'sources = ["fix.c", "x/fix.c"]')
+    with pytest.raises(RecipeError, match="share one file name"):
+        load_recipe(write_recipe(tmp_path, twice))
+
+
 def test_sources_must_replace_cumulatively(tmp_path: Path) -> None:
     recipe = load_recipe(write_recipe(tmp_path, MINIMAL, SOURCE.format(replace="")))
     with pytest.raises(ModuleBuildError, match=r"\.replace = true"):

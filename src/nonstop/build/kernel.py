@@ -68,7 +68,8 @@ def build_kernel_bundle(
     if info.get("nonstop_level") != str(recipe.level):
         raise KernelBuildError("the level stamp is missing from the built module")
     module_file = f"{recipe.module_name}.ko"
-    files = {module_file: image} | {source.name: source.read_bytes() for source in recipe.sources}
+    sources = (*recipe.sources, *recipe.headers)
+    files = {module_file: image} | {source.name: source.read_bytes() for source in sources}
     manifest = Manifest(
         kind="kernel",
         target=tree.target(),

@@ -41,7 +41,7 @@ def stamp_source(stamps: dict[str, str]) -> str:
 
 def check_sources(recipe: KernelRecipe) -> None:
     texts = []
-    for source in recipe.sources:
+    for source in (*recipe.sources, *recipe.headers):
         try:
             texts.append(source.read_text(errors="replace"))
         except OSError as exc:
@@ -68,7 +68,7 @@ def compile_module(tree: KernelTree, recipe: KernelRecipe, stamps: dict[str, str
     module = recipe.module_name
     with tempfile.TemporaryDirectory(prefix="nonstop-kbuild-") as tmp:
         work = Path(tmp)
-        for source in recipe.sources:
+        for source in (*recipe.sources, *recipe.headers):
             shutil.copy2(source, work / source.name)
         (work / "nonstop_stamp.c").write_text(stamp_source(stamps))
         objects = " ".join(f"{source.stem}.o" for source in recipe.sources)

@@ -20,6 +20,7 @@ _SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
 _OBJECT = re.compile(r"^[A-Za-z0-9_-]{1,55}$")
 _CVE = re.compile(r"^CVE-[0-9]{4}-[0-9]{4,}$")
 _SOURCE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*\.c$")
+_HEADER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]*\.h$")
 _TOP_KEYS = {
     "name",
     "level",
@@ -42,6 +43,8 @@ class KernelRecipe:
     name: str
     level: int
     sources: tuple[Path, ...]
+    headers: tuple[Path, ...]
+    """Local headers the sources include (copied beside them for the build)."""
     functions: tuple[FunctionPatch, ...]
     fixes: tuple[Fix, ...]
     release: str | None
@@ -69,6 +72,12 @@ def _table(document: dict[str, Any], key: str, allowed: set[str], where: Path) -
     if unknown:
         raise RecipeError(f"{where}: unknown key {sorted(unknown)[0]!r} in [{key}]")
     return table
+
+
+def _file(recipe: Path, name: object, pattern: re.Pattern[str], suffix: str) -> Path:
+    if not isinstance(name, str) or not pattern.match(Path(name).name):
+        raise RecipeError(f"{recipe}: {name!r} must be a {suffix} file with a plain name")
+    return (recipe.parent / name).resolve()
 
 
 def _functions(document: dict[str, Any], where: Path) -> tuple[FunctionPatch, ...]:
@@ -122,19 +131,21 @@ def parse_recipe(document: dict[str, Any], path: Path) -> KernelRecipe:
     if not isinstance(level, int) or isinstance(level, bool) or not 1 <= level <= 1_000_000:
         raise RecipeError(f"{path}: level must be an integer from 1 to 1000000")
     kernel = _table(document, "kernel", {"release", "version"}, path)
-    module = _table(document, "module", {"sources"}, path)
+    module = _table(document, "module", {"sources", "headers"}, path)
     sources = module.get("sources")
     if not isinstance(sources, list) or not sources:
         raise RecipeError(f"{path}: [module] sources must list the livepatch .c files")
-    resolved = []
-    for source in sources:
-        if not isinstance(source, str) or not _SOURCE.match(Path(source).name):
-            raise RecipeError(f"{path}: source {source!r} must be a .c file with a plain name")
-        if Path(source).stem in (f"nonstop_{name}_l{level}", "nonstop_stamp"):
-            raise RecipeError(f"{path}: source name {source!r} is reserved for the module itself")
-        resolved.append((path.parent / source).resolve())
-    if len({source.name for source in resolved}) != len(resolved):
-        raise RecipeError(f"{path}: two sources share one file name")
+    headers = module.get("headers", [])
+    if not isinstance(headers, list):
+        raise RecipeError(f"{path}: [module] headers must be a list of .h files")
+    resolved = [_file(path, source, _SOURCE, ".c") for source in sources]
+    resolved_headers = [_file(path, header, _HEADER, ".h") for header in headers]
+    reserved = {f"nonstop_{name}_l{level}.c", "nonstop_stamp.c"}
+    if any(source.name in reserved for source in resolved):
+        raise RecipeError(f"{path}: a source name is reserved for the module itself")
+    all_files = resolved + resolved_headers
+    if len({file.name for file in all_files}) != len(all_files):
+        raise RecipeError(f"{path}: two module files share one file name")
     optional = {
         key: _printable(document[key], f"{path}: {key}") if key in document else None
         for key in ("effective_version", "description")
@@ -144,6 +155,7 @@ def parse_recipe(document: dict[str, Any], path: Path) -> KernelRecipe:
         name=name,
         level=level,
         sources=tuple(resolved),
+        headers=tuple(resolved_headers),
         functions=_functions(document, path),
         fixes=_fixes(document, path),
         release=_printable(kernel["release"], f"{path}: kernel release")
