@@ -9,6 +9,11 @@ PACKAGES=(
   make                # drives set-up and fixture builds
   libc6-dev           # headers for the C fixtures
   python3-venv        # `python3 -m venv` on a Debian system Python
+  qemu-system-x86     # kernel tests boot Debian's own kernel in a QEMU guest (TCG)
+  busybox-static      # the kernel test guest's initramfs (/init, insmod, mount)
+  cpio                # packs that initramfs
+  libelf1             # objtool from linux-kbuild, run when building livepatch modules
+  binutils            # strip: livepatch modules ship without debug info
 )
 
 missing=()

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from nonstop.build import userspace
+from nonstop.build import kernel, userspace
 
-BUILDERS = [userspace]
+BUILDERS = [kernel, userspace]
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
