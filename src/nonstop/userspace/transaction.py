@@ -1,0 +1,331 @@
+"""Apply, replace and revert for one process, and crash recovery, under the process lock.
+
+Every change goes through one move, :meth:`ProcessPatcher.reconcile`: make
+every known entry site of one target jump into one chosen region (or hold its
+original bytes), then retire and unmap every other region. The states in the
+in-process headers say which region is wanted:
+
+- a PREPARED region that some site already jumps to is a switch that was cut
+  short: roll it forward;
+- a REVERTING region is an unload that was cut short: complete it;
+- otherwise the ACTIVE region (or none) is wanted, and leftovers are removed.
+
+Because each site write replaces one whole jump with another, a thread can
+never see a torn instruction, and whatever instant a patcher dies at, each
+function is at its old or its new code; the next run finishes the move.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from nonstop.userspace.errors import BusyError, ProcessGoneError, RefusedError
+from nonstop.userspace.image import LoadedModule
+from nonstop.userspace.inject import GADGET, Injector, gadget_home
+from nonstop.userspace.memory import ProcessMemory
+from nonstop.userspace.procfs import read_maps
+from nonstop.userspace.region import (
+    Region,
+    SiteRecord,
+    State,
+    close_fds,
+    find_regions,
+    leaked_memfds,
+    set_state,
+    unmap_region,
+    unreadable_regions,
+)
+from nonstop.userspace.safety import SafetyRules, check_thread
+from nonstop.userspace.sites import JMP_SIZE
+from nonstop.userspace.stopwindow import StoppedProcess, critical_section
+
+Hook = Callable[[str, int], None]
+
+
+@dataclass
+class SwitchPolicy:
+    strict: bool = False
+    attempts: int = 12
+    first_backoff: float = 0.002
+    max_backoff: float = 0.1
+    realtime: bool = True
+    hook: Hook | None = None
+
+
+@dataclass
+class Outcome:
+    pause_us: int = 0
+    attempts: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class ProcessPatcher:
+    """Changes to one process; the caller holds the process lock."""
+
+    def __init__(
+        self, pid: int, memory: ProcessMemory, gadget_module: LoadedModule, policy: SwitchPolicy
+    ) -> None:
+        self.pid = pid
+        self.memory = memory
+        self.gadget_module = gadget_module
+        self.policy = policy
+        self.outcome = Outcome()
+
+    def _hook(self, event: str) -> None:
+        if self.policy.hook is not None:
+            self.policy.hook(event, self.pid)
+
+    # -- reading the state --------------------------------------------------
+
+    def regions(self, build_id: str | None = None) -> list[Region]:
+        found = find_regions(self.pid, self.memory)
+        return [r for r in found if build_id is None or r.build_id == build_id]
+
+    def pointing_to(self, region: Region) -> int:
+        """How many of REGION's sites currently jump into it."""
+        return sum(
+            self.memory.read(site.patch_address, JMP_SIZE) == region.jump_for(site)
+            for site in region.sites
+        )
+
+    def wanted(self, regions: list[Region]) -> Region | None:
+        """The region the recorded states say every site should jump to (None: original code)."""
+        for region in regions:
+            if region.state == State.PREPARED and self.pointing_to(region):
+                return region
+        if any(region.state == State.REVERTING for region in regions):
+            return None
+        active = [r for r in regions if r.state == State.ACTIVE]
+        return max(active, key=self.pointing_to, default=None)
+
+    def consistent(self, regions: list[Region], wanted: Region | None) -> bool:
+        desired = self._desired_bytes(regions, wanted)
+        return all(self.memory.read(addr, JMP_SIZE) == data for addr, (data, _) in desired.items())
+
+    # -- the one move ----------------------------------------------------------
+
+    def recover(self, build_id: str) -> None:
+        """Finish whatever a previous patcher left half-done for BUILD_ID, and tidy up."""
+        self._tidy_leftovers()
+        regions = self.regions(build_id)
+        wanted = self.wanted(regions)
+        if not regions:
+            return
+        if wanted is not None and wanted.state == State.ACTIVE and len(regions) == 1:
+            if self.consistent(regions, wanted):
+                return
+        self.reconcile(regions, wanted)
+
+    def reconcile(self, regions: list[Region], wanted: Region | None) -> None:
+        """Point every site of REGIONS at WANTED (None: original bytes); unmap the rest.
+
+        BusyError when the switch found no safe moment within the retry bound;
+        then nothing changed. Old code still in use stays mapped (RETIRED) until
+        a later run finds nothing executing in or returning into it.
+        """
+        if not self.consistent(regions, wanted) or any(
+            r is not wanted and r.state != State.RETIRED for r in regions
+        ):
+            self._switch(regions, wanted)
+        leftovers = [r for r in regions if r is not wanted]
+        if leftovers:
+            self._retire(leftovers)
+
+    def discard(self, region: Region) -> None:
+        """Remove a PREPARED region no site jumps to (a switch that never happened)."""
+        self._unmap([region])
+
+    def _desired_bytes(
+        self, regions: list[Region], wanted: Region | None
+    ) -> dict[int, tuple[bytes, SiteRecord]]:
+        desired: dict[int, tuple[bytes, SiteRecord]] = {}
+        for region in regions:
+            for site in region.sites:
+                desired.setdefault(site.patch_address, (site.original, site))
+        if wanted is not None:
+            for site in wanted.sites:
+                desired[site.patch_address] = (wanted.jump_for(site), site)
+        return desired
+
+    def _switch_rules(
+        self, regions: list[Region], wanted: Region | None, changing: list[SiteRecord]
+    ) -> SafetyRules:
+        """Hazards for rewriting entries: the overwritten bytes; with --strict, all old code."""
+        old_code = []
+        replaced = []
+        for region in regions:
+            if region is not wanted:
+                low, high = region.code_range
+                old_code.append((low, high, f"level {region.level} patch code"))
+            for site in region.sites:
+                replaced.append((site.entry, site.entry + site_size(region, site), site.function))
+        return SafetyRules.build(
+            [(s.patch_address, s.function) for s in changing],
+            [],
+            replaced + old_code,
+            self.policy.strict,
+        )
+
+    def _switch(self, regions: list[Region], wanted: Region | None) -> None:
+        desired = self._desired_bytes(regions, wanted)
+        backoff = self.policy.first_backoff
+        reason = "no attempt made"
+        for attempt in range(1, self.policy.attempts + 1):
+            self.outcome.attempts = attempt
+            current = {addr: self.memory.read(addr, JMP_SIZE) for addr in desired}
+            changing = [site for addr, (data, site) in desired.items() if current[addr] != data]
+            rules = self._switch_rules(regions, wanted, changing)
+            maps = read_maps(self.pid)
+            with critical_section(self.policy.realtime), StoppedProcess(self.pid) as stopped:
+                stopped.stop_all()
+                reason = self._first_hazard(stopped, rules, maps)
+                if reason is None:
+                    self._hook("stopped")
+                    self._write(regions, wanted, desired, current)
+                    stopped.release()
+                    self.outcome.pause_us = stopped.pause_us
+                    self._hook("switched")
+                    return
+            if stopped.gone():
+                raise ProcessGoneError(f"process {self.pid} exited")
+            time.sleep(backoff)
+            backoff = min(backoff * 2, self.policy.max_backoff)
+        raise BusyError(f"no safe moment after {self.policy.attempts} attempts: {reason}")
+
+    def _first_hazard(self, stopped: StoppedProcess, rules: SafetyRules, maps: list[Any]) -> str | None:
+        for thread in stopped.threads.values():
+            reason = check_thread(thread.tid, thread.regs, rules, self.memory, maps)
+            if reason is not None:
+                return reason
+        return None
+
+    def _write(
+        self,
+        regions: list[Region],
+        wanted: Region | None,
+        desired: dict[int, tuple[bytes, SiteRecord]],
+        current: dict[int, bytes],
+    ) -> None:
+        """All threads are stopped: mark intent, write sites, then record the new states."""
+        if wanted is None:
+            for region in regions:
+                if region.state == State.ACTIVE:
+                    set_state(self.memory, region, State.REVERTING)
+        for address, (data, _) in desired.items():
+            if current[address] != data:
+                self.memory.write(address, data)
+                self._hook("site-written")
+        if wanted is not None:
+            set_state(self.memory, wanted, State.ACTIVE)
+        for region in regions:
+            if region is not wanted:
+                set_state(self.memory, region, State.RETIRED)
+
+    def _retire(self, regions: list[Region]) -> None:
+        """Unmap REGIONS once no thread executes in or may return into their code."""
+        rules = SafetyRules.build(
+            [],
+            [(*r.code_range, f"level {r.level} patch code") for r in regions],
+            [],
+            strict=False,
+        )
+        backoff = self.policy.first_backoff
+        reason = "no attempt made"
+        for _ in range(self.policy.attempts):
+            maps = read_maps(self.pid)
+            with critical_section(self.policy.realtime), StoppedProcess(self.pid) as stopped:
+                stopped.stop_all()
+                reason = self._first_hazard(stopped, rules, maps)
+                if reason is None:
+                    with _Injection(self, stopped) as injector:
+                        for region in regions:
+                            unmap_region(injector, region)
+                    return
+            if stopped.gone():
+                raise ProcessGoneError(f"process {self.pid} exited")
+            time.sleep(backoff)
+            backoff = min(backoff * 2, self.policy.max_backoff)
+        self.outcome.notes.append(
+            f"old patch code still in use ({reason}); it stays mapped until a later run"
+        )
+
+    # -- injected work ----------------------------------------------------------
+
+    def injecting(self) -> _Injection:
+        return _Injection(self)
+
+    def _unmap(self, regions: list[Region]) -> None:
+        with self.injecting() as injector:
+            for region in regions:
+                unmap_region(injector, region)
+
+    def _tidy_leftovers(self) -> None:
+        """Close memfds and unmap headerless regions a killed patcher left; restore the gadget."""
+        fds = leaked_memfds(self.pid)
+        broken = unreadable_regions(self.pid, self.memory)
+        if fds or broken:
+            with self.injecting() as injector:
+                close_fds(injector, fds)
+                for start, end in broken:
+                    injector.call(11, start, end - start, what="munmap")
+        home = gadget_home(self.gadget_module)
+        if home is not None and self.memory.read(home, len(GADGET)) == GADGET:
+            original = self.gadget_module.read_file(home - self.gadget_module.base, len(GADGET))
+            if original != GADGET:
+                self.memory.write(home, original)
+
+
+def site_size(region: Region, site: SiteRecord) -> int:
+    for item in region.document["sites"]:
+        if item["patch_address"] == site.patch_address:
+            return int(item.get("size", JMP_SIZE))
+    return JMP_SIZE
+
+
+class _Injection:
+    """Stop one seccomp-free thread and inject through it; always restore and release."""
+
+    def __init__(self, patcher: ProcessPatcher, stopped: StoppedProcess | None = None) -> None:
+        self.patcher = patcher
+        self.owns_threads = stopped is None
+        self.stopped = stopped or StoppedProcess(patcher.pid)
+        self.injector: Injector | None = None
+
+    def __enter__(self) -> Injector:
+        home = gadget_home(self.patcher.gadget_module)
+        if home is None:
+            raise RefusedError(
+                f"no room for the injection gadget in {self.patcher.gadget_module.path}"
+            )
+        self._section = critical_section(self.patcher.policy.realtime and self.owns_threads)
+        self._section.__enter__()
+        try:
+            thread = self.stopped.injection_thread()
+            self.injector = Injector(self.patcher.memory, thread.tid, home)
+            self.injector.install()
+        except BaseException:
+            self._close()
+            raise
+        return self.injector
+
+    def __exit__(self, *exc: object) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        try:
+            if self.injector is not None:
+                try:
+                    self.injector.uninstall()
+                except (OSError, ProcessGoneError):
+                    pass
+                thread = self.stopped.threads.get(self.injector.tid)
+                if thread is not None:
+                    thread.signals.extend(self.injector.signals)
+        finally:
+            if self.owns_threads:
+                self.stopped.release()
+            self._section.__exit__(None, None, None)
+
