@@ -90,13 +90,23 @@ def start_time(pid: int) -> int:
     return int(stat.rpartition(")")[2].split()[19])
 
 
+PF_EXITING = 0x4
+SIGKILL_BIT = 1 << 8
+
+
 def is_alive(pid: int) -> bool:
-    """True while PID exists and is not a zombie."""
+    """True while PID exists and is not exiting: no zombie, no exit under way, no SIGKILL pending."""
     try:
-        stat = (PROC / str(pid) / "stat").read_text()
+        fields = (PROC / str(pid) / "stat").read_text().rpartition(")")[2].split()
+        status = (PROC / str(pid) / "status").read_text()
     except (FileNotFoundError, ProcessLookupError):
         return False
-    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+    if fields[0] in ("Z", "X") or int(fields[6]) & PF_EXITING:
+        return False
+    for line in status.splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & SIGKILL_BIT:
+            return False
+    return True
 
 
 def map_file_path(pid: int, mapping: Mapping) -> Path:

@@ -156,12 +156,28 @@ class StoppedProcess:
             first, *rest = thread.signals or [0]
             for sig in rest:
                 ptrace.tgkill(self.pid, thread.tid, sig)  # queue it again for the thread
-            with contextlib.suppress(ProcessGoneError, PtraceError):
-                ptrace.detach(thread.tid, first)
+            self._detach(thread.tid, first)
         self.threads.clear()
         if self.first_stop is not None:
             self.pause_us = int((time.perf_counter() - self.first_stop) * 1e6)
             self.first_stop = None
+
+    def _detach(self, tid: int, sig: int) -> None:
+        """Detach TID; a thread that died while traced is reaped here, or it stays a zombie."""
+        for _ in range(3):
+            try:
+                ptrace.detach(tid, sig)
+                return
+            except PtraceError:
+                return
+            except ProcessGoneError:
+                pass
+            try:
+                stop = ptrace.wait_stop(tid, 0.5)
+            except (ProcessGoneError, PtraceError):
+                return
+            if stop.exited:
+                return
 
     def gone(self) -> bool:
         return not is_alive(self.pid)

@@ -187,6 +187,8 @@ class ProcessPatcher:
                     self._write(regions, wanted, desired, current)
                     stopped.release()
                     self.outcome.pause_us = stopped.pause_us
+                    if stopped.gone():
+                        raise ProcessGoneError(f"process {self.pid} exited during the switch")
                     self._hook("switched")
                     return
             if stopped.gone():
