@@ -43,6 +43,14 @@ class LoadedModule:
             return handle.read(size)
 
 
+    def read_mapped_file(self, address: int, size: int) -> bytes:
+        """What the file holds for process address ADDRESS, by the mapping that covers it."""
+        mapping = next(m for m in self.mappings if m.contains(address))
+        with open(self.file, "rb") as handle:
+            handle.seek(mapping.offset + address - mapping.start)
+            return handle.read(size).ljust(size, b"\0")
+
+
 class BuildIdCache:
     """Build-ids of mapped files by (device, inode), shared across the processes of one run."""
 

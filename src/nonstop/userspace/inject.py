@@ -2,26 +2,32 @@
 
 The injected thread runs a small gadget: ``syscall`` followed by code that
 restores every register from a block the patcher wrote below the thread's
-red zone and returns to where the thread was. Normally the patcher
-single-steps over the ``syscall``, reads the result and puts the registers
-back itself, so the gadget's tail never runs. If the patcher is killed in
-between, the kernel releases the thread, and the tail restores its state
-and resumes it: a thread is never left running on borrowed registers.
+red zone and returns to where the thread was. Normally the patcher stops the
+thread at the syscall's entry and exit (PTRACE_SYSCALL), reads the result and
+puts the registers back itself, so the gadget's tail never runs. If the
+patcher is killed in between, the kernel releases the thread, and the tail
+restores its state and resumes it: a thread is never left running on
+borrowed registers. (Syscall-stops are used rather than single-stepping
+because a thread released from a single-step trap by a dying tracer would
+receive SIGTRAP and die.)
 
 The gadget lives in alignment padding after the end of an executable segment
 (bytes no code ever reaches) and those bytes are put back afterwards.
 
 A thread interrupted inside a syscall shows ``orig_rax`` = the syscall and
-``rax`` = -ERESTART*: the injection sets ``orig_rax`` = -1 so the kernel does
-not restart anything in the middle, and restoring the saved registers later
-lets the kernel restart the interrupted syscall (a sleep neither wakes early
-nor loses its remaining time). The crash path rewinds to the syscall
-instruction the same way the kernel would.
+``rax`` = -ERESTART*. The injection sets ``orig_rax`` = -1 so the kernel
+restarts nothing in the middle; afterwards the thread is put back exactly as
+the kernel's own restart would leave it (RIP on its ``syscall`` instruction,
+RAX the syscall number, or ``restart_syscall`` which resumes a sleep with its
+remaining time), so no sleep wakes early. The gadget's crash path does the
+same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nonstop.userspace import ptrace
@@ -84,6 +90,8 @@ class Injector:
     saved_gadget_bytes: bytes = b""
     signals: list[int] = field(default_factory=list)
     """Signals that arrived while stepping: the caller must deliver them on release."""
+    hook: Callable[[str], None] | None = None
+    """Called with "injecting" while the thread holds the injection registers (tests)."""
 
     def install(self) -> None:
         self.saved_gadget_bytes = self.memory.read(self.gadget, len(GADGET))
@@ -121,23 +129,37 @@ class Injector:
             actual = data_address if isinstance(value, _DataPointer) else value
             setattr(regs, name, actual & (1 << 64) - 1)
         ptrace.set_regs(self.tid, regs)
+        after = saved
         try:
-            while True:
-                ptrace.single_step(self.tid)
-                stop = ptrace.wait_stop(self.tid, STEP_TIMEOUT, stepping=True)
-                if stop.exited:
-                    raise ProcessGoneError(f"thread {self.tid} exited during injection")
-                if stop.signal:
-                    self.signals.append(stop.signal)
-                after = ptrace.get_regs(self.tid)
-                if after.rip != self.gadget:
-                    break
+            if self.hook is not None:
+                self.hook("injecting")
+            self._run_to_syscall_stop(number, entry=True)
+            after = self._run_to_syscall_stop(number, entry=False)
         finally:
-            try:
-                ptrace.set_regs(self.tid, saved)
-            except ProcessGoneError:
-                pass
+            # Put the thread back as the kernel would have: an interrupted syscall restarts.
+            restored = saved.copy()
+            restored.rip, restored.rax = resume_rip, resume_rax
+            restored.orig_rax = (1 << 64) - 1
+            with contextlib.suppress(ProcessGoneError):
+                ptrace.set_regs(self.tid, restored)
         return after.signed("rax")
+
+    def _run_to_syscall_stop(self, number: int, entry: bool) -> ptrace.Regs:
+        """Resume the thread to the entry (or exit) stop of the injected syscall."""
+        while True:
+            ptrace.resume_to_syscall(self.tid)
+            stop = ptrace.wait_stop(self.tid, STEP_TIMEOUT)
+            if stop.exited:
+                raise ProcessGoneError(f"thread {self.tid} exited during injection")
+            if stop.signal:
+                self.signals.append(stop.signal)  # delivered again when the thread is released
+                continue
+            if stop.syscall:
+                regs = ptrace.get_regs(self.tid)
+                expected = self.gadget + 2
+                if regs.rip != expected or (entry and regs.orig_rax != number):
+                    raise EngineError(f"thread {self.tid} stopped at an unexpected syscall")
+                return regs
 
     def call(
         self, number: int, *args: int | _DataPointer, data: bytes = b"", what: str = ""

@@ -1,7 +1,7 @@
 """A thin ctypes layer over ptrace(2) and waitpid(2), x86_64 only.
 
 Only what the engine needs: PTRACE_SEIZE (never PTRACE_ATTACH, which sends
-SIGSTOP), PTRACE_INTERRUPT, register access, single-step and detach. Waiting
+SIGSTOP), PTRACE_INTERRUPT, register access, syscall-stops and detach. Waiting
 blocks (never a busy loop: the patcher may run SCHED_FIFO) with a timeout so
 a thread stuck in uninterruptible sleep cannot hang the patcher.
 """
@@ -22,12 +22,13 @@ from types import FrameType
 from nonstop.userspace.errors import ProcessGoneError, PtraceError
 
 PTRACE_CONT = 7
-PTRACE_SINGLESTEP = 9
+PTRACE_SYSCALL = 24
 PTRACE_GETREGS = 12
 PTRACE_SETREGS = 13
 PTRACE_DETACH = 17
 PTRACE_SEIZE = 0x4206
 PTRACE_INTERRUPT = 0x4207
+PTRACE_O_TRACESYSGOOD = 0x1
 PTRACE_O_TRACECLONE = 0x8
 PTRACE_EVENT_CLONE = 3
 PTRACE_EVENT_STOP = 128
@@ -77,7 +78,9 @@ def tgkill(pid: int, tid: int, sig: int) -> None:
 
 
 def seize(tid: int) -> None:
-    _call(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACECLONE)
+    # TRACESYSGOOD marks syscall-stops (SIGTRAP|0x80): should the patcher die in one, the
+    # kernel has no real signal to deliver to the thread afterwards.
+    _call(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACECLONE | PTRACE_O_TRACESYSGOOD)
 
 
 def interrupt(tid: int) -> None:
@@ -88,8 +91,9 @@ def detach(tid: int, sig: int = 0) -> None:
     _call(PTRACE_DETACH, tid, 0, sig)
 
 
-def single_step(tid: int) -> None:
-    _call(PTRACE_SINGLESTEP, tid)
+def resume_to_syscall(tid: int) -> None:
+    """Resume TID until its next syscall entry or exit."""
+    _call(PTRACE_SYSCALL, tid)
 
 
 def get_regs(tid: int) -> Regs:
@@ -110,6 +114,7 @@ class Stop:
     exited: bool = False
     signal: int = 0
     event: int = 0
+    syscall: bool = False
 
 
 class _Timeout(Exception):
@@ -142,11 +147,8 @@ def _alarm(seconds: float) -> Iterator[None]:
             signal.setitimer(signal.ITIMER_REAL, left, earlier_interval)
 
 
-def wait_stop(tid: int, timeout: float, *, stepping: bool = False) -> Stop:
-    """Block until TID reports a ptrace-stop or its exit; PtraceError after TIMEOUT seconds.
-
-    STEPPING: the thread was single-stepped, so a SIGTRAP is our own trap, not a signal.
-    """
+def wait_stop(tid: int, timeout: float) -> Stop:
+    """Block until TID reports a ptrace-stop or its exit; PtraceError after TIMEOUT seconds."""
     try:
         with _alarm(timeout):
             _, status = os.waitpid(tid, WALL)
@@ -160,6 +162,6 @@ def wait_stop(tid: int, timeout: float, *, stepping: bool = False) -> Stop:
     event = status >> 16
     if event:
         return Stop(tid, event=event)
-    if stepping and sig == signal.SIGTRAP:
-        return Stop(tid)
+    if sig == signal.SIGTRAP | 0x80:
+        return Stop(tid, syscall=True)
     return Stop(tid, signal=sig)

@@ -275,7 +275,7 @@ class ProcessPatcher:
                     injector.call(11, start, end - start, what="munmap")
         home = gadget_home(self.gadget_module)
         if home is not None and self.memory.read(home, len(GADGET)) == GADGET:
-            original = self.gadget_module.read_file(home - self.gadget_module.base, len(GADGET))
+            original = self.gadget_module.read_mapped_file(home, len(GADGET))
             if original != GADGET:
                 self.memory.write(home, original)
 
@@ -306,7 +306,9 @@ class _Injection:
         self._section.__enter__()
         try:
             thread = self.stopped.injection_thread()
-            self.injector = Injector(self.patcher.memory, thread.tid, home)
+            self.injector = Injector(
+                self.patcher.memory, thread.tid, home, hook=self.patcher._hook
+            )
             self.injector.install()
         except BaseException:
             self._close()
