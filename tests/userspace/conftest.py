@@ -95,8 +95,16 @@ class Target:
 
     def behaviour(self) -> dict[str, str]:
         """The answer of every replaced function, as seen from outside the process."""
-        commands = ["get 8", "get 3", "kind 7", "kind 2", "zero", "version", "depth 20",
-                    "measure abcdefghijk"]
+        commands = [
+            "get 8",
+            "get 3",
+            "kind 7",
+            "kind 2",
+            "zero",
+            "version",
+            "depth 20",
+            "measure abcdefghijk",
+        ]
         return {command: self.ask(command) for command in commands}
 
     def alive(self) -> bool:
@@ -166,7 +174,9 @@ def agent_env(tmp_path: Path, trusted_dir: Path) -> dict[str, str]:
     return env
 
 
-def nonstopctl(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def nonstopctl(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*NONSTOPCTL, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )

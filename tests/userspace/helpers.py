@@ -39,7 +39,9 @@ def regions(pid: int) -> list[Region]:
         return find_regions(pid, memory)
 
 
-def function_bytes(pid: int, library: Path, names: tuple[str, ...]) -> dict[str, tuple[bytes, bytes]]:
+def function_bytes(
+    pid: int, library: Path, names: tuple[str, ...]
+) -> dict[str, tuple[bytes, bytes]]:
     """For each function NAME of LIBRARY mapped in PID: (bytes in memory, bytes in the file)."""
     image = ProcessImage(pid, ModelCache())
     with library.open("rb") as handle:
@@ -81,4 +83,6 @@ def whole_text_matches_file(pid: int, library: Path) -> bool:
 def clean(pid: int) -> bool:
     """No half-done state: at most one region, it is ACTIVE, no leaked memfd."""
     found = regions(pid)
-    return len(found) <= 1 and all(r.state.name == "ACTIVE" for r in found) and not leaked_memfds(pid)
+    return (
+        len(found) <= 1 and all(r.state.name == "ACTIVE" for r in found) and not leaked_memfds(pid)
+    )

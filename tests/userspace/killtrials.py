@@ -50,12 +50,16 @@ def run_trials(
         report.trials += 1
         next_level = level + 1 if level < 3 and rng.random() < 0.75 else 0
         argv = (
-            ["--lib-update", "--bundle", str(bundles[next_level])] if next_level else ["--lib-unload"]
+            ["--lib-update", "--bundle", str(bundles[next_level])]
+            if next_level
+            else ["--lib-unload"]
         )
         process = nonstopctl([*argv, "--pid", str(target.pid), "--json"])  # type: ignore[attr-defined]
         # Half the kills anywhere in the run, half near its end where the engine works.
-        delay = rng.uniform(0, 1.1 * typical) if rng.random() < 0.5 else rng.uniform(
-            0.6 * typical, 1.05 * typical
+        delay = (
+            rng.uniform(0, 1.1 * typical)
+            if rng.random() < 0.5
+            else rng.uniform(0.6 * typical, 1.05 * typical)
         )
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
@@ -81,7 +85,8 @@ def run_trials(
             result.result not in ok_results
             or behaviour != expected(next_level)
             or not clean(target.pid)  # type: ignore[attr-defined]
-            or stats["errors"] or stats["early"]
+            or stats["errors"]
+            or stats["early"]
         ):
             report.inconsistent_after_next_run += 1
             report.problems.append(f"level {next_level}: {result.result} {result.reason} {stats}")
@@ -90,7 +95,9 @@ def run_trials(
 
 
 def _typical_duration(
-    target: object, bundles: dict[int, Path], nonstopctl: Callable[[list[str]], subprocess.Popen[str]]
+    target: object,
+    bundles: dict[int, Path],
+    nonstopctl: Callable[[list[str]], subprocess.Popen[str]],
 ) -> float:
     started = time.monotonic()
     process = nonstopctl(["--lib-update", "--bundle", str(bundles[1]), "--pid", str(target.pid)])  # type: ignore[attr-defined]

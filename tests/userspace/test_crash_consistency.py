@@ -50,7 +50,9 @@ def test_killed_between_site_writes_is_rolled_forward(
     assert target.stats()["errors"] == 0
 
 
-def test_killed_during_replace_and_revert(start_target, bundles, trusted, trusted_dir, engine, tmp_path, fixture_build):
+def test_killed_during_replace_and_revert(
+    start_target, bundles, trusted, trusted_dir, engine, tmp_path, fixture_build
+):
     target = start_target(busy=2, sleepers=2)
     assert engine.apply(target.pid, spec_for(bundles[1], trusted)).result == "patched"
     assert run_killed(target.pid, str(bundles[2]), trusted_dir, tmp_path, "site-written", 4) == -9

@@ -58,9 +58,11 @@ def expat_bundle(tmp_path: Path, key_dir: Path) -> Path:
         check=True,
     )  # fmt: skip
     bundle = tmp_path / "expat.nsb"
-    argv = ["bundle", "create", "--kind", "userspace", "--target", str(LIBEXPAT.resolve()),
-            "--object", str(patch), "--replace", "XML_ErrorString=XML_ErrorString_nonstop",
-            "--level", "1", "--cve", "CVE-2099-2001", "--key", str(key_dir), "-o", str(bundle)]  # fmt: skip
+    argv = [
+        "bundle", "create", "--kind", "userspace", "--target", str(LIBEXPAT.resolve()),
+        "--object", str(patch), "--replace", "XML_ErrorString=XML_ErrorString_nonstop",
+        "--level", "1", "--cve", "CVE-2099-2001", "--key", str(key_dir), "-o", str(bundle),
+    ]  # fmt: skip
     assert nonstop_main(argv) == 0
     return bundle
 

@@ -52,7 +52,9 @@ def patched(level: int) -> dict[str, str]:
     }
 
 
-def test_behaviour_changes_live_and_reverts(start_target, bundles, trusted: TrustedKeys, engine: Engine):
+def test_behaviour_changes_live_and_reverts(
+    start_target, bundles, trusted: TrustedKeys, engine: Engine
+):
     target = start_target(busy=2, sleepers=2)
     assert target.behaviour() == ORIGINAL
     calls_before = int(target.ask("calls").split()[0])
@@ -108,7 +110,9 @@ def test_downgrade_is_refused_without_changes(start_target, bundles, trusted, en
     assert target.behaviour() == patched(2)
 
 
-def test_unload_restores_original_bytes(start_target, bundles, trusted, engine, fixture_build: FixtureBuild):
+def test_unload_restores_original_bytes(
+    start_target, bundles, trusted, engine, fixture_build: FixtureBuild
+):
     target = start_target(busy=2, sleepers=1)
     engine.apply(target.pid, spec_for(bundles[1], trusted))
     during = function_bytes(target.pid, fixture_build.library, FUNCTIONS)
@@ -120,7 +124,9 @@ def test_unload_restores_original_bytes(start_target, bundles, trusted, engine, 
     assert whole_text_matches_file(target.pid, fixture_build.library)
 
 
-def test_sleepers_do_not_wake_early_and_signals_are_not_lost(start_target, bundles, trusted, engine):
+def test_sleepers_do_not_wake_early_and_signals_are_not_lost(
+    start_target, bundles, trusted, engine
+):
     target = start_target(busy=2, sleepers=4)
     sent = 0
     stop = threading.Event()
@@ -139,7 +145,9 @@ def test_sleepers_do_not_wake_early_and_signals_are_not_lost(start_target, bundl
     try:
         for _ in range(5):
             for level in (1, 2):
-                assert engine.apply(target.pid, spec_for(bundles[level], trusted)).result == "patched"
+                assert (
+                    engine.apply(target.pid, spec_for(bundles[level], trusted)).result == "patched"
+                )
             assert engine.revert(target.pid).result == "reverted"
     finally:
         stop.set()
@@ -154,7 +162,9 @@ def test_sleepers_do_not_wake_early_and_signals_are_not_lost(start_target, bundl
     assert after["sleeps"] > before["sleeps"]
 
 
-def test_strict_mode_reports_busy_and_changes_nothing(start_target, bundles, trusted, tmp_path: Path):
+def test_strict_mode_reports_busy_and_changes_nothing(
+    start_target, bundles, trusted, tmp_path: Path
+):
     # The reader thread sits in read() called from nsfix_wait_input: --strict must refuse.
     target = start_target(busy=0, sleepers=1)
     strict = Engine(EngineOptions(strict=True, attempts=4, lock_dir=tmp_path / "locks"))
@@ -176,7 +186,9 @@ def test_another_patcher_holding_the_process_means_busy(start_target, bundles, t
     assert nonstop_lines(target.pid) == []
 
 
-def test_old_level_in_use_stays_until_nothing_returns_into_it(start_target, bundles, trusted, engine):
+def test_old_level_in_use_stays_until_nothing_returns_into_it(
+    start_target, bundles, trusted, engine
+):
     target = start_target(busy=0, sleepers=0)
     assert engine.apply(target.pid, spec_for(bundles[1], trusted)).result == "patched"
     # Let the reader loop once: it now blocks in read() called from level 1's code.

@@ -89,7 +89,9 @@ def test_tampered_or_foreign_bundles_are_refused_before_any_attach(
         data = bytearray(bundles[1].read_bytes())
         data[len(data) // 2] ^= 0x01
         tampered.write_bytes(bytes(data))
-        done = nonstopctl(agent_env, "--lib-update", "--bundle", str(tampered), "--pid", str(target.pid))
+        done = nonstopctl(
+            agent_env, "--lib-update", "--bundle", str(tampered), "--pid", str(target.pid)
+        )
         assert done.returncode != 0
         assert done.stderr.startswith("nonstopctl: error:") and len(done.stderr.splitlines()) == 1
 
@@ -97,12 +99,17 @@ def test_tampered_or_foreign_bundles_are_refused_before_any_attach(
         foreign = tmp_path / "libz.nsb"
         placeholder = tmp_path / "unused.o"
         placeholder.write_bytes(b"\x7fELF never linked")
-        argv = ["bundle", "create", "--kind", "userspace", "--target", "/lib/x86_64-linux-gnu/libz.so.1",
-                "--object", str(placeholder), "--replace", "crc32=crc32_fixed",
-                "--level", "1", "--key", str(key_dir), "-o", str(foreign)]  # fmt: skip
+        argv = [
+            "bundle", "create", "--kind", "userspace",
+            "--target", "/lib/x86_64-linux-gnu/libz.so.1", "--object", str(placeholder),
+            "--replace", "crc32=crc32_fixed", "--level", "1", "--key", str(key_dir),
+            "-o", str(foreign),
+        ]  # fmt: skip
         assert nonstop_main(argv) == 0
-        done = nonstopctl(agent_env, "--lib-update", "--bundle", str(foreign), "--pid", str(target.pid),
-                          "--json")  # fmt: skip
+        pid = str(target.pid)
+        done = nonstopctl(
+            agent_env, "--lib-update", "--bundle", str(foreign), "--pid", pid, "--json"
+        )
         (entry,) = json.loads(done.stdout)["processes"]
         assert entry["result"] == "refused" and "does not map" in entry["reason"]
         assert done.returncode == 3

@@ -78,8 +78,9 @@ def lib_update(ctx: AgentContext) -> int:
         executable = executable_of(pid)
         if executable and ctx.config.blocklist.blocks(executable):
             results.append(
-                ProcessResult(pid, "refused", "blocklisted", executable=executable,
-                              build_id=spec.build_id)
+                ProcessResult(
+                    pid, "refused", "blocklisted", executable=executable, build_id=spec.build_id
+                )
             )
             continue
         results.append(engine.apply(pid, spec))
@@ -205,8 +206,12 @@ def lib_unload(ctx: AgentContext) -> int:
 
 
 ACTIONS = [
-    Action("--lib-update", "apply a userspace bundle (--bundle FILE) to running processes", lib_update),
+    Action(
+        "--lib-update", "apply a userspace bundle (--bundle FILE) to running processes", lib_update
+    ),
     Action("--lib-info", "show processes with live userspace patches", lib_info),
-    Action("--lib-patch-info", "show the fixes and functions of live userspace patches", lib_patch_info),
+    Action(
+        "--lib-patch-info", "show the fixes and functions of live userspace patches", lib_patch_info
+    ),
     Action("--lib-unload", "remove userspace patches from running processes", lib_unload),
 ]

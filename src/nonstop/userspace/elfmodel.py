@@ -138,12 +138,14 @@ def read_build_id(handle: BinaryIO) -> str | None:
     header = handle.read(64)
     if len(header) < 64 or header[:4] != b"\x7fELF" or header[4] != 2:
         return None
-    phoff, = struct.unpack_from("<Q", header, 32)
+    (phoff,) = struct.unpack_from("<Q", header, 32)
     phentsize, phnum = struct.unpack_from("<HH", header, 54)
     handle.seek(phoff)
     table = handle.read(phentsize * phnum)
     for index in range(phnum):
-        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from("<IIQQQQ", table, index * phentsize)
+        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from(
+            "<IIQQQQ", table, index * phentsize
+        )
         if p_type == 4 and 0 < p_filesz <= 65536:  # PT_NOTE
             handle.seek(p_offset)
             found = parse_build_id_notes(handle.read(p_filesz))

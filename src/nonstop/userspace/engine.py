@@ -119,10 +119,10 @@ class Engine:
             except (OSError, ValueError):
                 continue
             for mapping in maps:
-                if mapping.offset == 0 and mapping.inode and mapping.path.startswith("/"):
-                    if self.build_ids.get(pid, mapping) == build_id:
-                        found.append(pid)
-                        break
+                is_file = mapping.offset == 0 and mapping.inode and mapping.path.startswith("/")
+                if is_file and self.build_ids.get(pid, mapping) == build_id:
+                    found.append(pid)
+                    break
         return found
 
     def processes_with_patches(self) -> list[int]:
@@ -146,33 +146,37 @@ class Engine:
 
     def apply(self, pid: int, spec: PatchSpec) -> ProcessResult:
         result = ProcessResult(
-            pid, "refused", executable=executable_of(pid), build_id=spec.build_id,
+            pid,
+            "refused",
+            executable=executable_of(pid),
+            build_id=spec.build_id,
             functions=[target for target, _ in spec.functions],
         )
-        with self._guard(result):
-            with self._session(pid, spec.build_id) as (patcher, target, image):
-                current = patcher.wanted(patcher.regions(spec.build_id))
-                result.level_before = result.level_after = current.level if current else None
-                try:
-                    action = decide_level(
-                        result.level_before, spec.level, allow_downgrade=self.options.allow_downgrade
-                    )
-                except LevelPolicyError as exc:
-                    raise RefusedError(str(exc)) from None
-                if action is LevelAction.ALREADY:
-                    result.result, result.reason = "already", f"level {spec.level} is applied"
-                    return result
-                region = self._prepare(patcher, image, target, spec, current)
-                try:
-                    regions = [*patcher.regions(spec.build_id)]
-                    wanted = next(r for r in regions if r.start == region.start)
-                    patcher.reconcile(regions, wanted)
-                except BusyError:
-                    with contextlib.suppress(EngineError):
-                        patcher.discard(region)
-                    raise
-                result.result, result.level_after = "patched", spec.level
-                result.pause_us = patcher.outcome.pause_us
+        with self._guard(result), self._session(pid, spec.build_id) as (patcher, target, image):
+            current = patcher.wanted(patcher.regions(spec.build_id))
+            result.level_before = result.level_after = current.level if current else None
+            try:
+                action = decide_level(
+                    result.level_before,
+                    spec.level,
+                    allow_downgrade=self.options.allow_downgrade,
+                )
+            except LevelPolicyError as exc:
+                raise RefusedError(str(exc)) from None
+            if action is LevelAction.ALREADY:
+                result.result, result.reason = "already", f"level {spec.level} is applied"
+                return result
+            region = self._prepare(patcher, image, target, spec, current)
+            try:
+                regions = [*patcher.regions(spec.build_id)]
+                wanted = next(r for r in regions if r.start == region.start)
+                patcher.reconcile(regions, wanted)
+            except BusyError:
+                with contextlib.suppress(EngineError):
+                    patcher.discard(region)
+                raise
+            result.result, result.level_after = "patched", spec.level
+            result.pause_us = patcher.outcome.pause_us
         return result
 
     def revert(self, pid: int, build_id: str | None = None) -> ProcessResult:
@@ -234,7 +238,9 @@ class Engine:
                 image = ProcessImage(pid, self.models, self.build_ids)
                 modules = image.with_build_id(build_id)
                 if not modules:
-                    raise RefusedError(f"process {pid} does not map a file with build-id {build_id}")
+                    raise RefusedError(
+                        f"process {pid} does not map a file with build-id {build_id}"
+                    )
                 if len(modules) > 1:
                     raise RefusedError(f"process {pid} maps build-id {build_id} more than once")
                 policy = SwitchPolicy(
@@ -269,7 +275,7 @@ class Engine:
             site = plan_site(function, found.address, found.size, code, starts)
             self._check_current_bytes(patcher, site, current)
             sites.append((site, found.size, replacement))
-        document = {
+        document: dict[str, Any] = {
             "level": spec.level,
             "build_id": spec.build_id,
             "soname": spec.soname,

@@ -42,7 +42,6 @@ class LoadedModule:
             handle.seek(self.model.file_offset(vaddr))
             return handle.read(size)
 
-
     def read_mapped_file(self, address: int, size: int) -> bytes:
         """What the file holds for process address ADDRESS, by the mapping that covers it."""
         mapping = next(m for m in self.mappings if m.contains(address))
@@ -69,17 +68,17 @@ class BuildIdCache:
 
 
 def _is_file(mapping: Mapping) -> bool:
-    return mapping.inode != 0 and mapping.path.startswith("/") and not mapping.path.startswith(
-        "/memfd:"
+    return (
+        mapping.inode != 0
+        and mapping.path.startswith("/")
+        and not mapping.path.startswith("/memfd:")
     )
 
 
 class ProcessImage:
     """The ELF modules mapped in PID, in the dynamic linker's global search order."""
 
-    def __init__(
-        self, pid: int, models: ModelCache, build_ids: BuildIdCache | None = None
-    ) -> None:
+    def __init__(self, pid: int, models: ModelCache, build_ids: BuildIdCache | None = None) -> None:
         self.pid = pid
         self.maps = read_maps(pid)
         self._models = models

@@ -36,8 +36,13 @@ from nonstop.userspace.image import LoadedModule
 from nonstop.userspace.memory import ProcessMemory
 
 # syscall; pop rbx rcx rdx rsi rdi rbp r8-r15 rax; popfq; pop rsp; ret 0x80
-GADGET = bytes.fromhex("0f05 5b 59 5a 5e 5f 5d 4158 4159 415a 415b 415c 415d 415e 415f 58 9d 5c c28000")
-_RESTORED = ("rbx rcx rdx rsi rdi rbp r8 r9 r10 r11 r12 r13 r14 r15").split()
+GADGET = bytes.fromhex(
+    "0f05 5b 59 5a 5e 5f 5d 4158 4159 415a 415b 415c 415d 415e 415f 58 9d 5c c28000"
+)
+_RESTORED = (
+    *("rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "r8", "r9"),
+    *("r10", "r11", "r12", "r13", "r14", "r15"),
+)
 RED_ZONE = 128
 SCRATCH = 512
 ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 514, 516
@@ -63,7 +68,9 @@ def gadget_home(module: LoadedModule) -> int | None:
         start = module.base + seg.vaddr + seg.memsz
         start = (start + 15) & ~15
         page_end = (module.base + seg.vaddr + seg.memsz + 4095) & ~4095
-        mapped = any(m.executable and m.start <= start and page_end <= m.end for m in module.mappings)
+        mapped = any(
+            m.executable and m.start <= start and page_end <= m.end for m in module.mappings
+        )
         if mapped and page_end - start >= len(GADGET):
             return start
     return None

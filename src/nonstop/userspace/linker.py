@@ -40,7 +40,16 @@ R_GOTPCRELX, R_REX_GOTPCRELX = 41, 42
 _GOT_RELOCS = {R_GOTPCREL, R_GOTPCRELX, R_REX_GOTPCRELX}
 _TLS_RELOCS = {16, 17, 18, 19, 20, 21, 22, 23, 34, 35, 36}
 _SUPPORTED = {
-    R_NONE, R_64, R_PC32, R_PLT32, R_32, R_32S, R_PC64, R_GOTOFF64, R_GOTPC32, R_GOTPC64,
+    R_NONE,
+    R_64,
+    R_PC32,
+    R_PLT32,
+    R_32,
+    R_32S,
+    R_PC64,
+    R_GOTOFF64,
+    R_GOTPC32,
+    R_GOTPC64,
 } | _GOT_RELOCS
 _REFUSED_SECTIONS = (".init_array", ".fini_array", ".preinit_array", ".ctors", ".dtors")
 _SKIPPED_SECTIONS = (".eh_frame", ".note", ".comment", ".group")

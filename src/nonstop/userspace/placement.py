@@ -19,9 +19,7 @@ LOWEST = 0x10000
 HIGHEST = 0x7FFF_FFFF_F000
 
 
-def candidates(
-    maps: list[Mapping], size: int, anchors: list[int], near: int
-) -> Iterator[int]:
+def candidates(maps: list[Mapping], size: int, anchors: list[int], near: int) -> Iterator[int]:
     """Page-aligned addresses for SIZE bytes, reachable from all ANCHORS, nearest NEAR first."""
     low = max([LOWEST, *(a - REACH for a in anchors)])
     high = min([HIGHEST, *(a + REACH for a in anchors)])

@@ -95,7 +95,7 @@ SIGKILL_BIT = 1 << 8
 
 
 def is_alive(pid: int) -> bool:
-    """True while PID exists and is not exiting: no zombie, no exit under way, no SIGKILL pending."""
+    """True while PID exists and is not exiting (no zombie, no exit under way, no SIGKILL)."""
     try:
         fields = (PROC / str(pid) / "stat").read_text().rpartition(")")[2].split()
         status = (PROC / str(pid) / "status").read_text()

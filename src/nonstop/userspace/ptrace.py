@@ -47,9 +47,10 @@ class Regs(ctypes.Structure):
     _fields_ = [
         (name, ctypes.c_ulonglong)
         for name in (
-            "r15 r14 r13 r12 rbp rbx r11 r10 r9 r8 rax rcx rdx rsi rdi orig_rax "
-            "rip cs eflags rsp ss fs_base gs_base ds es fs gs"
-        ).split()
+            *("r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8"),
+            *("rax", "rcx", "rdx", "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp"),
+            *("ss", "fs_base", "gs_base", "ds", "es", "fs", "gs"),
+        )
     ]
 
     def copy(self) -> Regs:

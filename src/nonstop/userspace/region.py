@@ -121,7 +121,9 @@ def header_size_for(document: dict[str, Any]) -> int:
     return (len(encode_header(State.PREPARED, document)) + 63) // 64 * 64
 
 
-def find_regions(pid: int, memory: ProcessMemory, maps: list[Mapping] | None = None) -> list[Region]:
+def find_regions(
+    pid: int, memory: ProcessMemory, maps: list[Mapping] | None = None
+) -> list[Region]:
     """Every nonstop patch memory in PID with a readable header, lowest address first."""
     grouped: dict[int, list[Mapping]] = {}
     for mapping in maps if maps is not None else read_maps(pid):
@@ -172,7 +174,7 @@ def set_state(memory: ProcessMemory, region: Region, state: State) -> None:
 
 def leaked_memfds(pid: int) -> list[int]:
     """File descriptors of nonstop memfds left open in PID by a patcher that died."""
-    found = []
+    found: list[int] = []
     try:
         names = os.listdir(f"/proc/{pid}/fd")
     except OSError:
@@ -199,8 +201,9 @@ def create_region(
 
     Raises FileExistsError when ADDRESS is taken (the caller picks another).
     """
-    fd = injector.call(SYS_MEMFD_CREATE, DATA, MFD_CLOEXEC, data=name.encode() + b"\0",
-                       what="memfd_create")
+    fd = injector.call(
+        SYS_MEMFD_CREATE, DATA, MFD_CLOEXEC, data=name.encode() + b"\0", what="memfd_create"
+    )
     try:
         with open(f"/proc/{pid}/fd/{fd}", "r+b", buffering=0) as handle:
             handle.truncate(len(rx) + len(rw))

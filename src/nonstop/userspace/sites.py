@@ -52,9 +52,7 @@ def jump_target(code: bytes, source: int) -> int | None:
     return source + JMP_SIZE + displacement
 
 
-def plan_site(
-    function: str, entry: int, size: int, code: bytes, other_starts: set[int]
-) -> Site:
+def plan_site(function: str, entry: int, size: int, code: bytes, other_starts: set[int]) -> Site:
     """Validate the entry of FUNCTION (SIZE bytes at ENTRY; CODE holds them and any padding)."""
     if size <= 0:
         raise SiteError(f"{function}: size unknown, cannot validate its entry")

@@ -37,7 +37,7 @@ class StoppedThread:
 
 @contextlib.contextmanager
 def critical_section(realtime: bool) -> Iterator[None]:
-    """GC off and, if REALTIME and permitted, SCHED_FIFO for the patcher while threads are stopped."""
+    """GC off and, if REALTIME and permitted, SCHED_FIFO for the patcher while it stops threads."""
     was_enabled = gc.isenabled()
     gc.disable()
     previous = None
@@ -181,4 +181,3 @@ class StoppedProcess:
 
     def gone(self) -> bool:
         return not is_alive(self.pid)
-

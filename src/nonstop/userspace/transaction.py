@@ -17,6 +17,7 @@ function is at its old or its new code; the next run finishes the move.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -114,9 +115,9 @@ class ProcessPatcher:
         wanted = self.wanted(regions)
         if not regions:
             return
-        if wanted is not None and wanted.state == State.ACTIVE and len(regions) == 1:
-            if self.consistent(regions, wanted):
-                return
+        settled = wanted is not None and wanted.state == State.ACTIVE and len(regions) == 1
+        if settled and self.consistent(regions, wanted):
+            return
         self.reconcile(regions, wanted)
 
     def reconcile(self, regions: list[Region], wanted: Region | None) -> None:
@@ -172,7 +173,7 @@ class ProcessPatcher:
     def _switch(self, regions: list[Region], wanted: Region | None) -> None:
         desired = self._desired_bytes(regions, wanted)
         backoff = self.policy.first_backoff
-        reason = "no attempt made"
+        reason: str | None = "no attempt made"
         for attempt in range(1, self.policy.attempts + 1):
             self.outcome.attempts = attempt
             current = {addr: self.memory.read(addr, JMP_SIZE) for addr in desired}
@@ -197,7 +198,9 @@ class ProcessPatcher:
             backoff = min(backoff * 2, self.policy.max_backoff)
         raise BusyError(f"no safe moment after {self.policy.attempts} attempts: {reason}")
 
-    def _first_hazard(self, stopped: StoppedProcess, rules: SafetyRules, maps: list[Any]) -> str | None:
+    def _first_hazard(
+        self, stopped: StoppedProcess, rules: SafetyRules, maps: list[Any]
+    ) -> str | None:
         for thread in stopped.threads.values():
             reason = check_thread(thread.tid, thread.regs, rules, self.memory, maps)
             if reason is not None:
@@ -235,7 +238,7 @@ class ProcessPatcher:
             strict=False,
         )
         backoff = self.policy.first_backoff
-        reason = "no attempt made"
+        reason: str | None = "no attempt made"
         for _ in range(self.policy.attempts):
             maps = read_maps(self.pid)
             with critical_section(self.policy.realtime), StoppedProcess(self.pid) as stopped:
@@ -306,9 +309,7 @@ class _Injection:
         self._section.__enter__()
         try:
             thread = self.stopped.injection_thread()
-            self.injector = Injector(
-                self.patcher.memory, thread.tid, home, hook=self.patcher._hook
-            )
+            self.injector = Injector(self.patcher.memory, thread.tid, home, hook=self.patcher._hook)
             self.injector.install()
         except BaseException:
             self._close()
@@ -321,10 +322,8 @@ class _Injection:
     def _close(self) -> None:
         try:
             if self.injector is not None:
-                try:
+                with contextlib.suppress(OSError, ProcessGoneError):
                     self.injector.uninstall()
-                except (OSError, ProcessGoneError):
-                    pass
                 thread = self.stopped.threads.get(self.injector.tid)
                 if thread is not None:
                     thread.signals.extend(self.injector.signals)
@@ -332,4 +331,3 @@ class _Injection:
             if self.owns_threads:
                 self.stopped.release()
             self._section.__exit__(None, None, None)
-
