@@ -34,7 +34,7 @@ class TargetFunction:
     size: int
 
 
-def _default_definition(defs: list[DynSymbol]) -> DynSymbol | None:
+def default_definition(defs: list[DynSymbol]) -> DynSymbol | None:
     """The definition an unversioned reference binds to: never a hidden (non-default) version."""
     visible = [d for d in defs if not d.hidden and d.bind in ("global", "weak")]
     return visible[0] if visible else None
@@ -84,7 +84,7 @@ class Scope:
         if bound is not None:
             return bound
         for module in self.order:
-            definition = _default_definition(module.model.defined(name))
+            definition = default_definition(module.model.defined(name))
             if definition is None:
                 continue
             if definition.type == "tls":
@@ -125,7 +125,7 @@ class Scope:
     def target_function(self, name: str) -> TargetFunction:
         """The function NAME of the target library that a patch replaces."""
         model = self.target.model
-        definition = _default_definition(model.defined(name))
+        definition = default_definition(model.defined(name))
         if definition is not None:
             if definition.type == "ifunc":
                 raise LinkError(f"{name} is an IFUNC resolver: patch its implementation instead")
