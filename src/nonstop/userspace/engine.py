@@ -71,6 +71,9 @@ class ProcessResult:
     level_after: int | None = None
     functions: list[str] = field(default_factory=list)
     pause_us: int = 0
+    """First thread stopped to last thread resumed, in the window that switched the entries."""
+    retire_pause_us: int = 0
+    """A later window that unmapped old code still in use at the switch (0: none needed)."""
     executable: str = ""
     build_id: str = ""
 
@@ -177,6 +180,8 @@ class Engine:
                 raise
             result.result, result.level_after = "patched", spec.level
             result.pause_us = patcher.outcome.pause_us
+            result.retire_pause_us = patcher.outcome.retire_pause_us
+            result.reason = "; ".join(patcher.outcome.notes)
         return result
 
     def revert(self, pid: int, build_id: str | None = None) -> ProcessResult:
@@ -210,15 +215,14 @@ class Engine:
         """Turn engine errors into the process's result."""
         try:
             yield
-        except ProcessGoneError as exc:
-            result.result, result.reason = "gone", str(exc)
-        except BusyError as exc:
-            result.result, result.reason = "busy", str(exc)
-        except RefusedError as exc:
-            result.result, result.reason = "refused", str(exc)
         except (EngineError, OSError) as exc:
-            if not is_alive(result.pid):
+            if isinstance(exc, ProcessGoneError) or not is_alive(result.pid):
+                # An exiting process loses its mappings first: whatever failed, it is gone.
                 result.result, result.reason = "gone", f"process {result.pid} exited"
+            elif isinstance(exc, BusyError):
+                result.result, result.reason = "busy", str(exc)
+            elif isinstance(exc, RefusedError):
+                result.result, result.reason = "refused", str(exc)
             else:
                 result.result, result.reason = "refused", f"{type(exc).__name__}: {exc}"
 

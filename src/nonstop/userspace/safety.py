@@ -8,10 +8,15 @@ word pointing just after overwritten bytes, into code about to be unmapped,
 or (strict) into a replaced function makes the switch unsafe. Integers that
 happen to look like such addresses give false positives; the caller backs
 off and retries within a bound, then reports ``busy``.
+
+The scan runs at C speed: every hazard range lies inside a few 16 MiB
+windows, and all words of one window share their upper five bytes, so
+``bytes.find`` locates the candidate words and only those are decoded.
 """
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from nonstop.userspace.memory import ProcessMemory
@@ -20,6 +25,7 @@ from nonstop.userspace.ptrace import Regs
 from nonstop.userspace.sites import JMP_SIZE
 
 MAX_STACK_SCAN = 8 << 20
+WINDOW_BITS = 24  # words inside one 16 MiB window share their upper 5 bytes
 
 
 @dataclass(frozen=True)
@@ -58,26 +64,46 @@ class SafetyRules:
                 stack.append(Hazard(start + 1, end + 1, f"returning into {name} (strict)"))
         return cls(rip, stack)
 
+    def suffixes(self) -> set[bytes]:
+        """The upper 5 bytes of every 16 MiB window a stack hazard touches."""
+        found = set()
+        for hazard in self.stack:
+            for window in range(hazard.start >> WINDOW_BITS, ((hazard.end - 1) >> WINDOW_BITS) + 1):
+                found.add(struct.pack("<Q", window << WINDOW_BITS)[3:])
+        return found
 
-def check_thread(
-    tid: int, regs: Regs, rules: SafetyRules, memory: ProcessMemory, maps: list[Mapping]
-) -> str | None:
-    """Why thread TID is unsafe to switch under, or None when it is safe."""
-    for hazard in rules.rip:
-        if hazard.start <= regs.rip < hazard.end:
-            return f"thread {tid} is {hazard.what}"
-    if not rules.stack:
+
+@dataclass(frozen=True)
+class ThreadView:
+    """One stopped thread as the safety check sees it: RIP and the used part of its stack."""
+
+    tid: int
+    rip: int
+    stack: bytes
+
+    @classmethod
+    def capture(
+        cls, tid: int, regs: Regs, memory: ProcessMemory, maps: list[Mapping]
+    ) -> ThreadView:
+        mapping = next((m for m in maps if m.start <= regs.rsp < m.end), None)
+        if mapping is None:
+            return cls(tid, regs.rip, b"")
+        size = min(mapping.end - regs.rsp, MAX_STACK_SCAN) & ~7
+        return cls(tid, regs.rip, memory.read(regs.rsp, size))
+
+    def hazard(self, rules: SafetyRules) -> str | None:
+        """Why this thread makes RULES unsafe, or None."""
+        for hazard in rules.rip:
+            if hazard.start <= self.rip < hazard.end:
+                return f"thread {self.tid} is {hazard.what}"
+        for suffix in rules.suffixes():
+            position = self.stack.find(suffix)
+            while position >= 0:
+                word_at = position - 3
+                if word_at % 8 == 0:
+                    (word,) = struct.unpack_from("<Q", self.stack, word_at)
+                    for hazard in rules.stack:
+                        if hazard.start <= word < hazard.end:
+                            return f"thread {self.tid} may be {hazard.what}"
+                position = self.stack.find(suffix, position + 1)
         return None
-    stack = next((m for m in maps if m.start <= regs.rsp < m.end), None)
-    if stack is None:
-        return None
-    size = min(stack.end - regs.rsp, MAX_STACK_SCAN) & ~7
-    words = memoryview(memory.read(regs.rsp, size)).cast("Q")
-    low = min(h.start for h in rules.stack)
-    high = max(h.end for h in rules.stack)
-    for word in words:
-        if low <= word < high:
-            for hazard in rules.stack:
-                if hazard.start <= word < hazard.end:
-                    return f"thread {tid} may be {hazard.what}"
-    return None

@@ -21,13 +21,12 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from nonstop.userspace.errors import BusyError, ProcessGoneError, RefusedError
 from nonstop.userspace.image import LoadedModule
 from nonstop.userspace.inject import GADGET, Injector, gadget_home
 from nonstop.userspace.memory import ProcessMemory
-from nonstop.userspace.procfs import read_maps
+from nonstop.userspace.procfs import Mapping, read_maps
 from nonstop.userspace.region import (
     Region,
     SiteRecord,
@@ -39,7 +38,7 @@ from nonstop.userspace.region import (
     unmap_region,
     unreadable_regions,
 )
-from nonstop.userspace.safety import SafetyRules, check_thread
+from nonstop.userspace.safety import SafetyRules, ThreadView
 from nonstop.userspace.sites import JMP_SIZE
 from nonstop.userspace.stopwindow import StoppedProcess, critical_section
 
@@ -59,6 +58,8 @@ class SwitchPolicy:
 @dataclass
 class Outcome:
     pause_us: int = 0
+    retire_pause_us: int = 0
+    """A second stop window, when old code was still in use at the switch."""
     attempts: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -171,7 +172,13 @@ class ProcessPatcher:
         )
 
     def _switch(self, regions: list[Region], wanted: Region | None) -> None:
+        """Rewrite the entries with every thread stopped at a safe moment (BusyError if none).
+
+        Old regions nothing uses any more are unmapped in the same stop window.
+        """
         desired = self._desired_bytes(regions, wanted)
+        old = [r for r in regions if r is not wanted]
+        retire_rules = self._retire_rules(old)
         backoff = self.policy.first_backoff
         reason: str | None = "no attempt made"
         for attempt in range(1, self.policy.attempts + 1):
@@ -182,10 +189,13 @@ class ProcessPatcher:
             maps = read_maps(self.pid)
             with critical_section(self.policy.realtime), StoppedProcess(self.pid) as stopped:
                 stopped.stop_all()
-                reason = self._first_hazard(stopped, rules, maps)
+                views = self._views(stopped, maps)
+                reason = _first_hazard(views, rules)
                 if reason is None:
                     self._hook("stopped")
                     self._write(regions, wanted, desired, current)
+                    if old and _first_hazard(views, retire_rules) is None:
+                        self._unmap_stopped(stopped, old)
                     stopped.release()
                     self.outcome.pause_us = stopped.pause_us
                     if stopped.gone():
@@ -198,14 +208,10 @@ class ProcessPatcher:
             backoff = min(backoff * 2, self.policy.max_backoff)
         raise BusyError(f"no safe moment after {self.policy.attempts} attempts: {reason}")
 
-    def _first_hazard(
-        self, stopped: StoppedProcess, rules: SafetyRules, maps: list[Any]
-    ) -> str | None:
-        for thread in stopped.threads.values():
-            reason = check_thread(thread.tid, thread.regs, rules, self.memory, maps)
-            if reason is not None:
-                return reason
-        return None
+    def _views(self, stopped: StoppedProcess, maps: list[Mapping]) -> list[ThreadView]:
+        return [
+            ThreadView.capture(t.tid, t.regs, self.memory, maps) for t in stopped.threads.values()
+        ]
 
     def _write(
         self,
@@ -229,25 +235,30 @@ class ProcessPatcher:
             if region is not wanted:
                 set_state(self.memory, region, State.RETIRED)
 
+    @staticmethod
+    def _retire_rules(regions: list[Region]) -> SafetyRules:
+        return SafetyRules.build(
+            [], [(*r.code_range, f"level {r.level} patch code") for r in regions], [], strict=False
+        )
+
     def _retire(self, regions: list[Region]) -> None:
         """Unmap REGIONS once no thread executes in or may return into their code."""
-        rules = SafetyRules.build(
-            [],
-            [(*r.code_range, f"level {r.level} patch code") for r in regions],
-            [],
-            strict=False,
-        )
+        mapped = {r.start for r in self.regions()}
+        regions = [r for r in regions if r.start in mapped]
+        if not regions:
+            return
+        rules = self._retire_rules(regions)
         backoff = self.policy.first_backoff
         reason: str | None = "no attempt made"
         for _ in range(self.policy.attempts):
             maps = read_maps(self.pid)
             with critical_section(self.policy.realtime), StoppedProcess(self.pid) as stopped:
                 stopped.stop_all()
-                reason = self._first_hazard(stopped, rules, maps)
+                reason = _first_hazard(self._views(stopped, maps), rules)
                 if reason is None:
-                    with _Injection(self, stopped) as injector:
-                        for region in regions:
-                            unmap_region(injector, region)
+                    self._unmap_stopped(stopped, regions)
+                    stopped.release()
+                    self.outcome.retire_pause_us = stopped.pause_us
                     return
             if stopped.gone():
                 raise ProcessGoneError(f"process {self.pid} exited")
@@ -256,6 +267,11 @@ class ProcessPatcher:
         self.outcome.notes.append(
             f"old patch code still in use ({reason}); it stays mapped until a later run"
         )
+
+    def _unmap_stopped(self, stopped: StoppedProcess, regions: list[Region]) -> None:
+        with _Injection(self, stopped) as injector:
+            for region in regions:
+                unmap_region(injector, region)
 
     # -- injected work ----------------------------------------------------------
 
@@ -281,6 +297,14 @@ class ProcessPatcher:
             original = self.gadget_module.read_mapped_file(home, len(GADGET))
             if original != GADGET:
                 self.memory.write(home, original)
+
+
+def _first_hazard(views: list[ThreadView], rules: SafetyRules) -> str | None:
+    for view in views:
+        reason = view.hazard(rules)
+        if reason is not None:
+            return reason
+    return None
 
 
 def site_size(region: Region, site: SiteRecord) -> int:
