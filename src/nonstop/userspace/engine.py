@@ -92,6 +92,8 @@ class EngineOptions:
     hook: Hook | None = None
     """Called with (event, pid) at fixed points; tests use it to inject real faults."""
     allow_downgrade: bool = False
+    keep_old_levels: bool = False
+    """Leave replaced levels mapped (stacking). Only for bench/ to measure what replace saves."""
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,7 @@ class Engine:
                     attempts=self.options.attempts,
                     realtime=self.options.realtime,
                     hook=self.options.hook,
+                    keep_old_levels=self.options.keep_old_levels,
                 )
                 patcher = ProcessPatcher(pid, memory, modules[0], policy)
                 patcher.recover(build_id)

@@ -127,7 +127,7 @@ def _raise_timeout(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def _alarm(seconds: float) -> Iterator[None]:
+def deadline(seconds: float) -> Iterator[None]:
     """Interrupt a blocking wait after SECONDS (main thread only: SIGALRM needs it).
 
     An interval timer someone else armed (a test runner's timeout) is put back.
@@ -148,13 +148,20 @@ def _alarm(seconds: float) -> Iterator[None]:
             signal.setitimer(signal.ITIMER_REAL, left, earlier_interval)
 
 
-def wait_stop(tid: int, timeout: float) -> Stop:
-    """Block until TID reports a ptrace-stop or its exit; PtraceError after TIMEOUT seconds."""
+def wait_stop(tid: int, timeout: float | None) -> Stop:
+    """Block until TID reports a ptrace-stop or its exit; PtraceError after TIMEOUT seconds.
+
+    TIMEOUT None: the caller armed a :func:`deadline` around several waits (one timer, not one
+    per thread, keeps the stop window short).
+    """
     try:
-        with _alarm(timeout):
+        if timeout is None:
             _, status = os.waitpid(tid, WALL)
+        else:
+            with deadline(timeout):
+                _, status = os.waitpid(tid, WALL)
     except _Timeout:
-        raise PtraceError(f"thread {tid} did not stop within {timeout:.1f}s") from None
+        raise PtraceError(f"thread {tid} did not stop in time") from None
     except ChildProcessError:
         raise ProcessGoneError(f"thread {tid} is gone") from None
     if os.WIFEXITED(status) or os.WIFSIGNALED(status):

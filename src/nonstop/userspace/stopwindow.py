@@ -130,21 +130,19 @@ class StoppedProcess:
             if needs_interrupt:
                 with contextlib.suppress(ProcessGoneError):
                     ptrace.interrupt(tid)
-        for tid, _ in seized:
-            stop = ptrace.wait_stop(tid, STOP_TIMEOUT) if self._alive(tid) else None
-            if stop is None or stop.exited:
-                continue
-            try:
-                regs = ptrace.get_regs(tid)
-            except ProcessGoneError:
-                continue
-            thread = StoppedThread(tid, regs)
-            if stop.signal:
-                thread.signals.append(stop.signal)
-            self.threads[tid] = thread
-
-    def _alive(self, tid: int) -> bool:
-        return os.path.exists(f"/proc/{self.pid}/task/{tid}")
+        with ptrace.deadline(STOP_TIMEOUT):
+            for tid, _ in seized:
+                try:
+                    stop = ptrace.wait_stop(tid, None)
+                    if stop.exited:
+                        continue
+                    regs = ptrace.get_regs(tid)
+                except ProcessGoneError:
+                    continue
+                thread = StoppedThread(tid, regs)
+                if stop.signal:
+                    thread.signals.append(stop.signal)
+                self.threads[tid] = thread
 
     def refresh_regs(self) -> None:
         for thread in self.threads.values():

@@ -53,6 +53,7 @@ class SwitchPolicy:
     max_backoff: float = 0.1
     realtime: bool = True
     hook: Hook | None = None
+    keep_old_levels: bool = False
 
 
 @dataclass
@@ -133,7 +134,7 @@ class ProcessPatcher:
         ):
             self._switch(regions, wanted)
         leftovers = [r for r in regions if r is not wanted]
-        if leftovers:
+        if leftovers and not self.policy.keep_old_levels:
             self._retire(leftovers)
 
     def discard(self, region: Region) -> None:
@@ -194,13 +195,16 @@ class ProcessPatcher:
                 if reason is None:
                     self._hook("stopped")
                     self._write(regions, wanted, desired, current)
-                    if old and _first_hazard(views, retire_rules) is None:
-                        self._unmap_stopped(stopped, old)
+                    unused = bool(old) and _first_hazard(views, retire_rules) is None
                     stopped.release()
                     self.outcome.pause_us = stopped.pause_us
                     if stopped.gone():
                         raise ProcessGoneError(f"process {self.pid} exited during the switch")
                     self._hook("switched")
+                    if unused and not self.policy.keep_old_levels:
+                        # Nothing ran in or would return into the old code at the switch, and
+                        # nothing can enter it since: unmap it with just one thread stopped.
+                        self._unmap(old)
                     return
             if stopped.gone():
                 raise ProcessGoneError(f"process {self.pid} exited")

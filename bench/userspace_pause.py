@@ -1,0 +1,69 @@
+"""Pause per process (first thread stopped to last resumed) with 1, 4 and 32 threads,
+idle and CPU-busy, over repeated apply/revert cycles: min / median / p99 / max in us.
+
+    .venv/bin/python bench/userspace_pause.py [CYCLES]
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+from userspace_common import (
+    build_fixtures,
+    load_average,
+    nsfix_spec,
+    require_root,
+    start_program,
+    summary,
+)
+
+from nonstop.userspace import Engine, EngineOptions
+
+# (label, busy threads, sleeping threads): the main thread (blocked reading stdin) counts too.
+CONFIGS = [
+    ("1 thread, idle", 0, 0),
+    ("4 threads, idle", 0, 3),
+    ("32 threads, idle", 0, 31),
+    ("2 threads, 1 CPU-busy", 1, 0),
+    ("4 threads, 3 CPU-busy", 3, 0),
+    ("32 threads, 31 CPU-busy", 31, 0),
+]
+
+
+def measure(engine: Engine, busy: int, sleepers: int, cycles: int) -> list[float]:
+    process = start_program(busy, sleepers)
+    pauses: list[float] = []
+    try:
+        spec = nsfix_spec(1)
+        for _ in range(cycles):
+            applied = engine.apply(process.pid, spec)
+            reverted = engine.revert(process.pid)
+            for result in (applied, reverted):
+                if result.result not in ("patched", "reverted"):
+                    raise SystemExit(f"unexpected result: {result}")
+                pauses.append(result.pause_us)
+    finally:
+        process.kill()
+        process.wait()
+    return pauses
+
+
+def main() -> None:
+    require_root()
+    cycles = int(sys.argv[1]) if len(sys.argv) > 1 else 50
+    build_fixtures()
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = Engine(EngineOptions(lock_dir=Path(tmp)))
+        plain = Engine(EngineOptions(lock_dir=Path(tmp), realtime=False))
+        print(f"pause per switch, us, {2 * cycles} switches each (load {load_average()})")
+        for label, busy, sleepers in CONFIGS:
+            print(f"  {label:26} {summary(measure(engine, busy, sleepers, cycles))}")
+        print("same, patcher without SCHED_FIFO (for comparison):")
+        for label, busy, sleepers in CONFIGS[4:]:
+            print(f"  {label:26} {summary(measure(plain, busy, sleepers, cycles))}")
+
+
+if __name__ == "__main__":
+    main()
