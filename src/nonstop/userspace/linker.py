@@ -16,6 +16,7 @@ Never writable and executable at once; new variables live in the RW part.
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 from collections.abc import Callable
@@ -180,59 +181,85 @@ def _classify(section: Section) -> str | None:
     return "rodata"
 
 
-def prepare_link(
-    object_bytes: bytes, header_size: int, resolve: Callable[[str], Resolved | None]
-) -> PreparedLink:
-    """Lay out the patch object after a header of HEADER_SIZE bytes and resolve its symbols."""
+@dataclass(frozen=True)
+class ObjectSymbol:
+    name: str
+    key: str
+    section: int | str
+    """Section index, or SHN_UNDEF / SHN_ABS / SHN_COMMON."""
+    type: str
+    bind: str
+    value: int
+    size: int
+
+
+@dataclass(frozen=True)
+class ObjectSection:
+    index: int
+    name: str
+    kind: str
+    size: int
+    alignment: int
+    data: bytes | None
+
+
+@dataclass(frozen=True)
+class PatchObject:
+    """Everything the linker needs from the patch object, read once (pyelftools is slow)."""
+
+    sections: tuple[ObjectSection, ...]
+    symbols: tuple[ObjectSymbol, ...]
+    relocations: tuple[tuple[int, int, int, str, int], ...]
+    got_keys: frozenset[str]
+    plt_keys: frozenset[str]
+
+
+@functools.lru_cache(maxsize=8)
+def parse_patch_object(object_bytes: bytes) -> PatchObject:
+    """Read and check the patch object (LinkError when it is unusable); cached per content."""
     try:
-        elf = ELFFile(io.BytesIO(object_bytes))
-        return _prepare(elf, header_size, resolve)
+        return _parse(ELFFile(io.BytesIO(object_bytes)))
     except ELFError as exc:
         raise LinkError(f"patch object is not a valid ELF file: {exc}") from None
 
 
-def _prepare(
-    elf: ELFFile, header_size: int, resolve: Callable[[str], Resolved | None]
-) -> PreparedLink:
+def _parse(elf: ELFFile) -> PatchObject:
     if elf["e_type"] != "ET_REL" or elf["e_machine"] != "EM_X86_64":
         raise LinkError("patch object must be a relocatable x86_64 ELF object (gcc -c)")
-    kinds: dict[int, str] = {}
+    sections = []
     for index, section in enumerate(elf.iter_sections()):
         kind = _classify(section)
         if kind is not None:
-            kinds[index] = kind
+            data = None if kind == "bss" else section.data()
+            sections.append(
+                ObjectSection(
+                    index, section.name, kind, section["sh_size"], section["sh_addralign"], data
+                )
+            )
     symtab = elf.get_section_by_name(".symtab")
     if not isinstance(symtab, SymbolTableSection):
         raise LinkError("patch object has no symbol table")
-    commons = [s for s in symtab.iter_symbols() if s["st_shndx"] == "SHN_COMMON"]
-
-    sections: dict[int, PlacedSection] = {}
-    offset = header_size
-
-    def place(index: int, size: int, alignment: int, data: bytes | None) -> None:
-        nonlocal offset
-        offset = _align(offset, alignment)
-        section = elf.get_section(index)
-        sections[index] = PlacedSection(index, section.name, offset, size, data)
-        offset += size
-
-    for wanted in ("text", "rodata"):
-        for index, kind in kinds.items():
-            if kind == wanted:
-                section = elf.get_section(index)
-                place(index, section["sh_size"], section["sh_addralign"], section.data())
-        if wanted == "text":
-            text_range = (header_size, offset)
-
-    relocations: list[tuple[int, int, int, str, int]] = []
-    names = [(s.name, s) for s in symtab.iter_symbols()]
+    symbols = tuple(
+        ObjectSymbol(
+            name=sym.name,
+            key=_symbol_key(sym.name, sym["st_info"]["bind"], number),
+            section=sym["st_shndx"],
+            type=sym["st_info"]["type"],
+            bind=sym["st_info"]["bind"],
+            value=sym["st_value"],
+            size=sym["st_size"],
+        )
+        for number, sym in enumerate(symtab.iter_symbols())
+    )
+    loaded = {section.index for section in sections}
+    relocations = []
     got_keys: set[str] = set()
     plt_keys: set[str] = set()
     for rel_section in elf.iter_sections():
         if not isinstance(rel_section, RelocationSection):
             continue
         target_index = rel_section["sh_info"]
-        if target_index not in kinds:
+        if target_index not in loaded:
             continue
         if not rel_section.is_RELA():
             raise LinkError(f"{rel_section.name}: REL relocations are not used on x86_64")
@@ -242,71 +269,92 @@ def _prepare(
                 raise LinkError("thread-local storage relocations are not supported")
             if rtype not in _SUPPORTED:
                 raise LinkError(f"unsupported relocation type {rtype} in {rel_section.name}")
-            name, sym = names[rel["r_info_sym"]]
-            key = _symbol_key(name, sym, rel["r_info_sym"])
+            symbol = symbols[rel["r_info_sym"]]
             if rtype in _GOT_RELOCS:
-                got_keys.add(key)
-            if rtype == R_PLT32 and sym["st_shndx"] == "SHN_UNDEF":
-                plt_keys.add(key)
-            relocations.append((target_index, rel["r_offset"], rtype, key, rel["r_addend"]))
+                got_keys.add(symbol.key)
+            if rtype == R_PLT32 and symbol.section == "SHN_UNDEF":
+                plt_keys.add(symbol.key)
+            relocations.append((target_index, rel["r_offset"], rtype, symbol.key, rel["r_addend"]))
+    return PatchObject(
+        tuple(sections), symbols, tuple(relocations), frozenset(got_keys), frozenset(plt_keys)
+    )
 
+
+def prepare_link(
+    object_bytes: bytes, header_size: int, resolve: Callable[[str], Resolved | None]
+) -> PreparedLink:
+    """Lay out the patch object after a header of HEADER_SIZE bytes and resolve its symbols."""
+    obj = parse_patch_object(object_bytes)
+    placed: dict[int, PlacedSection] = {}
+    offset = header_size
+
+    def place(section: ObjectSection) -> None:
+        nonlocal offset
+        offset = _align(offset, section.alignment)
+        placed[section.index] = PlacedSection(
+            section.index, section.name, offset, section.size, section.data
+        )
+        offset += section.size
+
+    for section in obj.sections:
+        if section.kind == "text":
+            place(section)
+    text_range = (header_size, offset)
+    for section in obj.sections:
+        if section.kind == "rodata":
+            place(section)
     stubs: dict[str, int] = {}
     offset = _align(offset, 16)
-    for key in sorted(plt_keys):
+    for key in sorted(obj.plt_keys):
         stubs[key] = offset
         offset += STUB_SIZE
-    got_keys |= plt_keys
     offset = _align(offset, 8)
     got_slots: dict[str, int] = {}
-    for key in sorted(got_keys):
+    for key in sorted(obj.got_keys | obj.plt_keys):
         got_slots[key] = offset
         offset += 8
     rx_size = _align(max(offset, header_size), PAGE)
 
     offset = rx_size
     for wanted in ("data", "bss"):
-        for index, kind in kinds.items():
-            if kind == wanted:
-                section = elf.get_section(index)
-                data = section.data() if wanted == "data" else None
-                place(index, section["sh_size"], section["sh_addralign"], data)
+        for section in obj.sections:
+            if section.kind == wanted:
+                place(section)
     symbol_offsets: dict[str, int] = {}
-    for sym in commons:
-        offset = _align(offset, max(sym["st_value"], 1))
-        symbol_offsets[sym.name] = offset
-        offset += sym["st_size"]
+    for sym in obj.symbols:
+        if sym.section == "SHN_COMMON":
+            offset = _align(offset, max(sym.value, 1))
+            symbol_offsets[sym.key] = offset
+            offset += sym.size
     rw_size = _align(offset, PAGE) - rx_size
 
     external: dict[str, Resolved] = {}
     section_symbols: dict[str, int] = {}
-    referenced = {r[3] for r in relocations}
-    for number, (name, sym) in enumerate(names):
-        shndx = sym["st_shndx"]
-        key = _symbol_key(name, sym, number)
-        if sym["st_info"]["type"] == "STT_FILE":
+    referenced = {r[3] for r in obj.relocations}
+    for sym in obj.symbols:
+        if sym.type == "STT_FILE":
             continue
-        if sym["st_info"]["type"] == "STT_SECTION":
-            if isinstance(shndx, int) and shndx in sections:
-                section_symbols[key] = sections[shndx].offset
+        if sym.type == "STT_SECTION":
+            if isinstance(sym.section, int) and sym.section in placed:
+                section_symbols[sym.key] = placed[sym.section].offset
             continue
-        if shndx == "SHN_UNDEF":
-            if not name or key not in referenced:
+        if sym.section == "SHN_UNDEF":
+            if not sym.name or sym.key not in referenced:
                 continue
-            if name == "_GLOBAL_OFFSET_TABLE_":
-                section_symbols[key] = min(got_slots.values(), default=rx_size)
+            if sym.name == "_GLOBAL_OFFSET_TABLE_":
+                section_symbols[sym.key] = min(got_slots.values(), default=rx_size)
                 continue
-            found = resolve(name)
+            found = resolve(sym.name)
             if found is None:
-                if sym["st_info"]["bind"] == "STB_WEAK":
-                    found = Resolved(0, "undefined weak")
-                else:
-                    raise LinkError(f"undefined symbol {name}: not found in the process")
-            external[key] = found
-        elif shndx == "SHN_ABS" and key in referenced:
-            raise LinkError(f"absolute symbol {name} is not supported")
-        elif isinstance(shndx, int) and shndx in sections:
-            symbol_offsets[key] = sections[shndx].offset + sym["st_value"]
-    for _, _, _, key, _ in relocations:
+                if sym.bind != "STB_WEAK":
+                    raise LinkError(f"undefined symbol {sym.name}: not found in the process")
+                found = Resolved(0, "undefined weak")
+            external[sym.key] = found
+        elif sym.section == "SHN_ABS" and sym.key in referenced:
+            raise LinkError(f"absolute symbol {sym.name} is not supported")
+        elif isinstance(sym.section, int) and sym.section in placed:
+            symbol_offsets[sym.key] = placed[sym.section].offset + sym.value
+    for _, _, _, key, _ in obj.relocations:
         if key not in external and key not in symbol_offsets and key not in section_symbols:
             raise LinkError(f"relocation against {key} which is not in a loaded section")
     for key in [k for k in stubs if k not in external]:
@@ -315,21 +363,19 @@ def _prepare(
         header_size=header_size,
         rx_size=rx_size,
         rw_size=rw_size,
-        sections=sections,
+        sections=placed,
         symbol_offsets=symbol_offsets,
         external=external,
         got_slots=got_slots,
         stubs=stubs,
         text_range=text_range,
-        relocations=relocations,
+        relocations=list(obj.relocations),
         section_symbols=section_symbols,
     )
 
 
-def _symbol_key(name: str, sym: object, number: int) -> str:
+def _symbol_key(name: str, bind: str, number: int) -> str:
     """Global symbols by name; local and section symbols by table index (names repeat)."""
-    entry = sym  # pyelftools Symbol
-    bind = entry["st_info"]["bind"]  # type: ignore[index]
     if bind == "STB_LOCAL" or not name:
         return f"{name}#{number}"
     return name

@@ -98,10 +98,14 @@ class Scope:
 
     def _bound_by_target(self, name: str) -> Resolved | None:
         """The value ld.so stored in the target library's GOT for NAME, once it is bound."""
-        for offset in self.target.model.imports.get(name, []):
-            value = self.memory.read_u64(self.target.base + offset)
-            owner = self.image.module_at(value)
-            if value and owner is not None and not owner.model.in_plt(value - owner.base):
+        target = self.target
+        for offset in target.model.imports.get(name, []):
+            value = self.memory.read_u64(target.base + offset)
+            # Lazy binding leaves the slot pointing into the target's own PLT: not bound yet.
+            lazy = self.image.module_at(value) is target and target.model.in_plt(
+                value - target.base
+            )
+            if value and not lazy:
                 return Resolved(value, "target GOT")
         return None
 
