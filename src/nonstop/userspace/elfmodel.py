@@ -273,10 +273,33 @@ class ModelCache:
         self._memory[build_id] = model
         return model
 
-    def _file(self, build_id: str) -> Path | None:
+    def _file(self, build_id: str, kind: str = "model") -> Path | None:
         if self.directory is None or not build_id.isalnum():
             return None
-        return self.directory / f"{build_id}.json"
+        return self.directory / (
+            f"{build_id}.json" if kind == "model" else f"{build_id}.{kind}.json"
+        )
+
+    def load_extra(self, build_id: str, kind: str) -> dict[str, Any]:
+        """A small document derived from the file with BUILD_ID (e.g. validated sites)."""
+        path = self._file(build_id, kind)
+        try:
+            document = json.loads(path.read_bytes()) if path else {}
+        except (OSError, ValueError):
+            return {}
+        return document if isinstance(document, dict) else {}
+
+    def store_extra(self, build_id: str, kind: str, document: dict[str, Any]) -> None:
+        path = self._file(build_id, kind)
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            temporary = path.with_suffix(f".tmp.{os.getpid()}")
+            temporary.write_text(json.dumps(document, sort_keys=True))
+            os.replace(temporary, path)
+        except OSError:
+            pass  # a cache that cannot be written only costs time
 
     def _load(self, build_id: str) -> ElfModel | None:
         path = self._file(build_id)

@@ -110,6 +110,7 @@ class Engine:
         self.options = options or EngineOptions()
         self.models = ModelCache(self.options.cache_dir)
         self.build_ids = BuildIdCache()
+        self._sites: dict[str, dict[str, Any]] = {}
 
     # -- discovery ------------------------------------------------------------
 
@@ -274,14 +275,11 @@ class Engine:
         if spec.symbol_map is not None and spec.symbol_map.build_id != spec.build_id:
             raise RefusedError("the bundle's symbol map is for another build-id")
         scope = Scope(image, patcher.memory, target, spec.symbol_map)
-        starts = scope.function_starts()
         sites: list[tuple[Site, int, str]] = []
         for function, replacement in spec.functions:
-            found = scope.target_function(function)
-            code = target.read_file(found.address - target.base, found.size + ALIGNMENT)
-            site = plan_site(function, found.address, found.size, code, starts)
+            site, size = self._site(scope, target, function)
             self._check_current_bytes(patcher, site, current)
-            sites.append((site, found.size, replacement))
+            sites.append((site, size, replacement))
         document: dict[str, Any] = {
             "level": spec.level,
             "build_id": spec.build_id,
@@ -325,6 +323,32 @@ class Engine:
                 region = next(r for r in patcher.regions(spec.build_id) if r.start == address)
                 return region
         raise RefusedError("no free address range within rel32 reach of the library")
+
+    def _site(self, scope: Scope, target: LoadedModule, function: str) -> tuple[Site, int]:
+        """The validated entry site of FUNCTION; validation is cached per build-id (on disk too,
+        so a cold run needs neither capstone nor the library's symbols for it)."""
+        sites = self._sites.setdefault(
+            target.build_id, self.models.load_extra(target.build_id, "sites")
+        )
+        if function not in sites:
+            found = scope.target_function(function)
+            code = target.read_file(found.address - target.base, found.size + ALIGNMENT)
+            site = plan_site(function, found.address, found.size, code, scope.function_starts())
+            sites[function] = {
+                "entry": site.entry - target.base,
+                "patch": site.patch_address - target.base,
+                "size": found.size,
+                "original": site.original.hex(),
+            }
+            self.models.store_extra(target.build_id, "sites", sites)
+        cached = sites[function]
+        site = Site(
+            function,
+            target.base + cached["entry"],
+            target.base + cached["patch"],
+            bytes.fromhex(cached["original"]),
+        )
+        return site, int(cached["size"])
 
     @staticmethod
     def _check_current_bytes(patcher: ProcessPatcher, site: Site, current: Region | None) -> None:

@@ -12,8 +12,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 from functools import cache
-
-import capstone
+from typing import Any
 
 from nonstop.userspace.errors import SiteError
 
@@ -24,7 +23,9 @@ _PADDING = {"nop", "int3"}
 
 
 @cache
-def _disassembler() -> capstone.Cs:
+def _disassembler() -> Any:
+    import capstone  # only when a site is validated: cold runs with cached sites skip loading it
+
     return capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
 
 
