@@ -11,7 +11,6 @@ before any thread is stopped.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 from nonstop.bundle import LevelAction, decide_level
 from nonstop.bundle.errors import LevelPolicyError
 from nonstop.bundle.symbols import SymbolMap
+from nonstop.userspace.discovery import processes_mapping, processes_with_patches
 from nonstop.userspace.elfmodel import ModelCache
 from nonstop.userspace.errors import (
     BusyError,
@@ -32,7 +32,7 @@ from nonstop.userspace.linker import PreparedLink, prepare_link
 from nonstop.userspace.lock import DEFAULT_LOCK_DIR, process_lock
 from nonstop.userspace.memory import ProcessMemory
 from nonstop.userspace.placement import candidates
-from nonstop.userspace.procfs import executable_of, is_alive, list_pids, read_maps
+from nonstop.userspace.procfs import executable_of, is_alive, read_maps
 from nonstop.userspace.region import (
     Region,
     State,
@@ -115,29 +115,10 @@ class Engine:
     # -- discovery ------------------------------------------------------------
 
     def processes_mapping(self, build_id: str) -> list[int]:
-        """Every process (but this one) mapping a file whose build-id is BUILD_ID."""
-        found = []
-        for pid in list_pids():
-            if pid == os.getpid():
-                continue
-            try:
-                maps = read_maps(pid)
-            except (OSError, ValueError):
-                continue
-            for mapping in maps:
-                is_file = mapping.offset == 0 and mapping.inode and mapping.path.startswith("/")
-                if is_file and self.build_ids.get(pid, mapping) == build_id:
-                    found.append(pid)
-                    break
-        return found
+        return processes_mapping(build_id, self.build_ids)
 
     def processes_with_patches(self) -> list[int]:
-        found = []
-        for pid in list_pids():
-            with contextlib.suppress(OSError):
-                if any(m.path.startswith("/memfd:nonstop:") for m in read_maps(pid)):
-                    found.append(pid)
-        return found
+        return processes_with_patches()
 
     def live_patches(self, pid: int) -> list[LivePatch]:
         try:
