@@ -73,10 +73,40 @@ def start_program(busy: int, sleepers: int, readers: int = 0) -> subprocess.Pope
     return process
 
 
+def signed_bundles(work: Path, levels: tuple[int, ...]) -> tuple[dict[int, Path], dict[str, str]]:
+    """Bundles of the fixture patch for LEVELS (made with `nonstop bundle create`) and an
+    environment whose nonstopctl trusts their key and keeps its state under WORK."""
+    from nonstop.bundle import generate_keypair
+    from nonstop.cli import main as nonstop_main
+
+    generate_keypair(work / "key")
+    (work / "trusted").mkdir()
+    (work / "trusted" / "k.pub").write_bytes((work / "key" / "signing.pub").read_bytes())
+    symbols = work / "symbols.json"
+    symbols.write_bytes(symbol_map_of(CACHE / "libnsfix.so.1").to_json_bytes())
+    bundles = {}
+    for level in levels:
+        bundles[level] = work / f"level{level}.nsb"
+        argv = ["bundle", "create", "--kind", "userspace", "--target",
+                str(CACHE / "libnsfix.so.1"), "--object", str(patch_object(level)),
+                "--symbols", str(symbols), "--level", str(level), "--key", str(work / "key"),
+                "-o", str(bundles[level])]  # fmt: skip
+        for old, new in FUNCTIONS:
+            argv += ["--replace", f"{old}={new}"]
+        if nonstop_main(argv) != 0:
+            raise SystemExit("nonstop bundle create failed")
+    (work / "nonstopctl.toml").write_text(
+        f'trusted_keys_dir = "{work / "trusted"}"\nstate_dir = "{work / "state"}"\n'
+        f'cache_dir = "{work / "cache"}"\n'
+    )
+    env = {**os.environ, "NONSTOP_CONFIG": str(work / "nonstopctl.toml")}
+    return bundles, env
+
+
 def summary(values: list[float]) -> str:
     """min / median / p99 / max of VALUES."""
     ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
     return (
         f"min {ordered[0]:.0f}  median {statistics.median(ordered):.0f}  "
         f"p99 {p99:.0f}  max {ordered[-1]:.0f}"

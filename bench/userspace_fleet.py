@@ -1,23 +1,25 @@
 """50 processes x 4 threads patched: wall time, engine alone and `nonstopctl --lib-update` cold.
 
-    .venv/bin/python bench/userspace_fleet.py [PROCESSES]
+.venv/bin/python bench/userspace_fleet.py [PROCESSES]
 """
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from userspace_common import build_fixtures, load_average, nsfix_spec, require_root, start_program
-
-from nonstop.bundle import generate_keypair
-from nonstop.bundle.symbols import symbol_map_of
-from nonstop.cli import main as nonstop_main
 from nonstop.userspace import Engine, EngineOptions
+from userspace_common import (
+    build_fixtures,
+    load_average,
+    nsfix_spec,
+    require_root,
+    signed_bundles,
+    start_program,
+)
 
 NONSTOPCTL = [sys.executable, "-c", "from nonstop.agent.cli import main; raise SystemExit(main())"]
 
@@ -25,7 +27,7 @@ NONSTOPCTL = [sys.executable, "-c", "from nonstop.agent.cli import main; raise S
 def main() -> None:
     require_root()
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 50
-    cache = build_fixtures()
+    build_fixtures()
     processes = [start_program(0, 3) for _ in range(count)]  # main + 3 sleepers = 4 threads
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -44,28 +46,13 @@ def main() -> None:
             started = time.perf_counter()
             for p in processes:
                 engine.revert(p.pid)
-            print(f"  engine, sequential revert:      {(time.perf_counter() - started) * 1000:.0f} ms")
-
-            generate_keypair(work / "key")
-            (work / "trusted").mkdir()
-            (work / "trusted" / "k.pub").write_bytes((work / "key" / "signing.pub").read_bytes())
-            symbols = work / "symbols.json"
-            symbols.write_bytes(symbol_map_of(cache / "libnsfix.so.1").to_json_bytes())
-            bundle = work / "l1.nsb"
-            argv = ["bundle", "create", "--kind", "userspace", "--target",
-                    str(cache / "libnsfix.so.1"), "--object", str(cache / "patch1.o"),
-                    "--symbols", str(symbols), "--level", "1", "--key", str(work / "key"),
-                    "-o", str(bundle)]  # fmt: skip
-            for old, new in spec.functions:
-                argv += ["--replace", f"{old}={new}"]
-            assert nonstop_main(argv) == 0
-            (work / "c.toml").write_text(
-                f'trusted_keys_dir = "{work / "trusted"}"\nstate_dir = "{work / "s"}"\n'
-                f'cache_dir = "{work / "c"}"\n'
+            print(
+                f"  engine, sequential revert:      {(time.perf_counter() - started) * 1000:.0f} ms"
             )
-            env = {**os.environ, "NONSTOP_CONFIG": str(work / "c.toml")}
+
+            bundles, env = signed_bundles(work, (1,))
             started = time.perf_counter()
-            done = subprocess.run([*NONSTOPCTL, "--lib-update", "--bundle", str(bundle)],
+            done = subprocess.run([*NONSTOPCTL, "--lib-update", "--bundle", str(bundles[1])],
                                   env=env, capture_output=True, text=True, check=True)  # fmt: skip
             wall = time.perf_counter() - started
             patched = done.stdout.count(": patched")

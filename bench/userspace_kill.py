@@ -6,22 +6,19 @@ counts target crashes (must be 0) and targets left inconsistent after the next r
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from userspace_common import REPO, build_fixtures, load_average, nsfix_spec, require_root
-
-from nonstop.bundle import TrustedKeys, generate_keypair
-from nonstop.bundle.symbols import symbol_map_of
-from nonstop.cli import main as nonstop_main
-from nonstop.userspace import Engine, EngineOptions
 from tests.userspace.conftest import NONSTOPCTL, Target
 from tests.userspace.killtrials import run_trials
 from tests.userspace.test_engine import ORIGINAL, patched
+
+from nonstop.bundle import TrustedKeys
+from nonstop.userspace import Engine, EngineOptions
+from userspace_common import build_fixtures, load_average, require_root, signed_bundles
 
 
 def main() -> None:
@@ -31,25 +28,7 @@ def main() -> None:
     cache = build_fixtures()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        generate_keypair(work / "key")
-        (work / "trusted").mkdir()
-        (work / "trusted" / "k.pub").write_bytes((work / "key" / "signing.pub").read_bytes())
-        (work / "symbols.json").write_bytes(symbol_map_of(cache / "libnsfix.so.1").to_json_bytes())
-        bundles = {}
-        for level in (1, 2, 3):
-            bundles[level] = work / f"l{level}.nsb"
-            argv = ["bundle", "create", "--kind", "userspace", "--target",
-                    str(cache / "libnsfix.so.1"), "--object", str(cache / f"patch{level}.o"),
-                    "--symbols", str(work / "symbols.json"), "--level", str(level),
-                    "--key", str(work / "key"), "-o", str(bundles[level])]  # fmt: skip
-            for old, new in nsfix_spec(level).functions:
-                argv += ["--replace", f"{old}={new}"]
-            assert nonstop_main(argv) == 0
-        (work / "c.toml").write_text(
-            f'trusted_keys_dir = "{work / "trusted"}"\nstate_dir = "{work / "s"}"\n'
-            f'cache_dir = "{work / "c"}"\n'
-        )
-        env = {**os.environ, "NONSTOP_CONFIG": str(work / "c.toml"), "PYTHONPATH": str(REPO)}
+        bundles, env = signed_bundles(work, (1, 2, 3))
 
         def nonstopctl(args: list[str]) -> subprocess.Popen[str]:
             return subprocess.Popen([*NONSTOPCTL, *args], env=env, stdout=subprocess.PIPE,

@@ -15,11 +15,10 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from userspace_common import load_average, require_root
-
 from nonstop.bundle.identity import userspace_target_of
 from nonstop.bundle.symbols import symbol_map_of
 from nonstop.userspace import Engine, EngineOptions, PatchSpec
+from userspace_common import load_average, require_root
 
 HARDENING = ["-O2", "-fstack-protector-strong", "-fcf-protection", "-D_FORTIFY_SOURCE=2"]
 CLIENT = r"""
@@ -55,8 +54,9 @@ def build(work: Path) -> tuple[Path, PatchSpec]:
     subprocess.run([*gcc, "-fPIE", "-pie", "-pthread", "-o", str(work / "vault_service"),
                     str(work / "vault_service.c"), str(library), "-Wl,-rpath,$ORIGIN"],
                    check=True)  # fmt: skip
-    subprocess.run(["gcc", "-O2", "-fPIC", "-ffunction-sections", "-fdata-sections", "-c",
-                    "-o", str(work / "patch.o"), str(work / "vault_patch.c")], check=True)  # fmt: skip
+    patch_flags = ["-O2", "-fPIC", "-ffunction-sections", "-fdata-sections", "-c"]
+    subprocess.run(["gcc", *patch_flags, "-o", str(work / "patch.o"), str(work / "vault_patch.c")],
+                   check=True)  # fmt: skip
     target = userspace_target_of(library, with_package=False)
     spec = PatchSpec(
         build_id=target.build_id,
@@ -118,8 +118,10 @@ def main() -> None:
                   f"each (load {load_average()})")  # fmt: skip
             p99_quiet = report("without patching", quiet)
             p99_busy = report(f"while patching/unpatching {cycles}x", patching)
-            print(f"  p99 ratio patching / quiet: {p99_busy / p99_quiet:.2f}; "
-                  f"pauses median {sorted(pauses)[len(pauses) // 2]} us, max {max(pauses)} us")
+            print(
+                f"  p99 ratio patching / quiet: {p99_busy / p99_quiet:.2f}; "
+                f"pauses median {sorted(pauses)[len(pauses) // 2]} us, max {max(pauses)} us"
+            )
         finally:
             service.kill()
             service.wait()

@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from nonstop.userspace import Engine, EngineOptions
 from userspace_common import (
     build_fixtures,
     nsfix_spec,
@@ -18,8 +19,6 @@ from userspace_common import (
     start_program,
     vma_count,
 )
-
-from nonstop.userspace import Engine, EngineOptions
 
 
 def main() -> None:
@@ -33,7 +32,10 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             replace = Engine(EngineOptions(lock_dir=Path(tmp)))
             stacking = Engine(EngineOptions(lock_dir=Path(tmp), keep_old_levels=True))
-            base = {p.pid: (vma_count(p.pid), private_dirty_kb(p.pid)) for p in (replace_proc, stack_proc)}
+            base = {
+                p.pid: (vma_count(p.pid), private_dirty_kb(p.pid))
+                for p in (replace_proc, stack_proc)
+            }
             first = {}
             for index, spec in enumerate(specs):
                 for engine, proc in ((replace, replace_proc), (stacking, stack_proc)):

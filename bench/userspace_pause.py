@@ -10,6 +10,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from nonstop.userspace import Engine, EngineOptions
 from userspace_common import (
     build_fixtures,
     load_average,
@@ -18,8 +19,6 @@ from userspace_common import (
     start_program,
     summary,
 )
-
-from nonstop.userspace import Engine, EngineOptions
 
 # (label, busy threads, sleeping threads): the main thread (blocked reading stdin) counts too.
 CONFIGS = [

@@ -32,13 +32,16 @@ class ProcessMemory:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _failed(self, exc: OSError, what: str) -> Exception:
+        if not os.path.exists(f"/proc/{self.pid}"):
+            return ProcessGoneError(f"process {self.pid} is gone")
+        return OSError(exc.errno, what)
+
     def read(self, address: int, size: int) -> bytes:
         try:
             data = os.pread(self._fd, size, address)
         except OSError as exc:
-            if not os.path.exists(f"/proc/{self.pid}"):
-                raise ProcessGoneError(f"process {self.pid} is gone") from None
-            raise OSError(exc.errno, f"cannot read {size} bytes at {address:#x}") from None
+            raise self._failed(exc, f"cannot read {size} bytes at {address:#x}") from None
         if len(data) != size:
             raise ProcessGoneError(f"short read at {address:#x} in process {self.pid}")
         return data
@@ -51,8 +54,6 @@ class ProcessMemory:
         try:
             written = os.pwrite(self._fd, data, address)
         except OSError as exc:
-            if not os.path.exists(f"/proc/{self.pid}"):
-                raise ProcessGoneError(f"process {self.pid} is gone") from None
-            raise OSError(exc.errno, f"cannot write {len(data)} bytes at {address:#x}") from None
+            raise self._failed(exc, f"cannot write {len(data)} bytes at {address:#x}") from None
         if written != len(data):
             raise ProcessGoneError(f"short write at {address:#x} in process {self.pid}")
