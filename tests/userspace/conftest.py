@@ -65,9 +65,12 @@ def fixture_build(tmp_path_factory: pytest.TempPathFactory) -> FixtureBuild:
 class Target:
     """A running nsfix_prog, driven through its stdin/stdout line protocol."""
 
-    def __init__(self, program: Path, busy: int, sleepers: int) -> None:
+    def __init__(
+        self, program: Path, busy: int, sleepers: int, env: dict[str, str] | None = None
+    ) -> None:
         self.process = subprocess.Popen(
             [str(program), str(busy), str(sleepers)],
+            env={**os.environ, **(env or {})},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -120,8 +123,13 @@ class Target:
 def start_target(fixture_build: FixtureBuild) -> Iterator[Callable[..., Target]]:
     started: list[Target] = []
 
-    def start(busy: int = 2, sleepers: int = 2) -> Target:
-        target = Target(fixture_build.program, busy, sleepers)
+    def start(
+        busy: int = 2,
+        sleepers: int = 2,
+        env: dict[str, str] | None = None,
+        program: Path | None = None,
+    ) -> Target:
+        target = Target(program or fixture_build.program, busy, sleepers, env)
         started.append(target)
         return target
 

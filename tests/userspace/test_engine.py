@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import threading
 import time
@@ -248,3 +249,39 @@ def test_wrong_build_id_is_refused_before_touching_the_process(bundles, trusted,
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_threads_created_during_the_switch_are_caught(start_target, bundles, trusted, engine):
+    # One thread keeps creating short-lived threads that call into the library.
+    target = start_target(busy=1, sleepers=1, env={"NSFIX_CHURN": "1"})
+    for _ in range(5):
+        for level in (1, 2):
+            result = engine.apply(target.pid, spec_for(bundles[level], trusted))
+            assert result.result == "patched", result.reason
+        assert engine.revert(target.pid).result == "reverted"
+    assert target.alive() and target.behaviour() == ORIGINAL
+
+
+def test_no_thread_without_seccomp_filter_means_refused(start_target, bundles, trusted, engine):
+    target = start_target(busy=1, sleepers=1, env={"NSFIX_SECCOMP": "all"})
+    result = engine.apply(target.pid, spec_for(bundles[1], trusted))
+    assert result.result == "refused"
+    assert "no thread without a seccomp filter" in result.reason
+    assert nonstop_lines(target.pid) == []
+    assert target.behaviour() == ORIGINAL
+
+
+def test_library_deleted_by_an_upgrade_is_still_found(
+    start_target, bundles, trusted, engine, fixture_build: FixtureBuild, tmp_path: Path
+):
+    copy = tmp_path / "old-install"
+    copy.mkdir()
+    for name in ("nsfix_prog", "libnsfix.so.1"):
+        shutil.copy2(fixture_build.directory / name, copy / name)
+    target = start_target(busy=1, sleepers=1, program=copy / "nsfix_prog")
+    (copy / "libnsfix.so.1").unlink()  # what a package upgrade does to the old file
+    assert any("libnsfix.so.1 (deleted)" in line for line in maps_lines(target.pid))
+    spec = spec_for(bundles[1], trusted)
+    assert target.pid in engine.processes_mapping(spec.build_id)
+    assert engine.apply(target.pid, spec).result == "patched"
+    assert target.behaviour() == patched(1)
