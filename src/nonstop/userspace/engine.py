@@ -189,6 +189,8 @@ class Engine:
                         result.functions = [s.function for s in current.sites]
                     patcher.reconcile(regions, None)
                     result.pause_us = patcher.outcome.pause_us
+                    result.retire_pause_us = patcher.outcome.retire_pause_us
+                    result.reason = "; ".join(patcher.outcome.notes)
             result.result = "reverted"
         return result
 
@@ -281,7 +283,8 @@ class Engine:
             ],
             "code": [0, 0],
         }
-        header_size = header_size_for(document) + 64
+        # Room for the offsets filled in after layout (at most 16 digits each).
+        header_size = header_size_for(document) + 16 * (len(sites) + 2)
         link = prepare_link(spec.object_bytes, header_size, scope.resolve)
         for item in document["sites"]:
             item["replacement_offset"] = _defined(link, item["replacement"])
