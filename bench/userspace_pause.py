@@ -31,22 +31,33 @@ CONFIGS = [
 ]
 
 
-def measure(engine: Engine, busy: int, sleepers: int, cycles: int) -> list[float]:
+def measure(engine: Engine, busy: int, sleepers: int, cycles: int) -> tuple[list[float], int]:
+    """Pauses of successful switches, and how many operations ended busy."""
     process = start_program(busy, sleepers)
     pauses: list[float] = []
+    busy_results = 0
     try:
         spec = nsfix_spec(1)
         for _ in range(cycles):
             applied = engine.apply(process.pid, spec)
             reverted = engine.revert(process.pid)
             for result in (applied, reverted):
-                if result.result not in ("patched", "reverted"):
+                if result.result == "busy":
+                    busy_results += 1
+                elif result.result in ("patched", "reverted"):
+                    pauses.append(result.pause_us)
+                else:
                     raise SystemExit(f"unexpected result: {result}")
-                pauses.append(result.pause_us)
     finally:
         process.kill()
         process.wait()
-    return pauses
+    return pauses, busy_results
+
+
+def line(label: str, engine: Engine, busy: int, sleepers: int, cycles: int) -> str:
+    pauses, busy_results = measure(engine, busy, sleepers, cycles)
+    note = f"  ({busy_results} busy)" if busy_results else ""
+    return f"  {label:26} {summary(pauses)}{note}"
 
 
 def main() -> None:
@@ -58,10 +69,10 @@ def main() -> None:
         plain = Engine(EngineOptions(lock_dir=Path(tmp), realtime=False))
         print(f"pause per switch, us, {2 * cycles} switches each (load {load_average()})")
         for label, busy, sleepers in CONFIGS:
-            print(f"  {label:26} {summary(measure(engine, busy, sleepers, cycles))}")
+            print(line(label, engine, busy, sleepers, cycles), flush=True)
         print("same, patcher without SCHED_FIFO (for comparison):")
         for label, busy, sleepers in CONFIGS[4:]:
-            print(f"  {label:26} {summary(measure(plain, busy, sleepers, cycles))}")
+            print(line(label, plain, busy, sleepers, cycles), flush=True)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from nonstop.userspace import ptrace
-from nonstop.userspace.errors import ProcessGoneError, PtraceError, RefusedError
+from nonstop.userspace.errors import BusyError, ProcessGoneError, PtraceError, RefusedError
 from nonstop.userspace.procfs import is_alive, list_tasks, task_status
 
 STOP_TIMEOUT = 2.0
+LATE_STOP_TIMEOUT = 30.0
+"""How long release waits for a thread that was interrupted but had not stopped yet: it cannot
+be detached while it runs, and left alone it would stop later and stay stopped."""
 FIFO_PRIORITY = 10
 
 
@@ -63,6 +66,10 @@ class StoppedProcess:
     def __init__(self, pid: int) -> None:
         self.pid = pid
         self.threads: dict[int, StoppedThread] = {}
+        self.unstopped: set[int] = set()
+        """Seized and interrupted, stop not seen yet."""
+        self.why_not: str | None = None
+        """Why stopping every thread failed, for the caller's busy report."""
         self.first_stop: float | None = None
         self.pause_us: int = 0
 
@@ -126,30 +133,38 @@ class StoppedProcess:
             seized.append((tid, True))
         if self.first_stop is None and seized:
             self.first_stop = time.perf_counter()
+        self.unstopped.update(tid for tid, _ in seized)
         for tid, needs_interrupt in seized:
             if needs_interrupt:
                 with contextlib.suppress(ProcessGoneError):
                     ptrace.interrupt(tid)
         with ptrace.deadline(STOP_TIMEOUT):
             for tid, _ in seized:
-                try:
-                    stop = ptrace.wait_stop(tid, None)
-                    if stop.exited:
-                        continue
-                    regs = ptrace.get_regs(tid)
-                except ProcessGoneError:
-                    continue
-                thread = StoppedThread(tid, regs)
-                if stop.signal:
-                    thread.signals.append(stop.signal)
-                self.threads[tid] = thread
+                self._collect(tid, None)
 
-    def refresh_regs(self) -> None:
-        for thread in self.threads.values():
-            thread.regs = ptrace.get_regs(thread.tid)
+    def _collect(self, tid: int, timeout: float | None) -> None:
+        """Wait for TID's stop and record it (BusyError when it does not come in time)."""
+        try:
+            stop = ptrace.wait_stop(tid, timeout)
+            self.unstopped.discard(tid)
+            if stop.exited:
+                return
+            regs = ptrace.get_regs(tid)
+        except ProcessGoneError:
+            self.unstopped.discard(tid)
+            return
+        except PtraceError:
+            raise BusyError(f"thread {tid} of process {self.pid} did not stop in time") from None
+        thread = StoppedThread(tid, regs)
+        if stop.signal:
+            thread.signals.append(stop.signal)
+        self.threads[tid] = thread
 
     def release(self) -> None:
         """Detach every stopped thread, delivering again the signals they were stopped for."""
+        for tid in list(self.unstopped):
+            with contextlib.suppress(BusyError):
+                self._collect(tid, LATE_STOP_TIMEOUT)
         for thread in list(self.threads.values()):
             first, *rest = thread.signals or [0]
             for sig in rest:

@@ -189,10 +189,9 @@ class ProcessPatcher:
             rules = self._switch_rules(regions, wanted, changing)
             maps = read_maps(self.pid)
             with critical_section(self.policy.realtime), StoppedProcess(self.pid) as stopped:
-                stopped.stop_all()
-                views = self._views(stopped, maps)
-                reason = _first_hazard(views, rules)
-                if reason is None:
+                views = self._stop_and_view(stopped, maps)
+                reason = _first_hazard(views, rules) if views is not None else stopped.why_not
+                if reason is None and views is not None:
                     self._hook("stopped")
                     self._write(regions, wanted, desired, current)
                     unused = bool(old) and _first_hazard(views, retire_rules) is None
@@ -212,7 +211,16 @@ class ProcessPatcher:
             backoff = min(backoff * 2, self.policy.max_backoff)
         raise BusyError(f"no safe moment after {self.policy.attempts} attempts: {reason}")
 
-    def _views(self, stopped: StoppedProcess, maps: list[Mapping]) -> list[ThreadView]:
+    def _stop_and_view(
+        self, stopped: StoppedProcess, maps: list[Mapping]
+    ) -> list[ThreadView] | None:
+        """Stop every thread and capture what the safety check needs; None when some thread
+        did not stop in time (the reason is in ``stopped.why_not``; the caller retries)."""
+        try:
+            stopped.stop_all()
+        except BusyError as exc:
+            stopped.why_not = str(exc)
+            return None
         return [
             ThreadView.capture(t.tid, t.regs, self.memory, maps) for t in stopped.threads.values()
         ]
@@ -257,8 +265,8 @@ class ProcessPatcher:
         for _ in range(self.policy.attempts):
             maps = read_maps(self.pid)
             with critical_section(self.policy.realtime), StoppedProcess(self.pid) as stopped:
-                stopped.stop_all()
-                reason = _first_hazard(self._views(stopped, maps), rules)
+                views = self._stop_and_view(stopped, maps)
+                reason = _first_hazard(views, rules) if views is not None else stopped.why_not
                 if reason is None:
                     self._unmap_stopped(stopped, regions)
                     stopped.release()
