@@ -240,7 +240,10 @@ class Engine:
                     hook=self.options.hook,
                     keep_old_levels=self.options.keep_old_levels,
                 )
-                patcher = ProcessPatcher(pid, memory, modules[0], policy)
+                others = sorted(
+                    (m for m in image.modules if m is not modules[0]), key=lambda m: m.path
+                )
+                patcher = ProcessPatcher(pid, memory, [modules[0], *others], policy)
                 patcher.recover(build_id)
                 yield patcher, modules[0], image
         finally:

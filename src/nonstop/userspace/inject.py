@@ -76,6 +76,16 @@ def gadget_home(module: LoadedModule) -> int | None:
     return None
 
 
+def pick_gadget_home(modules: list[LoadedModule]) -> tuple[LoadedModule, int] | None:
+    """The first of MODULES (target library first, then the others in a fixed order) with room
+    for the gadget. The choice is deterministic, so a later run finds a gadget left behind."""
+    for module in modules:
+        home = gadget_home(module)
+        if home is not None:
+            return module, home
+    return None
+
+
 def _crash_resume(regs: ptrace.Regs) -> tuple[int, int]:
     """(rip, rax) at which the thread resumes correctly if the patcher dies mid-injection."""
     if regs.signed("orig_rax") >= 0:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from nonstop.userspace.errors import BusyError, ProcessGoneError, RefusedError
 from nonstop.userspace.image import LoadedModule
-from nonstop.userspace.inject import GADGET, Injector, gadget_home
+from nonstop.userspace.inject import GADGET, SYS_MUNMAP, Injector, pick_gadget_home
 from nonstop.userspace.memory import ProcessMemory
 from nonstop.userspace.procfs import Mapping, read_maps
 from nonstop.userspace.region import (
@@ -69,11 +69,12 @@ class ProcessPatcher:
     """Changes to one process; the caller holds the process lock."""
 
     def __init__(
-        self, pid: int, memory: ProcessMemory, gadget_module: LoadedModule, policy: SwitchPolicy
+        self, pid: int, memory: ProcessMemory, modules: list[LoadedModule], policy: SwitchPolicy
     ) -> None:
         self.pid = pid
         self.memory = memory
-        self.gadget_module = gadget_module
+        self.gadget = pick_gadget_home(modules)
+        """Where injected syscalls run: (module, address) in padding after its code."""
         self.policy = policy
         self.outcome = Outcome()
 
@@ -303,10 +304,12 @@ class ProcessPatcher:
             with self.injecting() as injector:
                 close_fds(injector, fds)
                 for start, end in broken:
-                    injector.call(11, start, end - start, what="munmap")
-        home = gadget_home(self.gadget_module)
-        if home is not None and self.memory.read(home, len(GADGET)) == GADGET:
-            original = self.gadget_module.read_mapped_file(home, len(GADGET))
+                    injector.call(SYS_MUNMAP, start, end - start, what="munmap")
+        if self.gadget is None:
+            return
+        module, home = self.gadget
+        if self.memory.read(home, len(GADGET)) == GADGET:
+            original = module.read_mapped_file(home, len(GADGET))
             if original != GADGET:
                 self.memory.write(home, original)
 
@@ -336,11 +339,9 @@ class _Injection:
         self.injector: Injector | None = None
 
     def __enter__(self) -> Injector:
-        home = gadget_home(self.patcher.gadget_module)
-        if home is None:
-            raise RefusedError(
-                f"no room for the injection gadget in {self.patcher.gadget_module.path}"
-            )
+        if self.patcher.gadget is None:
+            raise RefusedError("no executable mapping has room for the injection gadget")
+        _, home = self.patcher.gadget
         self._section = critical_section(self.patcher.policy.realtime and self.owns_threads)
         self._section.__enter__()
         try:
