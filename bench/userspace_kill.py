@@ -12,10 +12,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.userspace.conftest import NONSTOPCTL, Target
-from tests.userspace.killtrials import run_trials
-from tests.userspace.test_engine import ORIGINAL, patched
-
 from nonstop.bundle import TrustedKeys
 from nonstop.userspace import Engine, EngineOptions
 from userspace_common import build_fixtures, load_average, require_root, signed_bundles
@@ -23,6 +19,11 @@ from userspace_common import build_fixtures, load_average, require_root, signed_
 
 def main() -> None:
     require_root()
+    # The trial logic is shared with the test suite (importable once userspace_common set the path).
+    from tests.userspace.conftest import NONSTOPCTL, Target
+    from tests.userspace.killtrials import run_trials
+    from tests.userspace.test_engine import ORIGINAL, patched
+
     trials = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     seed = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     cache = build_fixtures()
