@@ -12,6 +12,11 @@ PACKAGES=(
   python3.11-minimal  # userspace engine tests: a real Debian program (/usr/bin/python3.11) ...
   libexpat1           # ... with a real Debian library (libexpat.so.1) to patch live
   zlib1g              # userspace engine tests: a library the fixture program does not map
+  qemu-system-x86     # kernel tests boot Debian's own kernel in a QEMU guest (TCG)
+  busybox-static      # the kernel test guest's initramfs (/init, insmod, mount)
+  cpio                # packs that initramfs
+  libelf1             # objtool from linux-kbuild, run when building livepatch modules
+  binutils            # strip: livepatch modules ship without debug info
 )
 
 missing=()

@@ -9,12 +9,13 @@ import argparse
 from collections.abc import Sequence
 
 from nonstop import __version__, demo
+from nonstop.build import cli as build_cli
 from nonstop.bundle import cli as bundle_cli
 from nonstop.bundle.errors import BundleError
 from nonstop.console import fail
 
 TOOL = "nonstop"
-COMMAND_GROUPS = [bundle_cli, demo]
+COMMAND_GROUPS = [bundle_cli, build_cli, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

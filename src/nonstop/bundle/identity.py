@@ -51,7 +51,8 @@ def elf_build_id(elf: ELFFile) -> str | None:
         if not isinstance(section, NoteSection):
             continue
         for note in section.iter_notes():
-            if note["n_type"] == "NT_GNU_BUILD_ID":
+            # Match the owner too: a Xen note (in a vmlinux) shares the type number.
+            if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
                 desc: str = note["n_desc"]
                 return desc
     return None

@@ -1,0 +1,244 @@
+"""`nonstopctl` kernel area: kcarectl-style flags for kernel livepatch levels.
+
+``--update --bundle FILE``, ``--unload``, ``--info``, ``--patch-info``,
+``--uname``, ``--auto-update`` (boot: re-apply the cached level, no network)
+and ``--clear-crash-guard``. The work is done by
+:class:`nonstop.kernel.manager.KernelManager`; this module turns flags into
+calls and results into text or one JSON document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from nonstop.agent.actions import Action, AgentContext, AgentError
+from nonstop.bundle import open_bundle
+from nonstop.bundle.container import read_bundle_bytes
+from nonstop.bundle.errors import BundleError
+from nonstop.bundle.identity import IdentityError, running_kernel_target
+from nonstop.console import emit_json, stdout
+from nonstop.kernel.guard import GuardBlockedError
+from nonstop.kernel.livepatch import LivepatchError, TransitionReport, TransitionTimeout
+from nonstop.kernel.manager import (
+    ApplyResult,
+    KernelManager,
+    KernelPatchError,
+    UnhealthyLevelError,
+)
+from nonstop.kernel.state import Blocked
+
+DEFAULT_TIMEOUT = 60.0
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    kernel = parser.add_argument_group("kernel options")
+    kernel.add_argument(
+        "--transition-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"revert a transition not done after this long (default {DEFAULT_TIMEOUT:g})",
+    )
+    kernel.add_argument(
+        "--force-transition",
+        action="store_true",
+        help="DANGEROUS: on timeout, force the remaining tasks over instead of reverting "
+        "(skips the consistency check; the module can then never be unloaded)",
+    )
+
+
+def manager_for(context: AgentContext) -> KernelManager:
+    try:
+        running = running_kernel_target()
+    except IdentityError as exc:
+        raise AgentError(str(exc)) from None
+    return KernelManager(context.state, context.bundle_cache, context.trusted_keys, running)
+
+
+def _require_root(flag: str) -> None:
+    if os.geteuid() != 0:
+        raise AgentError(f"{flag} needs root (it loads and removes kernel modules)")
+
+
+@contextmanager
+def _kernel_errors(context: AgentContext) -> Iterator[None]:
+    """Kernel-side refusals become one-line agent errors (with a JSON document under --json)."""
+    try:
+        yield
+    except TransitionTimeout as exc:
+        tasks = [task.to_dict() for task in exc.blocking]
+        if context.json:
+            emit_json({"action": "reverted", "error": str(exc), "blocking_tasks": tasks})
+        else:
+            for task in exc.blocking:
+                stdout.print(f"blocking task: {task.describe()}", markup=False)
+                for frame in task.stack:
+                    stdout.print(f"    {frame}", markup=False)
+        raise AgentError(str(exc)) from None
+    except UnhealthyLevelError as exc:
+        if context.json:
+            emit_json({"action": "rolled_back", "error": str(exc)})
+        raise AgentError(str(exc)) from None
+    except (KernelPatchError, GuardBlockedError, LivepatchError, BundleError) as exc:
+        if context.json:
+            emit_json({"action": "refused", "error": str(exc)})
+        raise AgentError(str(exc)) from None
+
+
+def _timeout(context: AgentContext) -> float:
+    timeout: float = context.args.transition_timeout
+    if timeout <= 0:
+        raise AgentError("--transition-timeout must be positive")
+    return timeout
+
+
+def _report_dict(report: TransitionReport | None) -> dict[str, Any] | None:
+    if report is None:
+        return None
+    return {
+        "patch": report.patch,
+        "seconds": round(report.seconds, 3),
+        "replaced": report.replaced,
+        "forced": report.forced,
+    }
+
+
+def _blocked_dict(entry: Blocked) -> dict[str, Any]:
+    return {"level": entry.ref.level, "module": entry.ref.module, "reason": entry.reason}
+
+
+def _print_result(context: AgentContext, result: ApplyResult) -> int:
+    document = {
+        "action": result.action,
+        "level": result.ref.level if result.ref else None,
+        "module": result.ref.module if result.ref else None,
+        "effective_version": result.ref.effective_version if result.ref else None,
+        "transition": _report_dict(result.report),
+        "guard_tripped": _blocked_dict(result.tripped) if result.tripped else None,
+        "blocked": [_blocked_dict(entry) for entry in result.blocked],
+        "message": result.message,
+    }
+    lines = []
+    if result.tripped:
+        lines.append(f"crash-loop guard: blocked {result.tripped.reason}")
+    if result.report and result.ref:
+        replaced = ", ".join(result.report.replaced) or "nothing"
+        lines.append(
+            f"applied {result.ref.describe()} in {result.report.seconds:.2f} s "
+            f"(replaced {replaced}); effective version {result.ref.effective_version}"
+        )
+    if result.message:
+        lines.append(result.message)
+    return _output(context, document, lines)
+
+
+def _output(context: AgentContext, document: dict[str, Any], lines: list[str]) -> int:
+    """One JSON document under --json, otherwise LINES of text."""
+    if context.json:
+        emit_json(document)
+    else:
+        for line in lines:
+            stdout.print(line, markup=False)
+    return 0
+
+
+def run_update(context: AgentContext) -> int:
+    _require_root("--update")
+    if context.args.bundle is None:
+        raise AgentError("--update needs --bundle FILE (no patch server is configured)")
+    timeout = _timeout(context)
+    manager = manager_for(context)
+    with _kernel_errors(context):
+        data = read_bundle_bytes(context.args.bundle)
+        bundle = open_bundle(data, context.trusted_keys())
+        result = manager.update(data, bundle, timeout=timeout, force=context.args.force_transition)
+    return _print_result(context, result)
+
+
+def run_auto_update(context: AgentContext) -> int:
+    _require_root("--auto-update")
+    if not context.config.auto_update:
+        result = ApplyResult("skipped", message="auto_update is off in the configuration")
+    else:
+        with _kernel_errors(context):
+            result = manager_for(context).auto_update(timeout=_timeout(context))
+    return _print_result(context, result)
+
+
+def run_unload(context: AgentContext) -> int:
+    _require_root("--unload")
+    with _kernel_errors(context):
+        reports = manager_for(context).unload(timeout=_timeout(context))
+    document = {"action": "unloaded", "patches": [_report_dict(r) for r in reports]}
+    lines = [f"unloaded {r.patch} in {r.seconds:.2f} s" for r in reports]
+    return _output(context, document, lines or ["no kernel patch was loaded"])
+
+
+def run_clear_guard(context: AgentContext) -> int:
+    _require_root("--clear-crash-guard")
+    cleared = manager_for(context).clear_guard()
+    document = {"action": "cleared", "cleared": [_blocked_dict(entry) for entry in cleared]}
+    lines = [f"unblocked {entry.ref.describe()} ({entry.reason})" for entry in cleared]
+    return _output(context, document, lines or ["the crash-loop guard blocked nothing"])
+
+
+def run_info(context: AgentContext) -> int:
+    info = manager_for(context).info()
+    kernel = info["kernel"]
+    level = info["level"]
+    guard_view = info["guard"]
+    moving = info["transition"]["patches"]
+    lines = [
+        f"kernel:            {kernel['release']} ({kernel['version']})",
+        f"kernel build-id:   {kernel['build_id']}",
+        f"patch level:       {level if level is not None else 'none'}",
+        f"module:            {info['module'] or '-'}",
+        f"effective version: {info['effective_version']}",
+        f"transition:        {', '.join(moving) or 'none'}",
+        f"crash-loop guard:  {guard_view['state']}",
+    ]
+    lines += [f"  blocked level {b['level']}: {b['reason']}" for b in guard_view["blocked"]]
+    lines += [f"note: {note}" for note in info["notes"]]
+    return _output(context, info, lines)
+
+
+def run_patch_info(context: AgentContext) -> int:
+    info = manager_for(context).patch_info()
+    if info["level"] is None:
+        return _output(context, info, ["no kernel patch applied"])
+    lines = [
+        f"level {info['level']} ({info['module']}), effective version {info['effective_version']}"
+    ]
+    for fix in info["fixes"]:
+        lines.append(f"  fix: {fix['title']} [{', '.join(fix['cves']) or 'no CVE'}]")
+    for function in info["functions"]:
+        lines.append(f"  patched: {function['function']} in {function['object']}")
+    return _output(context, info, lines)
+
+
+def run_uname(context: AgentContext) -> int:
+    document = manager_for(context).uname()
+    return _output(context, document, [document["effective_version"]])
+
+
+ACTIONS = [
+    Action("--update", "apply the kernel patch level in --bundle FILE", run_update),
+    Action("--unload", "disable and unload the kernel patches (rollback)", run_unload),
+    Action("--info", "kernel patch level, module, transition, guard state", run_info),
+    Action("--patch-info", "fixes, CVEs and functions of the applied level", run_patch_info),
+    Action("--uname", "the effective kernel version (what scanners should read)", run_uname),
+    Action(
+        "--auto-update",
+        "at boot: re-apply the cached verified kernel level (respects the crash-loop guard)",
+        run_auto_update,
+    ),
+    Action(
+        "--clear-crash-guard",
+        "unblock kernel levels the crash-loop guard stopped from loading",
+        run_clear_guard,
+    ),
+]

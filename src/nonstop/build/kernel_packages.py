@@ -1,0 +1,217 @@
+"""Debian kernel packages of one exact kernel build, unpacked into a cache dir.
+
+Nothing is installed system-wide (installing a kernel package pulls udev,
+initramfs-tools and systemd into the machine): ``apt-get download`` fetches
+the ``.deb`` files and ``dpkg-deb`` unpacks them under
+``<cache>/<release>_<version>/root``. The tree holds the headers and kbuild
+tools to build modules against (``linux-headers-<release>``, its ``-common``
+part and ``linux-kbuild-<major.minor>``), and from ``linux-image-<release>``
+only the kernel image (for its build-id, and for booting test guests) plus
+the few modules a test guest needs to mount the host over virtio-9p.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from nonstop.build.kernel_image import vmlinuz_build_id
+from nonstop.bundle.manifest import KernelTarget, PackageInfo
+
+GUEST_MODULE_DIRS = ("drivers/virtio", "net/9p", "fs/9p", "fs/netfs", "fs/fscache")
+TREE_STAMP = "tree.json"
+
+
+class KernelPackageError(Exception):
+    """A kernel package cannot be resolved, downloaded or unpacked."""
+
+
+@dataclass(frozen=True)
+class KernelTree:
+    release: str
+    version: str
+    build_id: str
+    root: Path
+
+    @property
+    def headers(self) -> Path:
+        return self.root / "usr" / "src" / f"linux-headers-{self.release}"
+
+    @property
+    def vmlinuz(self) -> Path:
+        return self.root / "boot" / f"vmlinuz-{self.release}"
+
+    @property
+    def modules_dir(self) -> Path:
+        return self.root / "lib" / "modules" / self.release / "kernel"
+
+    def target(self) -> KernelTarget:
+        return KernelTarget(
+            release=self.release,
+            build_id=self.build_id,
+            package=PackageInfo(
+                name=f"linux-image-{self.release}", version=self.version, distro="debian"
+            ),
+        )
+
+
+def default_cache_dir() -> Path:
+    explicit = os.environ.get("NONSTOP_KERNEL_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "nonstop" / "kernel"
+
+
+def _apt(argv: list[str], cwd: Path | None = None) -> str:
+    try:
+        done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
+    except OSError as exc:
+        raise KernelPackageError(f"cannot run {argv[0]}: {exc.strerror}") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise KernelPackageError(
+            f"{' '.join(argv)} failed: {last} (are the apt lists current? apt-get update)"
+        )
+    return done.stdout
+
+
+def metapackage_release(metapackage: str = "linux-image-amd64") -> str:
+    """The kernel release the archive's metapackage currently depends on."""
+    out = _apt(["apt-cache", "depends", metapackage])
+    match = re.search(r"Depends: linux-image-(\S+)", out)
+    if not match:
+        raise KernelPackageError(
+            f"{metapackage} depends on no linux-image package (apt-get update?)"
+        )
+    return match.group(1)
+
+
+def candidate_version(package: str) -> str:
+    out = _apt(["apt-cache", "policy", package])
+    match = re.search(r"Candidate: (\S+)", out)
+    if not match or match.group(1) == "(none)":
+        raise KernelPackageError(f"the archive offers no {package} (apt-get update?)")
+    return match.group(1)
+
+
+@contextmanager
+def _cache_lock(cache_dir: Path) -> Iterator[None]:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(cache_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def fetch_kernel(
+    release: str, version: str | None = None, cache_dir: Path | None = None
+) -> KernelTree:
+    """The unpacked tree of kernel RELEASE at package VERSION (default: the archive's candidate)."""
+    cache_dir = (cache_dir or default_cache_dir()).resolve()
+    image_package = f"linux-image-{release}"
+    version = version or candidate_version(image_package)
+    directory = cache_dir / f"{release}_{version}"
+    with _cache_lock(cache_dir):
+        cached = _read_stamp(directory)
+        if cached is not None:
+            return cached
+        shutil.rmtree(directory, ignore_errors=True)
+        root = directory / "root"
+        with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
+            debs = Path(tmp)
+            headers = _download(f"linux-headers-{release}", version, debs)
+            for dependency in _kernel_dependencies(headers):
+                _unpack_all(_download(dependency[0], dependency[1], debs), root)
+            _unpack_all(headers, root)
+            _unpack_image(_download(image_package, version, debs), root, release)
+        _point_makefile_at(root, release)
+        tree = KernelTree(
+            release, version, vmlinuz_build_id(root / "boot" / f"vmlinuz-{release}"), root
+        )
+        (directory / TREE_STAMP).write_text(
+            json.dumps({"release": release, "version": version, "build_id": tree.build_id})
+        )
+        return tree
+
+
+def _read_stamp(directory: Path) -> KernelTree | None:
+    try:
+        stamp = json.loads((directory / TREE_STAMP).read_text())
+    except (OSError, ValueError):
+        return None
+    return KernelTree(stamp["release"], stamp["version"], stamp["build_id"], directory / "root")
+
+
+def _download(package: str, version: str, into: Path) -> Path:
+    _apt(
+        ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", f"{package}={version}"],
+        cwd=into,
+    )
+    found = sorted(into.glob(f"{package}_*.deb"))
+    if not found:
+        raise KernelPackageError(f"apt-get download left no {package} package")
+    return found[-1]
+
+
+def _kernel_dependencies(headers_deb: Path) -> list[tuple[str, str]]:
+    """The headers' -common and kbuild packages, at the versions the headers depend on."""
+    depends = _apt(["dpkg-deb", "-f", str(headers_deb), "Depends"])
+    wanted = []
+    for clause in depends.split(","):
+        match = re.match(r"\s*(linux-(?:headers|kbuild)-\S+)\s*\((?:=|>=)\s*([^)\s]+)\)", clause)
+        if match:
+            wanted.append((match.group(1), match.group(2)))
+    if not any(name.startswith("linux-kbuild-") for name, _ in wanted):
+        raise KernelPackageError(f"{headers_deb.name} names no linux-kbuild dependency")
+    return wanted
+
+
+def _unpack_all(deb: Path, root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    _apt(["dpkg-deb", "-x", str(deb), str(root)])
+
+
+def _unpack_image(deb: Path, root: Path, release: str) -> None:
+    """From the image package only the kernel, its config and the guest's modules."""
+    prefixes = tuple(
+        f"./lib/modules/{release}/kernel/{directory}/" for directory in GUEST_MODULE_DIRS
+    )
+    keep = {f"./boot/vmlinuz-{release}", f"./boot/config-{release}"}
+    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
+            for member in archive:
+                if not member.isfile() or not (
+                    member.name in keep or member.name.startswith(prefixes)
+                ):
+                    continue
+                source = archive.extractfile(member)
+                if source is None:
+                    continue
+                destination = root / member.name.removeprefix("./")
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                with destination.open("wb") as out:
+                    shutil.copyfileobj(source, out)
+    if proc.returncode != 0:
+        raise KernelPackageError(f"dpkg-deb could not read {deb.name}")
+
+
+def _point_makefile_at(root: Path, release: str) -> None:
+    # The arch-specific headers Makefile includes the -common tree by its
+    # absolute installed path (/usr/src/...); make it include the unpacked one.
+    makefile = root / "usr" / "src" / f"linux-headers-{release}" / "Makefile"
+    text = makefile.read_text()
+    makefile.write_text(text.replace("include /usr/src/", f"include {root}/usr/src/"))
