@@ -31,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nonstop.userspace import ptrace
-from nonstop.userspace.errors import EngineError, ProcessGoneError
+from nonstop.userspace.errors import BusyError, EngineError, ProcessGoneError, PtraceError
 from nonstop.userspace.image import LoadedModule
 from nonstop.userspace.memory import ProcessMemory
 
@@ -48,7 +48,8 @@ SCRATCH = 512
 ERESTARTSYS, ERESTARTNOINTR, ERESTARTNOHAND, ERESTART_RESTARTBLOCK = 512, 513, 514, 516
 NR_RESTART_SYSCALL = 219
 TF = 0x100
-STEP_TIMEOUT = 2.0
+STEP_TIMEOUT = 10.0
+"""Generous: a thread on a crowded machine may wait long for a CPU (crash-safe meanwhile)."""
 
 SYS_MMAP, SYS_MPROTECT, SYS_MUNMAP, SYS_CLOSE, SYS_MEMFD_CREATE = 9, 10, 11, 3, 319
 
@@ -165,7 +166,11 @@ class Injector:
         """Resume the thread to the entry (or exit) stop of the injected syscall."""
         while True:
             ptrace.resume_to_syscall(self.tid)
-            stop = ptrace.wait_stop(self.tid, STEP_TIMEOUT)
+            try:
+                stop = ptrace.wait_stop(self.tid, STEP_TIMEOUT)
+            except PtraceError:
+                # The gadget puts the thread back by itself whenever it gets to run.
+                raise BusyError(f"thread {self.tid} got no CPU for the injected syscall") from None
             if stop.exited:
                 raise ProcessGoneError(f"thread {self.tid} exited during injection")
             if stop.signal:
@@ -175,7 +180,12 @@ class Injector:
                 regs = ptrace.get_regs(self.tid)
                 expected = self.gadget + 2
                 if regs.rip != expected or (entry and regs.orig_rax != number):
-                    raise EngineError(f"thread {self.tid} stopped at an unexpected syscall")
+                    where = "entry" if entry else "exit"
+                    raise EngineError(
+                        f"thread {self.tid} stopped at an unexpected syscall {where} "
+                        f"(rip {regs.rip:#x}, gadget {self.gadget:#x}, "
+                        f"orig_rax {regs.signed('orig_rax')}, expected {number})"
+                    )
                 return regs
 
     def call(

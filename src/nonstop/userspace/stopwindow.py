@@ -36,6 +36,8 @@ class StoppedThread:
     regs: ptrace.Regs
     signals: list[int] = field(default_factory=list)
     """Signals to deliver again on release (the first through PTRACE_DETACH)."""
+    at_syscall_stop: bool = False
+    """Adopted in a syscall-stop left by an earlier run: never inject through it."""
 
 
 @contextlib.contextmanager
@@ -101,14 +103,14 @@ class StoppedProcess:
         for tid in tids:
             if task_status(self.pid, tid).get("Seccomp") == "0":
                 self._stop([tid])
-                if tid in self.threads and not self.threads[tid].signals:
+                if tid in self.threads and _injectable(self.threads[tid]):
                     return self.threads[tid]
         raise RefusedError(f"process {self.pid} has no thread without a seccomp filter")
 
     def injection_thread(self) -> StoppedThread:
         """A stopped thread without seccomp filter and without a signal waiting on it."""
         for thread in self.threads.values():
-            if not thread.signals and task_status(self.pid, thread.tid).get("Seccomp") == "0":
+            if _injectable(thread) and task_status(self.pid, thread.tid).get("Seccomp") == "0":
                 return thread
         return self.stop_one()
 
@@ -155,7 +157,7 @@ class StoppedProcess:
             return
         except PtraceError:
             raise BusyError(f"thread {tid} of process {self.pid} did not stop in time") from None
-        thread = StoppedThread(tid, regs)
+        thread = StoppedThread(tid, regs, at_syscall_stop=stop.syscall)
         if stop.signal:
             thread.signals.append(stop.signal)
         self.threads[tid] = thread
@@ -176,7 +178,9 @@ class StoppedProcess:
             self.first_stop = None
 
     def _detach(self, tid: int, sig: int) -> None:
-        """Detach TID; a thread that died while traced is reaped here, or it stays a zombie."""
+        """Detach TID. One still running (ESRCH: it left its stop, e.g. an injection that timed
+        out) is waited for, so it is never left traced; one that died while traced is reaped
+        here, or it would stay a zombie."""
         for _ in range(3):
             try:
                 ptrace.detach(tid, sig)
@@ -186,7 +190,7 @@ class StoppedProcess:
             except ProcessGoneError:
                 pass
             try:
-                stop = ptrace.wait_stop(tid, 0.5)
+                stop = ptrace.wait_stop(tid, LATE_STOP_TIMEOUT)
             except (ProcessGoneError, PtraceError):
                 return
             if stop.exited:
@@ -194,3 +198,8 @@ class StoppedProcess:
 
     def gone(self) -> bool:
         return not is_alive(self.pid)
+
+
+def _injectable(thread: StoppedThread) -> bool:
+    """No signal waiting to be delivered to it, and not parked in a syscall-stop."""
+    return not thread.signals and not thread.at_syscall_stop
