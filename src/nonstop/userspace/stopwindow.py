@@ -164,37 +164,50 @@ class StoppedProcess:
 
     def release(self) -> None:
         """Detach every stopped thread, delivering again the signals they were stopped for."""
-        for tid in list(self.unstopped):
-            with contextlib.suppress(BusyError):
-                self._collect(tid, LATE_STOP_TIMEOUT)
+        # Interrupted but not stopped yet: it will stop, and must be detached then.
+        left: dict[int, int] = dict.fromkeys(self.unstopped, 0)
+        self.unstopped.clear()
         for thread in list(self.threads.values()):
             first, *rest = thread.signals or [0]
             for sig in rest:
                 ptrace.tgkill(self.pid, thread.tid, sig)  # queue it again for the thread
-            self._detach(thread.tid, first)
+            try:
+                ptrace.detach(thread.tid, first)
+            except ProcessGoneError:
+                left[thread.tid] = first
+            except PtraceError:
+                pass
         self.threads.clear()
+        if left:
+            self._settle(left)
         if self.first_stop is not None:
             self.pause_us = int((time.perf_counter() - self.first_stop) * 1e6)
             self.first_stop = None
 
-    def _detach(self, tid: int, sig: int) -> None:
-        """Detach TID. One still running (ESRCH: it left its stop, e.g. an injection that timed
-        out) is waited for, so it is never left traced; one that died while traced is reaped
-        here, or it would stay a zombie."""
-        for _ in range(3):
-            try:
-                ptrace.detach(tid, sig)
-                return
-            except PtraceError:
-                return
-            except ProcessGoneError:
-                pass
-            try:
-                stop = ptrace.wait_stop(tid, LATE_STOP_TIMEOUT)
-            except (ProcessGoneError, PtraceError):
-                return
-            if stop.exited:
-                return
+    def _settle(self, left: dict[int, int]) -> None:
+        """Threads that were not in a stop at release: dying ones are reaped (else they stay
+        zombies and the process cannot finish exiting), running ones (interrupted late, or an
+        injection that timed out) are detached at their next stop, so none is left traced.
+
+        This error path polls without blocking, with short sleeps: a dying group leader is
+        reported only once its other threads are reaped, so waiting on one thread at a time
+        could block."""
+        deadline = time.monotonic() + LATE_STOP_TIMEOUT
+        while left and time.monotonic() < deadline:
+            for tid, sig in list(left.items()):
+                try:
+                    waited, status = os.waitpid(tid, os.WNOHANG | ptrace.WALL)
+                except ChildProcessError:
+                    del left[tid]
+                    continue
+                if waited == 0:
+                    continue
+                if os.WIFSTOPPED(status):
+                    with contextlib.suppress(ProcessGoneError, PtraceError):
+                        ptrace.detach(tid, sig)
+                del left[tid]
+            if left:
+                time.sleep(0.001)
 
     def gone(self) -> bool:
         return not is_alive(self.pid)
