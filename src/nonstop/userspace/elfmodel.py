@@ -296,7 +296,7 @@ class ModelCache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             temporary = path.with_suffix(f".tmp.{os.getpid()}")
-            temporary.write_text(json.dumps(document, sort_keys=True))
+            temporary.write_text(json.dumps(document, separators=(",", ":")))
             os.replace(temporary, path)
         except OSError:
             pass  # a cache that cannot be written only costs time
@@ -314,13 +314,4 @@ class ModelCache:
             return None  # absent or damaged: parse the file again
 
     def _store(self, model: ElfModel) -> None:
-        path = self._file(model.build_id)
-        if path is None:
-            return
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            temporary = path.with_suffix(f".tmp.{os.getpid()}")
-            temporary.write_text(json.dumps(model.to_json(), separators=(",", ":")))
-            os.replace(temporary, path)
-        except OSError:
-            pass  # a cache that cannot be written only costs time
+        self.store_extra(model.build_id, "model", model.to_json())
