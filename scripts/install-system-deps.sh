@@ -9,6 +9,9 @@ PACKAGES=(
   make                # drives set-up and fixture builds
   libc6-dev           # headers for the C fixtures
   python3-venv        # `python3 -m venv` on a Debian system Python
+  python3.11-minimal  # userspace engine tests: a real Debian program (/usr/bin/python3.11) ...
+  libexpat1           # ... with a real Debian library (libexpat.so.1) to patch live
+  zlib1g              # userspace engine tests: a library the fixture program does not map
   qemu-system-x86     # kernel tests boot Debian's own kernel in a QEMU guest (TCG)
   busybox-static      # the kernel test guest's initramfs (/init, insmod, mount)
   cpio                # packs that initramfs

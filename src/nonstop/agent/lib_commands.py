@@ -1,0 +1,217 @@
+"""`nonstopctl --lib-*`: userspace library patches in running processes (kcarectl's flags).
+
+- ``--lib-update --bundle FILE [--pid PID ...] [--strict]``: verify the bundle
+  against the trusted keys, then patch every process mapping its target
+  build-id (or only the PIDs given);
+- ``--lib-info``: processes with live patches, read from the processes;
+- ``--lib-patch-info``: the fixes and functions those patches apply;
+- ``--lib-unload [--pid PID ...]``: take the patches out again.
+
+With ``--json`` each prints one JSON document; per process: ``pid``,
+``result`` (patched, already, busy, refused, gone; reverted for unload),
+``reason``, ``level_before``, ``level_after``, ``functions``, ``pause_us``.
+Exit status: 0 when no process ended busy or refused, 3 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+from nonstop.agent.actions import Action, AgentContext, AgentError, require_root
+from nonstop.bundle.container import read_bundle_bytes
+from nonstop.console import emit_json, stdout
+from nonstop.userspace import Engine, EngineOptions, ProcessResult
+from nonstop.userspace.bundles import spec_from_bundle
+from nonstop.userspace.errors import RefusedError
+from nonstop.userspace.procfs import executable_of
+
+STATE_NAME = "userspace"
+EXIT_PARTIAL = 3
+_FAILED = {"busy", "refused"}
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="userspace: switch only when no thread is in or returning into a replaced function",
+    )
+
+
+def _engine(ctx: AgentContext) -> Engine:
+    return Engine(
+        EngineOptions(strict=bool(ctx.args.strict), cache_dir=ctx.config.cache_dir / "elf")
+    )
+
+
+def _exit_code(results: list[ProcessResult]) -> int:
+    return EXIT_PARTIAL if any(r.result in _FAILED for r in results) else 0
+
+
+def _print_results(results: list[ProcessResult]) -> None:
+    if not results:
+        stdout.print("no matching process", markup=False)
+    for r in results:
+        levels = f"level {r.level_before or '-'} -> {r.level_after or '-'}"
+        reason = f": {r.reason}" if r.reason else ""
+        pause = f", paused {r.pause_us} us" if r.pause_us else ""
+        stdout.print(f"{r.pid} {r.executable}: {r.result} ({levels}{pause}){reason}", markup=False)
+
+
+def lib_update(ctx: AgentContext) -> int:
+    require_root("--lib-update")
+    if ctx.args.bundle is None:
+        raise AgentError("--lib-update needs --bundle FILE")
+    if not ctx.config.userspace_enabled:
+        raise AgentError("userspace patching is disabled in the configuration")
+    bundle = ctx.bundle_cache.store(read_bundle_bytes(ctx.args.bundle), ctx.trusted_keys())
+    try:
+        spec = spec_from_bundle(bundle)
+    except RefusedError as exc:
+        raise AgentError(str(exc)) from None
+    engine = _engine(ctx)
+    pids = ctx.args.pid or engine.processes_mapping(spec.build_id)
+    results = []
+    for pid in pids:
+        executable = executable_of(pid)
+        if executable and ctx.config.blocklist.blocks(executable):
+            results.append(
+                ProcessResult(
+                    pid, "refused", "blocklisted", executable=executable, build_id=spec.build_id
+                )
+            )
+            continue
+        results.append(engine.apply(pid, spec))
+    _remember(ctx, spec.build_id, bundle.sha256, spec.level, results)
+    if ctx.json:
+        emit_json(
+            {
+                "action": "lib-update",
+                "bundle": {
+                    "sha256": bundle.sha256,
+                    "level": spec.level,
+                    "build_id": spec.build_id,
+                    "soname": spec.soname,
+                },
+                "processes": [r.to_dict() for r in results],
+            }
+        )
+    else:
+        stdout.print(f"{spec.soname} level {spec.level} (build-id {spec.build_id})", markup=False)
+        _print_results(results)
+    return _exit_code(results)
+
+
+def _remember(
+    ctx: AgentContext, build_id: str, sha256: str, level: int, results: list[ProcessResult]
+) -> None:
+    """Note the newest bundle applied per target (the processes themselves remain the truth)."""
+    if not any(r.result == "patched" for r in results):
+        return
+    with ctx.state.locked(STATE_NAME):
+        document = ctx.state.read(STATE_NAME)
+        targets = document.setdefault("targets", {})
+        targets[build_id] = {"level": level, "bundle_sha256": sha256, "applied": int(time.time())}
+        ctx.state.write(STATE_NAME, document)
+
+
+def _live(ctx: AgentContext) -> list[dict[str, Any]]:
+    engine = _engine(ctx)
+    rows = []
+    for pid in ctx.args.pid or engine.processes_with_patches():
+        for patch in engine.live_patches(pid):
+            doc = patch.region.document
+            rows.append(
+                {
+                    "pid": pid,
+                    "executable": patch.executable,
+                    "soname": doc.get("soname"),
+                    "build_id": patch.region.build_id,
+                    "level": patch.region.level,
+                    "state": patch.region.state.name.lower(),
+                    "functions": [s.function for s in patch.region.sites],
+                    "info": doc.get("info", {}),
+                }
+            )
+    return rows
+
+
+def lib_info(ctx: AgentContext) -> int:
+    require_root("--lib-info")
+    rows = _live(ctx)
+    if ctx.json:
+        emit_json({"processes": [{k: v for k, v in r.items() if k != "info"} for r in rows]})
+        return 0
+    if not rows:
+        stdout.print("no live userspace patches", markup=False)
+    for r in rows:
+        stdout.print(
+            f"{r['pid']} {r['executable']}: {r['soname']} level {r['level']} "
+            f"({len(r['functions'])} functions)",
+            markup=False,
+        )
+    return 0
+
+
+def lib_patch_info(ctx: AgentContext) -> int:
+    require_root("--lib-patch-info")
+    patches: dict[tuple[str, int], dict[str, Any]] = {}
+    for row in _live(ctx):
+        key = (row["build_id"], row["level"])
+        info = row["info"]
+        entry = patches.setdefault(
+            key,
+            {
+                "build_id": row["build_id"],
+                "soname": row["soname"],
+                "level": row["level"],
+                "effective_version": info.get("effective_version"),
+                "bundle_sha256": info.get("bundle_sha256"),
+                "cves": info.get("cves", []),
+                "fixes": info.get("fixes", []),
+                "functions": row["functions"],
+                "pids": [],
+            },
+        )
+        entry["pids"].append(row["pid"])
+    documents = list(patches.values())
+    if ctx.json:
+        emit_json({"patches": documents})
+        return 0
+    if not documents:
+        stdout.print("no live userspace patches", markup=False)
+    for p in documents:
+        stdout.print(
+            f"{p['soname']} level {p['level']} ({p['effective_version']}) in "
+            f"{len(p['pids'])} processes",
+            markup=False,
+        )
+        for fix in p["fixes"]:
+            stdout.print(f"  fix: {fix['title']} [{', '.join(fix['cves'])}]", markup=False)
+        stdout.print(f"  functions: {', '.join(p['functions'])}", markup=False)
+    return 0
+
+
+def lib_unload(ctx: AgentContext) -> int:
+    require_root("--lib-unload")
+    engine = _engine(ctx)
+    results = [engine.revert(pid) for pid in ctx.args.pid or engine.processes_with_patches()]
+    if ctx.json:
+        emit_json({"action": "lib-unload", "processes": [r.to_dict() for r in results]})
+    else:
+        _print_results(results)
+    return _exit_code(results)
+
+
+ACTIONS = [
+    Action(
+        "--lib-update", "apply a userspace bundle (--bundle FILE) to running processes", lib_update
+    ),
+    Action("--lib-info", "show processes with live userspace patches", lib_info),
+    Action(
+        "--lib-patch-info", "show the fixes and functions of live userspace patches", lib_patch_info
+    ),
+    Action("--lib-unload", "remove userspace patches from running processes", lib_unload),
+]

@@ -1,0 +1,362 @@
+"""The engine's entry points: find target processes, apply a level, revert, report.
+
+Each operation on a process runs under that process's lock, first finishes
+whatever a killed patcher left half-done (from the in-process headers), and
+ends with one result: ``patched``, ``already``, ``busy``, ``refused``,
+``gone`` (and ``reverted`` for unload). Nothing that can be refused is
+refused after the process was touched: linking and site validation happen
+before any thread is stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nonstop.bundle import LevelAction, decide_level
+from nonstop.bundle.errors import LevelPolicyError
+from nonstop.bundle.symbols import SymbolMap
+from nonstop.userspace.discovery import processes_mapping, processes_with_patches
+from nonstop.userspace.elfmodel import ModelCache
+from nonstop.userspace.errors import (
+    BusyError,
+    EngineError,
+    ProcessGoneError,
+    RefusedError,
+)
+from nonstop.userspace.image import BuildIdCache, LoadedModule, ProcessImage
+from nonstop.userspace.linker import PreparedLink, prepare_link
+from nonstop.userspace.lock import DEFAULT_LOCK_DIR, process_lock
+from nonstop.userspace.memory import ProcessMemory
+from nonstop.userspace.placement import candidates
+from nonstop.userspace.procfs import executable_of, is_alive, read_maps
+from nonstop.userspace.region import (
+    Region,
+    State,
+    create_region,
+    encode_header,
+    find_regions,
+    header_size_for,
+    memfd_name,
+)
+from nonstop.userspace.scope import Scope
+from nonstop.userspace.sites import ALIGNMENT, Site, plan_site
+from nonstop.userspace.transaction import Hook, ProcessPatcher, SwitchPolicy
+
+
+@dataclass(frozen=True)
+class PatchSpec:
+    """What one verified userspace bundle asks for."""
+
+    build_id: str
+    soname: str
+    level: int
+    object_bytes: bytes
+    functions: tuple[tuple[str, str], ...]
+    """(target function, replacement symbol in the object)."""
+    symbol_map: SymbolMap | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    """Shown by --lib-patch-info: bundle sha256, fixes, CVEs, effective version."""
+
+
+@dataclass
+class ProcessResult:
+    pid: int
+    result: str
+    reason: str = ""
+    level_before: int | None = None
+    level_after: int | None = None
+    functions: list[str] = field(default_factory=list)
+    pause_us: int = 0
+    """First thread stopped to last thread resumed, in the window that switched the entries."""
+    retire_pause_us: int = 0
+    """A later window that unmapped old code still in use at the switch (0: none needed)."""
+    executable: str = ""
+    build_id: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+@dataclass
+class EngineOptions:
+    strict: bool = False
+    attempts: int = 12
+    lock_dir: Path = DEFAULT_LOCK_DIR
+    cache_dir: Path | None = None
+    """ELF models per build-id are cached here (cold runs skip parsing libc)."""
+    realtime: bool = True
+    hook: Hook | None = None
+    """Called with (event, pid) at fixed points; tests use it to inject real faults."""
+    allow_downgrade: bool = False
+    keep_old_levels: bool = False
+    """Leave replaced levels mapped (stacking). Only for bench/ to measure what replace saves."""
+
+
+@dataclass(frozen=True)
+class LivePatch:
+    """One patch memory found in a process, for --lib-info and --lib-patch-info."""
+
+    pid: int
+    executable: str
+    region: Region
+
+
+class Engine:
+    def __init__(self, options: EngineOptions | None = None) -> None:
+        self.options = options or EngineOptions()
+        self.models = ModelCache(self.options.cache_dir)
+        self.build_ids = BuildIdCache()
+        self._sites: dict[str, dict[str, Any]] = {}
+
+    # -- discovery ------------------------------------------------------------
+
+    def processes_mapping(self, build_id: str) -> list[int]:
+        return processes_mapping(build_id, self.build_ids)
+
+    def processes_with_patches(self) -> list[int]:
+        return processes_with_patches()
+
+    def live_patches(self, pid: int) -> list[LivePatch]:
+        try:
+            with ProcessMemory(pid) as memory:
+                regions = find_regions(pid, memory)
+        except (OSError, ProcessGoneError):
+            return []
+        exe = executable_of(pid)
+        return [LivePatch(pid, exe, r) for r in regions if r.state == State.ACTIVE]
+
+    # -- operations ------------------------------------------------------------
+
+    def apply(self, pid: int, spec: PatchSpec) -> ProcessResult:
+        result = ProcessResult(
+            pid,
+            "refused",
+            executable=executable_of(pid),
+            build_id=spec.build_id,
+            functions=[target for target, _ in spec.functions],
+        )
+        with self._guard(result), self._session(pid, spec.build_id) as (patcher, target, image):
+            current = patcher.wanted(patcher.regions(spec.build_id))
+            result.level_before = result.level_after = current.level if current else None
+            try:
+                action = decide_level(
+                    result.level_before,
+                    spec.level,
+                    allow_downgrade=self.options.allow_downgrade,
+                )
+            except LevelPolicyError as exc:
+                raise RefusedError(str(exc)) from None
+            if action is LevelAction.ALREADY:
+                result.result, result.reason = "already", f"level {spec.level} is applied"
+                return result
+            region = self._prepare(patcher, image, target, spec, current)
+            try:
+                regions = [*patcher.regions(spec.build_id)]
+                wanted = next(r for r in regions if r.start == region.start)
+                patcher.reconcile(regions, wanted)
+            except BusyError:
+                with contextlib.suppress(EngineError):
+                    patcher.discard(region)
+                raise
+            result.result, result.level_after = "patched", spec.level
+            result.pause_us = patcher.outcome.pause_us
+            result.retire_pause_us = patcher.outcome.retire_pause_us
+            result.reason = "; ".join(patcher.outcome.notes)
+        return result
+
+    def revert(self, pid: int, build_id: str | None = None) -> ProcessResult:
+        """Remove every live patch (of BUILD_ID only, when given) from PID."""
+        result = ProcessResult(pid, "refused", executable=executable_of(pid))
+        with self._guard(result):
+            with ProcessMemory(pid) as memory:
+                build_ids = sorted({r.build_id for r in find_regions(pid, memory)})
+            if build_id is not None:
+                build_ids = [b for b in build_ids if b == build_id]
+            if not build_ids:
+                result.result, result.reason = "already", "no live patch"
+                return result
+            for each in build_ids:
+                result.build_id = each
+                with self._session(pid, each) as (patcher, _, _):
+                    regions = patcher.regions(each)
+                    current = patcher.wanted(regions)
+                    if current is not None:
+                        result.level_before = current.level
+                        result.functions = [s.function for s in current.sites]
+                    patcher.reconcile(regions, None)
+                    result.pause_us = patcher.outcome.pause_us
+                    result.retire_pause_us = patcher.outcome.retire_pause_us
+                    result.reason = "; ".join(patcher.outcome.notes)
+            result.result = "reverted"
+        return result
+
+    # -- internals ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _guard(self, result: ProcessResult) -> Iterator[None]:
+        """Turn engine errors into the process's result."""
+        try:
+            yield
+        except (EngineError, OSError) as exc:
+            if isinstance(exc, ProcessGoneError) or not is_alive(result.pid):
+                # An exiting process loses its mappings first: whatever failed, it is gone.
+                result.result, result.reason = "gone", f"process {result.pid} exited"
+            elif isinstance(exc, BusyError):
+                result.result, result.reason = "busy", str(exc)
+            elif isinstance(exc, RefusedError):
+                result.result, result.reason = "refused", str(exc)
+            else:
+                result.result, result.reason = "refused", f"{type(exc).__name__}: {exc}"
+
+    @contextlib.contextmanager
+    def _session(
+        self, pid: int, build_id: str
+    ) -> Iterator[tuple[ProcessPatcher, LoadedModule, ProcessImage]]:
+        if not is_alive(pid):
+            raise ProcessGoneError(f"process {pid} is gone")
+        try:
+            lock = process_lock(pid, self.options.lock_dir)
+            lock.__enter__()
+        except FileNotFoundError:
+            raise ProcessGoneError(f"process {pid} is gone") from None
+        try:
+            with ProcessMemory(pid) as memory:
+                image = ProcessImage(pid, self.models, self.build_ids)
+                modules = image.with_build_id(build_id)
+                if not modules:
+                    raise RefusedError(
+                        f"process {pid} does not map a file with build-id {build_id}"
+                    )
+                if len(modules) > 1:
+                    raise RefusedError(f"process {pid} maps build-id {build_id} more than once")
+                policy = SwitchPolicy(
+                    strict=self.options.strict,
+                    attempts=self.options.attempts,
+                    realtime=self.options.realtime,
+                    hook=self.options.hook,
+                    keep_old_levels=self.options.keep_old_levels,
+                )
+                others = sorted(
+                    (m for m in image.modules if m is not modules[0]), key=lambda m: m.path
+                )
+                patcher = ProcessPatcher(pid, memory, [modules[0], *others], policy)
+                patcher.recover(build_id)
+                yield patcher, modules[0], image
+        finally:
+            lock.__exit__(None, None, None)
+
+    def _prepare(
+        self,
+        patcher: ProcessPatcher,
+        image: ProcessImage,
+        target: LoadedModule,
+        spec: PatchSpec,
+        current: Region | None,
+    ) -> Region:
+        """Link, validate sites and create the new level's memory (PREPARED); refuse early."""
+        if spec.symbol_map is not None and spec.symbol_map.build_id != spec.build_id:
+            raise RefusedError("the bundle's symbol map is for another build-id")
+        scope = Scope(image, patcher.memory, target, spec.symbol_map)
+        sites: list[tuple[Site, int, str]] = []
+        for function, replacement in spec.functions:
+            site, size = self._site(scope, target, function)
+            self._check_current_bytes(patcher, site, current)
+            sites.append((site, size, replacement))
+        document: dict[str, Any] = {
+            "level": spec.level,
+            "build_id": spec.build_id,
+            "soname": spec.soname,
+            "target_path": target.path,
+            "info": spec.info,
+            "sites": [
+                {
+                    "function": site.function,
+                    "entry": site.entry,
+                    "patch_address": site.patch_address,
+                    "size": size,
+                    "original": site.original.hex(),
+                    "replacement": replacement,
+                    "replacement_offset": 0,
+                }
+                for site, size, replacement in sites
+            ],
+            "code": [0, 0],
+        }
+        # Room for the offsets filled in after layout (at most 16 digits each).
+        header_size = header_size_for(document) + 16 * (len(sites) + 2)
+        link = prepare_link(spec.object_bytes, header_size, scope.resolve)
+        for item in document["sites"]:
+            item["replacement_offset"] = _defined(link, item["replacement"])
+        document["code"] = [header_size, link.rx_size]
+        header = encode_header(State.PREPARED, document)
+        if len(header) > header_size:
+            raise EngineError("header grew after layout")  # offsets never change its length much
+        anchors = [site.patch_address for site, _, _ in sites] + link.far_targets()
+        maps = read_maps(patcher.pid)
+        name = memfd_name(spec.build_id, spec.level)
+        with patcher.injecting() as injector:
+            for address in candidates(maps, link.size, anchors, target.base):
+                rx, rw = link.relocate(address)
+                rx[: len(header)] = header
+                try:
+                    create_region(injector, patcher.pid, address, name, bytes(rx), bytes(rw))
+                except FileExistsError:
+                    continue
+                patcher._hook("prepared")
+                region = next(r for r in patcher.regions(spec.build_id) if r.start == address)
+                return region
+        raise RefusedError("no free address range within rel32 reach of the library")
+
+    def _site(self, scope: Scope, target: LoadedModule, function: str) -> tuple[Site, int]:
+        """The validated entry site of FUNCTION; validation is cached per build-id (on disk too,
+        so a cold run needs neither capstone nor the library's symbols for it)."""
+        sites = self._sites.setdefault(
+            target.build_id, self.models.load_extra(target.build_id, "sites")
+        )
+        if function not in sites:
+            found = scope.target_function(function)
+            code = target.read_file(found.address - target.base, found.size + ALIGNMENT)
+            site = plan_site(function, found.address, found.size, code, scope.function_starts())
+            sites[function] = {
+                "entry": site.entry - target.base,
+                "patch": site.patch_address - target.base,
+                "size": found.size,
+                "original": site.original.hex(),
+            }
+            self.models.store_extra(target.build_id, "sites", sites)
+        cached = sites[function]
+        site = Site(
+            function,
+            target.base + cached["entry"],
+            target.base + cached["patch"],
+            bytes.fromhex(cached["original"]),
+        )
+        return site, int(cached["size"])
+
+    @staticmethod
+    def _check_current_bytes(patcher: ProcessPatcher, site: Site, current: Region | None) -> None:
+        """The entry must hold the file's bytes, or our own jump into the applied level."""
+        live = patcher.memory.read(site.patch_address, len(site.original))
+        if live == site.original:
+            return
+        if current is not None:
+            for record in current.sites:
+                if record.patch_address == site.patch_address and live == current.jump_for(record):
+                    return
+        raise RefusedError(
+            f"{site.function} at {site.patch_address:#x} was modified by something else "
+            "(bytes differ from the library file)"
+        )
+
+
+def _defined(link: PreparedLink, name: str) -> int:
+    if name in link.symbol_offsets:
+        return link.symbol_offsets[name]
+    local = [offset for key, offset in link.symbol_offsets.items() if key.split("#")[0] == name]
+    if len(local) == 1:
+        return local[0]
+    raise RefusedError(f"replacement {name} is not defined in the patch object")

@@ -1,0 +1,166 @@
+"""The link model of one running process: its loaded ELF modules, bases and search order."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nonstop.userspace.elfmodel import ElfModel, ModelCache, read_build_id
+from nonstop.userspace.memory import ProcessMemory
+from nonstop.userspace.procfs import Mapping, map_file_path, read_maps
+
+DT_NULL = 0
+DT_DEBUG = 21
+
+
+@dataclass
+class LoadedModule:
+    path: str
+    """The path /proc/PID/maps shows (may end in ' (deleted)')."""
+    file: Path
+    """Opens the very file mapped (through /proc/PID/map_files)."""
+    base: int
+    build_id: str
+    mappings: list[Mapping]
+    _cache: ModelCache = field(repr=False)
+    _model: ElfModel | None = field(default=None, repr=False)
+
+    @property
+    def model(self) -> ElfModel:
+        if self._model is None:
+            self._model = self._cache.get(self.build_id, self.file)
+        return self._model
+
+    @property
+    def end(self) -> int:
+        return max(m.end for m in self.mappings)
+
+    def read_file(self, vaddr: int, size: int) -> bytes:
+        """Bytes of the file (not of memory) at module address VADDR."""
+        with open(self.file, "rb") as handle:
+            handle.seek(self.model.file_offset(vaddr))
+            return handle.read(size)
+
+    def read_mapped_file(self, address: int, size: int) -> bytes:
+        """What the file holds for process address ADDRESS, by the mapping that covers it."""
+        mapping = next(m for m in self.mappings if m.contains(address))
+        with open(self.file, "rb") as handle:
+            handle.seek(mapping.offset + address - mapping.start)
+            return handle.read(size).ljust(size, b"\0")
+
+
+class BuildIdCache:
+    """Build-ids of mapped files by (device, inode), shared across the processes of one run."""
+
+    def __init__(self) -> None:
+        self._ids: dict[tuple[str, int], str | None] = {}
+
+    def get(self, pid: int, mapping: Mapping) -> str | None:
+        key = (mapping.dev, mapping.inode)
+        if key not in self._ids:
+            try:
+                with open(map_file_path(pid, mapping), "rb") as handle:
+                    self._ids[key] = read_build_id(handle)
+            except OSError:
+                return None  # not readable now: do not remember the failure
+        return self._ids[key]
+
+
+def _is_file(mapping: Mapping) -> bool:
+    return (
+        mapping.inode != 0
+        and mapping.path.startswith("/")
+        and not mapping.path.startswith("/memfd:")
+    )
+
+
+class ProcessImage:
+    """The ELF modules mapped in PID, in the dynamic linker's global search order."""
+
+    def __init__(self, pid: int, models: ModelCache, build_ids: BuildIdCache | None = None) -> None:
+        self.pid = pid
+        self.maps = read_maps(pid)
+        self._models = models
+        ids = build_ids or BuildIdCache()
+        grouped: dict[tuple[str, int], list[Mapping]] = {}
+        for mapping in self.maps:
+            if _is_file(mapping):
+                grouped.setdefault((mapping.dev, mapping.inode), []).append(mapping)
+        self.modules: list[LoadedModule] = []
+        for group in grouped.values():
+            first = min(group, key=lambda m: m.start)
+            if first.offset != 0:
+                continue
+            build_id = ids.get(pid, first)
+            if build_id is None:
+                continue
+            self.modules.append(
+                LoadedModule(
+                    path=first.path,
+                    file=map_file_path(pid, first),
+                    base=first.start,
+                    build_id=build_id,
+                    mappings=sorted(group, key=lambda m: m.start),
+                    _cache=models,
+                )
+            )
+
+    def with_build_id(self, build_id: str) -> list[LoadedModule]:
+        return [module for module in self.modules if module.build_id == build_id]
+
+    def module_at(self, address: int) -> LoadedModule | None:
+        for module in self.modules:
+            if any(m.contains(address) for m in module.mappings):
+                return module
+        return None
+
+    def search_order(self, memory: ProcessMemory) -> list[LoadedModule]:
+        """Executable first, then libraries in link-map order, as ld.so searches them."""
+        exe = self._executable()
+        order = self._link_map_order(memory, exe) if exe else []
+        if not order:
+            order = ([exe] if exe else []) + [m for m in self.modules if m is not exe]
+        return order
+
+    def _executable(self) -> LoadedModule | None:
+        try:
+            exe_path = Path(f"/proc/{self.pid}/exe").resolve()
+        except OSError:
+            return None
+        for module in self.modules:
+            if module.path.removesuffix(" (deleted)") == str(exe_path):
+                return module
+        return None
+
+    def _link_map_order(self, memory: ProcessMemory, exe: LoadedModule) -> list[LoadedModule]:
+        """Walk r_debug.r_map of the executable (DT_DEBUG); empty if it cannot be read."""
+        try:
+            if exe.model.dynamic is None:
+                return []
+            address = exe.base + exe.model.dynamic
+            r_debug = 0
+            for _ in range(256):
+                tag, value = struct.unpack("<qQ", memory.read(address, 16))
+                if tag == DT_NULL:
+                    break
+                if tag == DT_DEBUG:
+                    r_debug = value
+                address += 16
+            if not r_debug:
+                return []
+            link = memory.read_u64(r_debug + 8)
+            order: list[LoadedModule] = []
+            for _ in range(4096):
+                if not link:
+                    break
+                l_ld, l_next = struct.unpack("<QQ", memory.read(link + 16, 16))
+                module = self.module_at(l_ld)
+                if module is not None and module not in order:
+                    order.append(module)
+                link = l_next
+            if exe in order:
+                order.remove(exe)
+            return [exe, *order]
+        except (OSError, ValueError):
+            return []
