@@ -12,7 +12,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,7 @@ from typing import Any
 import pytest
 
 from tests.build.conftest import LIBVULN, BuildFixes
-
-NONSTOPCTL = [sys.executable, "-c", "from nonstop.agent.cli import main; raise SystemExit(main())"]
+from tests.userspace.conftest import agent_env, nonstopctl  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="applying bundles live needs root (ptrace); run the tests as root"
@@ -70,19 +68,6 @@ def vulnprog(tmp_path_factory: pytest.TempPathFactory, build_fixes: BuildFixes) 
 
 
 @pytest.fixture
-def agent_env(tmp_path: Path, trusted_dir: Path) -> dict[str, str]:
-    config = tmp_path / "nonstopctl.toml"
-    config.write_text(
-        f'trusted_keys_dir = "{trusted_dir}"\n'
-        f'state_dir = "{tmp_path / "state"}"\n'
-        f'cache_dir = "{tmp_path / "cache"}"\n'
-    )
-    env = {**os.environ, "NONSTOP_CONFIG": str(config)}
-    env.pop("NONSTOP_TRUSTED_KEYS", None)
-    return env
-
-
-@pytest.fixture
 def running(vulnprog: Path) -> Iterator[Any]:
     started: list[Driven] = []
 
@@ -96,10 +81,8 @@ def running(vulnprog: Path) -> Iterator[Any]:
         driven.process.wait(timeout=10)
 
 
-def nonstopctl(env: dict[str, str], *args: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [*NONSTOPCTL, *args, "--json"], env=env, capture_output=True, text=True, timeout=120
-    )
+def ctl_json(env: dict[str, str], *args: str) -> dict[str, Any]:
+    done = nonstopctl(env, *args, "--json", timeout=120)
     assert done.stdout, done.stderr
     document: dict[str, Any] = json.loads(done.stdout)
     return document
@@ -107,7 +90,7 @@ def nonstopctl(env: dict[str, str], *args: str) -> dict[str, Any]:
 
 def apply(env: dict[str, str], bundle: Path | None, pid: int) -> dict[str, Any]:
     assert bundle is not None
-    document = nonstopctl(env, "--lib-update", "--bundle", str(bundle), "--pid", str(pid))
+    document = ctl_json(env, "--lib-update", "--bundle", str(bundle), "--pid", str(pid))
     (process,) = document["processes"]
     assert process["pid"] == pid and process["result"] == "patched", process
     return process
@@ -169,7 +152,7 @@ def test_levels_one_to_three_replace_each_other_live(
     build_id = built.result.reproduction.target.build_id
     levels = set(re.findall(rf"{build_id}:L(\d+)", maps))
     assert levels == {"3"}, levels
-    document = nonstopctl(agent_env, "--lib-unload", "--pid", str(driven.pid))
+    document = ctl_json(agent_env, "--lib-unload", "--pid", str(driven.pid))
     assert [p["result"] for p in document["processes"]] == ["reverted"]
     assert driven.answers(commands) == expected[0]
 
