@@ -19,7 +19,10 @@ from typing import Any
 import pytest
 
 from tests.build.conftest import LIBVULN, BuildFixes
-from tests.userspace.conftest import agent_env, nonstopctl  # noqa: F401 (a fixture)
+from tests.userspace import conftest as engine_tests
+from tests.userspace.conftest import nonstopctl
+
+agent_env = engine_tests.agent_env  # nonstopctl with a private config, as the engine's tests use
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="applying bundles live needs root (ptrace); run the tests as root"
