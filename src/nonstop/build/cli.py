@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 
-from nonstop.build import kernel
+from nonstop.build import kernel, userspace
 
-BUILDERS = [kernel]
+BUILDERS = [kernel, userspace]
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
