@@ -12,9 +12,10 @@ from nonstop import __version__, demo
 from nonstop.bundle import cli as bundle_cli
 from nonstop.bundle.errors import BundleError
 from nonstop.console import fail
+from nonstop.server import cli as server_cli
 
 TOOL = "nonstop"
-COMMAND_GROUPS = [bundle_cli, demo]
+COMMAND_GROUPS = [bundle_cli, server_cli, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
