@@ -98,15 +98,17 @@ def record(
     """Store the check-in in CONNECTION's transaction; (recorded, targets). False: a replay."""
     now = utcnow()
     inserted = connection.execute(
-        db.insert_ignoring_duplicates(checkins, "host_id", "checkin_id").values(
+        db.insert_ignoring_duplicates(checkins, "host_id", "checkin_id")
+        .values(
             host_id=host.id,
             checkin_id=str(request.checkin_id),
             received_at=now,
             agent_version=request.agent_version,
         )
-    )
+        .returning(checkins.c.id)
+    ).first()
     targets = inventory_targets(request)
-    if inserted.rowcount != 1:
+    if inserted is None:
         return False, targets
     digest = inventory_digest(request)
     if digest != host.inventory_digest:
