@@ -9,6 +9,7 @@ PACKAGES=(
   make                # drives set-up and fixture builds
   libc6-dev           # headers for the C fixtures
   python3-venv        # `python3 -m venv` on a Debian system Python
+  postgresql          # server tests and bench/fleet.py run a private PostgreSQL cluster (initdb)
 )
 
 missing=()

@@ -19,10 +19,6 @@ from nonstop.server.metrics import LATENCY, RESPONSES
 _log = logger("access")
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class RequestGuard:
     def __init__(
         self, app: ASGIApp, limit_for: Callable[[str, str], int], access_log: bool
@@ -47,18 +43,24 @@ class RequestGuard:
             return
 
         received = 0
+        rejected = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, rejected, status
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge
+                if received > limit and not response_started:
+                    # Answer now; the handler sees a disconnect and whatever it sends is dropped.
+                    rejected, status = True, 413
+                    await _reject(send, 413, f"request body larger than {limit} bytes")
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal status, response_started
+            if rejected:
+                return
             if message["type"] == "http.response.start":
                 status = message["status"]
                 response_started = True
@@ -66,11 +68,9 @@ class RequestGuard:
 
         try:
             await self.app(scope, counting_receive, tracking_send)
-        except BodyTooLarge:
-            if response_started:
+        except Exception:
+            if not rejected:
                 raise
-            status = 413
-            await _reject(send, 413, f"request body larger than {limit} bytes")
         finally:
             self._finish(scope, status, started)
 

@@ -8,6 +8,9 @@ once. On PostgreSQL an advisory lock makes concurrent upgrades run one at a time
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -42,39 +45,54 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+@contextmanager
+def _exclusive(connection: Connection) -> Iterator[None]:
+    """Hold the cluster-wide upgrade lock on PostgreSQL (SQLite serializes writers itself)."""
+    postgres = connection.dialect.name == "postgresql"
+    if postgres:
+        connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _UPGRADE_LOCK})
+        connection.commit()
+    try:
+        yield
+    finally:
+        if postgres:
+            connection.rollback()
+            connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _UPGRADE_LOCK})
+            connection.commit()
+
+
+def _upgrade(connection: Connection, revision: str) -> None:
+    command.upgrade(_config(connection), revision)
+    connection.commit()
+
+
 def upgrade(engine: Engine, revision: str = "head") -> str | None:
     """Upgrade to REVISION; return the revision the database is at afterwards."""
-    with engine.connect() as connection:
-        postgres = connection.dialect.name == "postgresql"
-        if postgres:
-            connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": _UPGRADE_LOCK})
-            connection.commit()
-        try:
-            command.upgrade(_config(connection), revision)
-            connection.commit()
-        finally:
-            if postgres:
-                connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": _UPGRADE_LOCK})
-                connection.commit()
+    with engine.connect() as connection, _exclusive(connection):
+        _upgrade(connection, revision)
     return current_revision(engine)
 
 
 def prepare_for_serving(engine: Engine) -> bool:
     """Upgrade an empty database; refuse one that is behind. True if this call upgraded."""
-    current = current_revision(engine)
     head = head_revision()
-    if current == head:
+    if current_revision(engine) == head:
         return False
-    if current is None:
-        tables = set(inspect(engine).get_table_names())
+    # Replicas may start together on an empty database: decide under the lock.
+    with engine.connect() as connection, _exclusive(connection):
+        current = MigrationContext.configure(connection).get_current_revision()
+        if current == head:
+            return False
+        if current is not None:
+            raise DatabaseNotReadyError(
+                f"database is at schema revision {current}, this server needs {head}: "
+                "run `nonstop db upgrade` first"
+            )
+        tables = set(inspect(connection).get_table_names())
         if tables:
             raise DatabaseNotReadyError(
                 f"database has tables ({', '.join(sorted(tables)[:3])}, ...) but no nonstop "
                 "schema revision; point the server at an empty database or a nonstop one"
             )
-        upgrade(engine)
+        _upgrade(connection, "head")
         return True
-    raise DatabaseNotReadyError(
-        f"database is at schema revision {current}, this server needs {head}: "
-        "run `nonstop db upgrade` first"
-    )

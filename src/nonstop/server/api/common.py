@@ -13,6 +13,7 @@ ADMIN_ERRORS: dict[int | str, dict[str, object]] = {
     401: {"model": ErrorBody, "description": "missing or invalid admin token"},
     403: {"model": ErrorBody, "description": "the admin token lacks the needed scope"},
     404: {"model": ErrorBody, "description": "no such object"},
+    413: {"model": ErrorBody, "description": "the body is over the server's size limit"},
     429: {"model": ErrorBody, "description": "too many failed authentications"},
 }
 

@@ -38,8 +38,10 @@ from nonstop.server.schemas import (
 )
 
 AUTH_ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorBody, "description": "the body is not valid JSON"},
     401: {"model": ErrorBody, "description": "missing or invalid host token"},
     403: {"model": ErrorBody, "description": "the token belongs to another host"},
+    413: {"model": ErrorBody, "description": "the body is over the server's size limit"},
     429: {"model": ErrorBody, "description": "too many failed authentications"},
 }
 router = APIRouter(prefix="/api/v1", tags=["hosts"], responses=AUTH_ERRORS)
