@@ -93,6 +93,11 @@ class PostgresCluster:
         )
         return self
 
+    @property
+    def pid(self) -> int:
+        """The postmaster's process id (its children are the backends)."""
+        return int((self.data / "postmaster.pid").read_text().splitlines()[0])
+
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://{PG_USER}@127.0.0.1:{self.port}/{database}"
 
@@ -100,7 +105,7 @@ class PostgresCluster:
         with psycopg.connect(
             host="127.0.0.1", port=self.port, user=PG_USER, dbname="postgres", autocommit=True
         ) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+            connection.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
     def stop(self) -> None:

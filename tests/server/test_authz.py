@@ -17,7 +17,6 @@ import pytest
 from nonstop.bundle import UserspaceTarget
 from nonstop.server import admin_tokens
 from nonstop.server.db import Database
-
 from tests.server.conftest import (
     Host,
     LiveServer,
@@ -45,7 +44,6 @@ class World:
 @pytest.fixture(scope="module")
 def world(server: LiveServer, signing_key, tmp_path_factory) -> World:
     from nonstop.bundle import pack
-
     from tests.conftest import SAMPLE_OBJECT, sample_manifest
 
     key = create_key(server)

@@ -21,7 +21,6 @@ from sqlalchemy import func, select
 
 from nonstop.server.db import Database
 from nonstop.server.models import checkins, hosts
-
 from tests.server.conftest import LiveServer, create_key, inventory, register, start_server
 
 HOSTS = 12
@@ -112,7 +111,8 @@ def test_sigkill_during_checkin_burst_loses_and_duplicates_nothing(
             assert stored[host.id] == acked[host.id]  # nothing lost, nothing invented
             assert counts[host.id] == len(acked[host.id])  # each counted exactly once
         print(
-            f"{len(rows)} check-ins kept; {sum(map(len, in_doubt.values()))} in doubt, {replayed} had committed"
+            f"{len(rows)} check-ins kept; {sum(map(len, in_doubt.values()))} in doubt, "
+            f"{replayed} of those had committed"
         )
     finally:
         process.stop()

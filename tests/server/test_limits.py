@@ -17,7 +17,6 @@ from nonstop.server import admin_tokens, migrate
 from nonstop.server.app import create_app
 from nonstop.server.db import Database
 from nonstop.server.settings import ServerSettings
-
 from tests.server.conftest import hexid, inventory
 
 AppFactory = Callable[..., tuple[TestClient, dict[str, str]]]

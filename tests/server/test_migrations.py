@@ -1,4 +1,4 @@
-"""Schema migrations on SQLite and PostgreSQL: from empty, and from the previous revision with data."""
+"""Schema migrations on SQLite and PostgreSQL: from empty, and from the previous revision."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
@@ -17,7 +16,6 @@ from nonstop.server import migrate
 from nonstop.server.auth import HOST_PREFIX, new_credential
 from nonstop.server.db import Database
 from nonstop.server.models import metadata
-
 from tests.server.conftest import inventory
 from tests.server.serverproc import ServerProcess, nonstop_command
 
@@ -63,13 +61,20 @@ def test_upgrade_from_previous_revision_keeps_data(
             text(
                 "INSERT INTO hosts (id, secret_hash, registration_key_id, hostname, feed, labels,"
                 " registered_at, last_checkin_at, inventory_digest)"
-                " VALUES (:id, :hash, 'k' || :pad, 'veteran', 'test', '{\"dc\": \"x\"}', :now, :now, 'd')"
+                " VALUES (:id, :hash, 'k' || :pad, 'veteran', 'test', :labels, :now, :now, 'd')"
             ),
-            {"id": host.id, "hash": host.secret_hash, "pad": "0" * 31, "now": seen},
+            {
+                "id": host.id,
+                "hash": host.secret_hash,
+                "pad": "0" * 31,
+                "now": seen,
+                "labels": '{"dc": "x"}',
+            },
         )
         connection.execute(
             text(
-                "INSERT INTO host_targets (host_id, target_key, kind, name, processes, applied_level)"
+                "INSERT INTO host_targets"
+                " (host_id, target_key, kind, name, processes, applied_level)"
                 " VALUES (:id, 'userspace:ab', 'userspace', 'libold.so', 2, 1)"
             ),
             {"id": host.id},
@@ -139,7 +144,7 @@ def test_concurrent_upgrades_of_one_database_are_serialized(
         database = Database(url, pool_size=1)
         try:
             migrate.prepare_for_serving(database.engine)
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+        except BaseException as exc:
             errors.append(exc)
         finally:
             database.dispose()

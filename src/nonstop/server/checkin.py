@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, update
+from sqlalchemy import Connection, Insert, Row, bindparam, delete, insert, update
 
 from nonstop.bundle.manifest import KernelTarget, UserspaceTarget
 from nonstop.server.catalog import CatalogSnapshot
 from nonstop.server.db import Database
-from nonstop.server.models import checkins, host_targets, hosts, utcnow
+from nonstop.server.models import UTCDateTime, checkins, host_targets, hosts, utcnow
 from nonstop.server.policy import Candidate, decide, parse_sticky
 from nonstop.server.schemas import BundleRef, CheckinRequest, CheckinResponse, TargetDecision
 
@@ -38,6 +39,19 @@ class TargetRow:
     package_version: str | None
     processes: int
     applied_level: int | None
+
+    def row(self, host_id: str) -> dict[str, object]:
+        return {
+            "host_id": host_id,
+            "target_key": self.target_key,
+            "alt_target_key": self.alt_target_key,
+            "kind": self.kind,
+            "name": self.name,
+            "package_name": self.package_name,
+            "package_version": self.package_version,
+            "processes": self.processes,
+            "applied_level": self.applied_level,
+        }
 
     def identities(self) -> tuple[str, ...]:
         return (
@@ -92,48 +106,69 @@ def inventory_digest(request: CheckinRequest) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# Built once: the hot path only binds values (no statement construction per request).
+_DELETE_TARGETS = delete(host_targets).where(host_targets.c.host_id == bindparam("h_id"))
+_INSERT_TARGETS = insert(host_targets)
+_UPDATE_HOST = (
+    update(hosts)
+    .where(hosts.c.id == bindparam("h_id"))
+    .values(
+        hostname=bindparam("h_hostname"),
+        distro_id=bindparam("h_distro_id"),
+        distro_version=bindparam("h_distro_version"),
+        kernel_release=bindparam("h_kernel_release"),
+        kernel_build_id=bindparam("h_kernel_build_id"),
+        kernel_version_digest=bindparam("h_kernel_version_digest"),
+        agent_version=bindparam("h_agent_version"),
+        inventory_digest=bindparam("h_digest"),
+        last_checkin_at=bindparam("h_now", type_=UTCDateTime),
+        checkin_count=hosts.c.checkin_count + 1,
+    )
+)
+
+
+@cache
+def _insert_checkin(db: Database) -> Insert:
+    return db.insert_ignoring_duplicates(checkins, "host_id", "checkin_id").returning(checkins.c.id)
+
+
 def record(
     db: Database, connection: Connection, host: Row[Any], request: CheckinRequest
 ) -> tuple[bool, list[TargetRow]]:
     """Store the check-in in CONNECTION's transaction; (recorded, targets). False: a replay."""
     now = utcnow()
     inserted = connection.execute(
-        db.insert_ignoring_duplicates(checkins, "host_id", "checkin_id")
-        .values(
-            host_id=host.id,
-            checkin_id=str(request.checkin_id),
-            received_at=now,
-            agent_version=request.agent_version,
-        )
-        .returning(checkins.c.id)
+        _insert_checkin(db),
+        {
+            "host_id": host.id,
+            "checkin_id": str(request.checkin_id),
+            "received_at": now,
+            "agent_version": request.agent_version,
+        },
     ).first()
     targets = inventory_targets(request)
     if inserted is None:
         return False, targets
     digest = inventory_digest(request)
     if digest != host.inventory_digest:
-        connection.execute(delete(host_targets).where(host_targets.c.host_id == host.id))
+        connection.execute(_DELETE_TARGETS, {"h_id": host.id})
         if targets:
-            connection.execute(
-                insert(host_targets),
-                [{"host_id": host.id, **asdict(target)} for target in targets],
-            )
+            connection.execute(_INSERT_TARGETS, [target.row(host.id) for target in targets])
     kernel = request.kernel
     connection.execute(
-        update(hosts)
-        .where(hosts.c.id == host.id)
-        .values(
-            hostname=request.hostname,
-            distro_id=request.os.id,
-            distro_version=request.os.version_id,
-            kernel_release=kernel.release if kernel else None,
-            kernel_build_id=kernel.build_id if kernel else None,
-            kernel_version_digest=kernel.version_digest if kernel else None,
-            agent_version=request.agent_version,
-            inventory_digest=digest,
-            last_checkin_at=now,
-            checkin_count=hosts.c.checkin_count + 1,
-        )
+        _UPDATE_HOST,
+        {
+            "h_id": host.id,
+            "h_hostname": request.hostname,
+            "h_distro_id": request.os.id,
+            "h_distro_version": request.os.version_id,
+            "h_kernel_release": kernel.release if kernel else None,
+            "h_kernel_build_id": kernel.build_id if kernel else None,
+            "h_kernel_version_digest": kernel.version_digest if kernel else None,
+            "h_agent_version": request.agent_version,
+            "h_digest": digest,
+            "h_now": now,
+        },
     )
     return True, targets
 

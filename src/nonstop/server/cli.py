@@ -73,7 +73,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="SECONDS",
         help="how long a process caches bundles and feeds for check-ins",
     )
-    serve.add_argument("--db-pool-size", type=int, default=10, metavar="N")
+    serve.add_argument(
+        "--db-pool-size", type=int, default=10, metavar="N", help="database connections per process"
+    )
+    serve.add_argument(
+        "--threads", type=int, default=8, metavar="N", help="request handler threads per process"
+    )
     serve.add_argument(
         "--forwarded-allow-ips",
         default="",
@@ -157,6 +162,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             checkin_interval_seconds=args.checkin_interval,
             catalog_ttl_seconds=args.catalog_ttl,
             db_pool_size=args.db_pool_size,
+            threads=args.threads,
             access_log=not args.no_access_log,
             forwarded_allow_ips=args.forwarded_allow_ips,
         )
@@ -197,6 +203,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "log_config": None,
         "access_log": False,
         "backlog": 4096,
+        # Longer than a load balancer's idle timeout (often 60 s), so the balancer closes
+        # idle connections first and never sends a request into one being closed here.
+        "timeout_keep_alive": 75,
         "proxy_headers": bool(settings.forwarded_allow_ips),
         "forwarded_allow_ips": settings.forwarded_allow_ips or None,
     }

@@ -9,6 +9,7 @@ transaction on a pooled connection, so replicas share nothing but the database.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -64,6 +65,7 @@ class Database:
         self.url = url
         self.engine = make_engine(url, pool_size)
         self._writer = self.engine.execution_options(**{_WRITE: True})
+        self._sqlite_writer = threading.Lock() if self.is_sqlite else None
 
     @property
     def is_sqlite(self) -> bool:
@@ -77,7 +79,13 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """One transaction, committed when the block ends, rolled back if it raises."""
-        with self._writer.begin() as connection:
+        if self._sqlite_writer is None:
+            with self._writer.begin() as connection:
+                yield connection
+            return
+        # SQLite has one writer at a time. Queueing this process's writers on a lock is far
+        # faster than letting each thread sleep-and-retry on the file lock (busy_timeout).
+        with self._sqlite_writer, self._writer.begin() as connection:
             yield connection
 
     def insert_ignoring_duplicates(self, table: Table, *unique: str) -> Insert:

@@ -46,6 +46,9 @@ class ServerSettings:
     catalog_ttl_seconds: float = 5.0
     checkin_interval_seconds: int = 3600
     db_pool_size: int = 10
+    # Threads per process running request handlers. Few: handlers are short, and many
+    # threads only fight over the GIL (and, on SQLite, over the one write lock).
+    threads: int = 8
     access_log: bool = True
     forwarded_allow_ips: str = ""
 

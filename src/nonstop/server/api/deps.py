@@ -13,7 +13,7 @@ from typing import Annotated, Any, NoReturn, cast
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, Row, bindparam, select
 
 from nonstop.server.auth import (
     ADMIN_PREFIX,
@@ -36,7 +36,8 @@ admin_scheme = HTTPBearer(
 Credentials = HTTPAuthorizationCredentials | None
 
 
-def get_ctx(request: Request) -> ServerContext:
+# Trivial dependencies are async so FastAPI runs them inline instead of in a worker thread.
+async def get_ctx(request: Request) -> ServerContext:
     ctx: ServerContext = request.app.state.ctx
     return ctx
 
@@ -44,7 +45,7 @@ def get_ctx(request: Request) -> ServerContext:
 Ctx = Annotated[ServerContext, Depends(get_ctx)]
 
 
-def client_address(request: Request) -> str:
+async def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
@@ -66,26 +67,26 @@ def refuse(ctx: ServerContext, client: str, kind: str, detail: str) -> NoReturn:
     raise Unauthorized(detail)
 
 
-HOST_AUTH_COLUMNS = (
+_HOST_BY_ID = select(
     hosts.c.id,
     hosts.c.secret_hash,
     hosts.c.feed,
     hosts.c.sticky,
     hosts.c.inventory_digest,
     hosts.c.unregistered_at,
-)
+).where(hosts.c.id == bindparam("host_id"))
 
 
 def authenticate_host(
     ctx: ServerContext, connection: Connection, client: str, credentials: Credentials
 ) -> Row[Any]:
-    """The host row of a valid host token (columns HOST_AUTH_COLUMNS), else 401."""
+    """The host row (id, feed, sticky, inventory digest) of a valid host token, else 401."""
     guard_failed_auth(ctx, client)
     parts = split_credential(HOST_PREFIX, credentials.credentials) if credentials else None
     if parts is None:
         refuse(ctx, client, "host", "a host token is required (Authorization: Bearer nsh_...)")
     host_id, secret = parts
-    row = connection.execute(select(*HOST_AUTH_COLUMNS).where(hosts.c.id == host_id)).first()
+    row = connection.execute(_HOST_BY_ID, {"host_id": host_id}).first()
     if (
         row is None
         or row.unregistered_at is not None

@@ -85,7 +85,7 @@ def check_in(
     ctx: Ctx,
     client: Client,
     credentials: HostCredentials,
-) -> CheckinResponse:
+) -> Response:
     """Report the host's inventory; learn, per target, the bundle to apply or none."""
     catalog = ctx.catalog.snapshot()
     with ctx.db.write() as connection:
@@ -93,9 +93,11 @@ def check_in(
         require_same_host(host, host_id)
         recorded, targets = checkin.record(ctx.db, connection, host, body)
     CHECKINS.labels("recorded" if recorded else "replayed").inc()
-    return checkin.answer(
+    answer = checkin.answer(
         host, body, targets, catalog, recorded, ctx.settings.checkin_interval_seconds, utcnow()
     )
+    # The answer is built from the model already: serialize once, skip re-validation.
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 @router.get("/hosts/{host_id}", response_model=HostDetail)
