@@ -58,6 +58,20 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="N",
         help="per client address and process; 0 disables",
     )
+    serve.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=2 * 1024 * 1024,
+        metavar="N",
+        help="largest request body except bundle uploads",
+    )
+    serve.add_argument(
+        "--max-bundle-bytes",
+        type=int,
+        default=64 * 1024 * 1024,
+        metavar="N",
+        help="largest bundle upload",
+    )
     serve.add_argument("--stale-after-days", type=int, default=7, metavar="DAYS")
     serve.add_argument(
         "--checkin-interval",
@@ -156,6 +170,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             host=host,
             port=port,
             workers=args.workers,
+            max_request_bytes=args.max_request_bytes,
+            max_bundle_bytes=args.max_bundle_bytes,
             registrations_per_minute=args.registrations_per_minute,
             failed_auth_per_minute=args.failed_auth_per_minute,
             stale_after_days=args.stale_after_days,
