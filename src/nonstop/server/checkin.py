@@ -11,7 +11,6 @@ computed from the in-memory catalog, never from a query per target.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -101,9 +100,8 @@ def inventory_targets(request: CheckinRequest) -> list[TargetRow]:
 
 
 def inventory_digest(request: CheckinRequest) -> str:
-    document = request.model_dump(mode="json", exclude={"checkin_id"})
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """Identifies the inventory (everything but the check-in id) for change detection."""
+    return hashlib.sha256(request.model_dump_json(exclude={"checkin_id"}).encode()).hexdigest()
 
 
 # Built once: the hot path only binds values (no statement construction per request).
@@ -151,7 +149,8 @@ def record(
         return False, targets
     digest = inventory_digest(request)
     if digest != host.inventory_digest:
-        connection.execute(_DELETE_TARGETS, {"h_id": host.id})
+        if host.inventory_digest is not None:  # a first check-in has no rows to replace
+            connection.execute(_DELETE_TARGETS, {"h_id": host.id})
         if targets:
             connection.execute(_INSERT_TARGETS, [target.row(host.id) for target in targets])
     kernel = request.kernel
