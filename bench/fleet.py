@@ -32,8 +32,9 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.conftest import SAMPLE_OBJECT, sample_manifest
+from tests.server.conftest import create_admin_token
 from tests.server.pgcluster import PostgresCluster
-from tests.server.serverproc import ServerProcess, nonstop_command
+from tests.server.serverproc import ServerProcess
 
 from nonstop.bundle import UserspaceTarget, generate_keypair, load_signing_key, pack
 
@@ -215,22 +216,7 @@ def run_one(
         str(options.pool_size),
     ).start()
     try:
-        token = json.loads(
-            nonstop_command(
-                "admin",
-                "token",
-                "create",
-                "--data-dir",
-                str(data_dir),
-                "--database-url",
-                database_url,
-                "--name",
-                "bench",
-                "--scope",
-                "*",
-                "--json",
-            ).stdout
-        )["token"]
+        token = create_admin_token(data_dir, database_url)
         upload_bundles(server.url, token, key_dir)
         with httpx.Client(
             base_url=server.url, headers={"Authorization": f"Bearer {token}"}

@@ -22,6 +22,16 @@ from tests.server.conftest import hexid, inventory
 AppFactory = Callable[..., tuple[TestClient, dict[str, str]]]
 
 
+def prepared_database(url: str, *scopes: str) -> str:
+    """Create the schema of a new database; return an admin token with SCOPES."""
+    database = Database(url, pool_size=1)
+    migrate.prepare_for_serving(database.engine)
+    with database.engine.begin() as connection:
+        token = admin_tokens.create(connection, "limits", list(scopes))[1]
+    database.dispose()
+    return token
+
+
 @pytest.fixture
 def make_app(
     backend: str, new_database_url: Callable[[str], str], tmp_path: Path, trusted_dir: Path
@@ -30,11 +40,7 @@ def make_app(
 
     def build(**settings: Any) -> tuple[TestClient, dict[str, str]]:
         url = new_database_url(backend)
-        database = Database(url, pool_size=1)
-        migrate.prepare_for_serving(database.engine)
-        with database.engine.begin() as connection:
-            token = admin_tokens.create(connection, "limits", ["*"])[1]
-        database.dispose()
+        token = prepared_database(url, "*")
         app = create_app(
             ServerSettings(
                 data_dir=tmp_path, database_url=url, vendor_keys_dir=str(trusted_dir), **settings
@@ -149,11 +155,7 @@ def test_upload_without_vendor_keys_is_refused(
     backend: str, new_database_url: Callable[[str], str], tmp_path: Path, make_bundle
 ) -> None:
     url = new_database_url(backend)
-    database = Database(url, pool_size=1)
-    migrate.prepare_for_serving(database.engine)
-    with database.engine.begin() as connection:
-        token = admin_tokens.create(connection, "t", ["bundles:write"])[1]
-    database.dispose()
+    token = prepared_database(url, "bundles:write")
     settings = ServerSettings(
         data_dir=tmp_path, database_url=url, vendor_keys_dir=str(tmp_path / "none")
     )

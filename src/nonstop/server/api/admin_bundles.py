@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from nonstop.server import bundles
-from nonstop.server.api.common import ADMIN_ERRORS
+from nonstop.server.api.common import ADMIN_ERRORS, bundle_file, errors
 from nonstop.server.api.deps import Admin, Ctx, require_scope
 from nonstop.server.context import ServerContext
-from nonstop.server.schemas import BundleDetail, BundleList, ErrorBody, Sha256
+from nonstop.server.schemas import BundleDetail, BundleList, Sha256
 
 router = APIRouter(prefix="/api/v1/admin/bundles", tags=["admin: bundles"], responses=ADMIN_ERRORS)
 Reader = Annotated[Admin, Depends(require_scope("bundles:read"))]
@@ -30,18 +30,10 @@ def _store(ctx: ServerContext, data: bytes, actor: str) -> tuple[BundleDetail, b
     "",
     status_code=201,
     response_model=BundleDetail,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
-        }
-    },
+    openapi_extra={"requestBody": {"required": True, "content": bundle_file("")[200]["content"]}},
     responses={
         200: {"model": BundleDetail, "description": "these exact bytes were uploaded before"},
-        409: {"model": ErrorBody, "description": "the target already has a bundle at this level"},
-        413: {"model": ErrorBody, "description": "larger than the server's bundle size limit"},
+        **errors(e409="the target already has a bundle at this level"),
     },
 )
 async def upload_bundle(
@@ -76,14 +68,7 @@ def read_bundle(sha256: Sha256, ctx: Ctx, admin: Reader) -> BundleDetail:
 @router.get(
     "/{sha256}/content",
     response_class=Response,
-    responses={
-        200: {
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
-            "description": "the bundle file, retired or not",
-        }
-    },
+    responses=bundle_file("the bundle file, retired or not"),
 )
 def bundle_content(sha256: Sha256, ctx: Ctx, admin: Reader) -> Response:
     """The stored bundle file, for audit (retired bundles included)."""

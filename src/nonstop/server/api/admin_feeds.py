@@ -8,11 +8,11 @@ from fastapi import APIRouter, Depends
 from sqlalchemy import Connection, insert, select, update
 
 from nonstop.server import audit
-from nonstop.server.api.common import ADMIN_ERRORS
+from nonstop.server.api.common import ADMIN_ERRORS, errors
 from nonstop.server.api.deps import Admin, Ctx, require_scope
 from nonstop.server.errors import Conflict, NotFound
 from nonstop.server.models import feeds, utcnow
-from nonstop.server.schemas import ErrorBody, FeedCreate, FeedList, FeedName, FeedUpdate, FeedView
+from nonstop.server.schemas import FeedCreate, FeedList, FeedName, FeedUpdate, FeedView
 
 router = APIRouter(prefix="/api/v1/admin/feeds", tags=["admin: feeds"], responses=ADMIN_ERRORS)
 Reader = Annotated[Admin, Depends(require_scope("feeds:read"))]
@@ -47,7 +47,7 @@ def list_feeds(ctx: Ctx, admin: Reader) -> FeedList:
     "",
     status_code=201,
     response_model=FeedView,
-    responses={409: {"model": ErrorBody, "description": "a feed with this name exists"}},
+    responses=errors(e409="a feed with this name exists"),
 )
 def create_feed(body: FeedCreate, ctx: Ctx, admin: Writer) -> FeedView:
     with ctx.db.write() as connection:

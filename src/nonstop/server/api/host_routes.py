@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 
 from nonstop.server import checkin, hosts
+from nonstop.server.api.common import COMMON_ERRORS, bundle_file, errors
 from nonstop.server.api.deps import (
     Client,
     Credentials,
@@ -30,20 +31,15 @@ from nonstop.server.models import utcnow
 from nonstop.server.schemas import (
     CheckinRequest,
     CheckinResponse,
-    ErrorBody,
     HostDetail,
     RegisterRequest,
     RegisterResponse,
     Sha256,
 )
 
-AUTH_ERRORS: dict[int | str, dict[str, object]] = {
-    400: {"model": ErrorBody, "description": "the body is not valid JSON"},
-    401: {"model": ErrorBody, "description": "missing or invalid host token"},
-    403: {"model": ErrorBody, "description": "the token belongs to another host"},
-    413: {"model": ErrorBody, "description": "the body is over the server's size limit"},
-    429: {"model": ErrorBody, "description": "too many failed authentications"},
-}
+AUTH_ERRORS = COMMON_ERRORS | errors(
+    e401="missing or invalid host token", e403="the token belongs to another host"
+)
 router = APIRouter(prefix="/api/v1", tags=["hosts"], responses=AUTH_ERRORS)
 HostCredentials = Annotated[Credentials, Depends(host_scheme)]
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -53,7 +49,7 @@ IMMUTABLE = "public, max-age=31536000, immutable"
     "/hosts/register",
     status_code=201,
     response_model=RegisterResponse,
-    responses={401: {"model": ErrorBody, "description": "registration key not valid"}},
+    responses=errors(e401="registration key not valid", e403="key revoked or at its limit"),
 )
 def register_host(body: RegisterRequest, ctx: Ctx, client: Client) -> RegisterResponse:
     """Register a host with a registration key; the answer carries its token, shown once."""
@@ -121,16 +117,11 @@ def unregister_host(host_id: str, ctx: Ctx, host: HostRow) -> Response:
     "/bundles/{sha256}",
     response_class=Response,
     responses={
-        200: {
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
-            "description": "the bundle file; verify it before use",
-        },
+        **bundle_file("the bundle file; verify it before use"),
         304: {"description": "unchanged (If-None-Match)"},
-        403: {"model": ErrorBody, "description": "not a bundle for this host's targets"},
-        404: {"model": ErrorBody, "description": "no such bundle"},
-        410: {"model": ErrorBody, "description": "bundle retired"},
+        **errors(
+            e403="not a bundle for this host's targets", e404="no such bundle", e410="retired"
+        ),
     },
 )
 def download_bundle(sha256: Sha256, request: Request, ctx: Ctx, host: HostRow) -> Response:
