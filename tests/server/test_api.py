@@ -348,3 +348,22 @@ def test_metrics_healthz_and_logs_hold_no_secret(server: LiveServer) -> None:
     for secret in (key["key"], host.token, server.admin_token):
         assert secret not in log
         assert secret.split("_", 2)[2] not in log
+
+
+def test_limit_set_on_a_key_in_use_counts_its_hosts(server: LiveServer) -> None:
+    key = create_key(server)
+    for _ in range(2):
+        register(server, key["key"])
+    with server.admin() as admin:
+        changed = admin.patch(
+            f"/api/v1/admin/keys/{key['id']}", json={"host_limit": 3, "feed": None}
+        )
+        assert changed.status_code == 200, changed.text
+        assert (changed.json()["host_limit"], changed.json()["feed"]) == (3, "test")
+        assert changed.json()["host_count"] == 2
+    register(server, key["key"])
+    with server.client() as client:
+        refused = client.post(
+            "/api/v1/hosts/register", json={"registration_key": key["key"], "hostname": "four"}
+        )
+    assert refused.status_code == 403 and "limit of 3" in refused.json()["detail"]

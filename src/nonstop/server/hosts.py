@@ -1,9 +1,12 @@
 """Hosts: registration with a key, their public view and state, unregistration.
 
-Registration and the key's host limit are one transaction: the host row is
-inserted, then the key's ``host_count`` is raised only while it is under
-``host_limit`` (a single conditional UPDATE), so concurrent registrations can
-never overshoot the limit on either database.
+Registration and the key's host limit are one transaction. A key with a
+``host_limit`` counts its hosts in ``host_count``, raised by one conditional
+UPDATE only while under the limit, so concurrent registrations never overshoot
+it. A key without a limit is only share-locked: thousands of hosts enrolling
+with one key do not queue on that row (on PostgreSQL every holder of the row
+lock would wait for the previous commit to reach the disk). Setting a limit
+later takes the row exclusively and recounts (``recount_hosts``).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Connection, Row, delete, func, insert, select, update
 
 from nonstop.server.auth import (
     HOST_PREFIX,
@@ -20,7 +23,7 @@ from nonstop.server.auth import (
     secret_matches,
     split_credential,
 )
-from nonstop.server.errors import Forbidden, NotFound
+from nonstop.server.errors import Conflict, Forbidden, NotFound
 from nonstop.server.models import host_targets, hosts, registration_keys, utcnow
 from nonstop.server.schemas import HostDetail, HostState, HostTargetView, HostView
 
@@ -42,6 +45,15 @@ def register(connection: Connection, key_token: str, hostname: str) -> tuple[str
         raise KeyRefused("registration key is not valid")
     if key.revoked_at is not None:
         raise Forbidden("registration key has been revoked")
+    if key.host_limit is None:
+        # Waits only for an admin changing this key; other registrations pass.
+        locked = connection.execute(
+            select(registration_keys.c.host_limit)
+            .where(registration_keys.c.id == key.id)
+            .with_for_update(read=True)
+        ).one()
+        if locked.host_limit is not None:
+            raise Conflict("registration key changed during registration; retry")
     credential = new_credential(HOST_PREFIX)
     connection.execute(
         insert(hosts).values(
@@ -56,19 +68,40 @@ def register(connection: Connection, key_token: str, hostname: str) -> tuple[str
             checkin_count=0,
         )
     )
-    # Last in the transaction: this row lock is held for as short a time as possible.
-    counted = connection.execute(
-        update(registration_keys)
-        .where(registration_keys.c.id == key.id)
-        .where(
-            registration_keys.c.host_limit.is_(None)
-            | (registration_keys.c.host_count < registration_keys.c.host_limit)
+    if key.host_limit is not None:
+        # Last in the transaction: this row lock is held for as short a time as possible.
+        counted = connection.execute(
+            update(registration_keys)
+            .where(
+                registration_keys.c.id == key.id,
+                registration_keys.c.host_count < registration_keys.c.host_limit,
+            )
+            .values(host_count=registration_keys.c.host_count + 1)
         )
-        .values(host_count=registration_keys.c.host_count + 1)
-    )
-    if counted.rowcount != 1:
-        raise Forbidden(f"registration key reached its limit of {key.host_limit} hosts")
+        if counted.rowcount != 1:
+            raise Forbidden(f"registration key reached its limit of {key.host_limit} hosts")
     return credential.id, credential.token, key.feed
+
+
+def registered_hosts(key_id: Any) -> Any:
+    """SQL expression: how many registered (not unregistered) hosts came with key KEY_ID."""
+    return (
+        select(func.count())
+        .where(hosts.c.registration_key_id == key_id, hosts.c.unregistered_at.is_(None))
+        .scalar_subquery()
+    )
+
+
+def recount_hosts(connection: Connection, key_id: str) -> None:
+    """Lock the key and make its limit counter exact (before a limit is set or changed)."""
+    connection.execute(
+        select(registration_keys.c.id).where(registration_keys.c.id == key_id).with_for_update()
+    )
+    connection.execute(
+        update(registration_keys)
+        .where(registration_keys.c.id == key_id)
+        .values(host_count=registered_hosts(key_id))
+    )
 
 
 def unregister(connection: Connection, host_id: str) -> None:
@@ -85,7 +118,10 @@ def unregister(connection: Connection, host_id: str) -> None:
     if host.registration_key_id is not None:
         connection.execute(
             update(registration_keys)
-            .where(registration_keys.c.id == host.registration_key_id)
+            .where(
+                registration_keys.c.id == host.registration_key_id,
+                registration_keys.c.host_limit.is_not(None),
+            )
             .values(host_count=registration_keys.c.host_count - 1)
         )
 

@@ -94,7 +94,8 @@ registration_keys = Table(
     Column("sticky", String(32)),
     Column("labels", JSON, nullable=False),
     Column("host_limit", Integer),
-    # Hosts registered with this key and not unregistered: checked against host_limit atomically.
+    # Hosts registered with this key and not unregistered, kept while host_limit is set
+    # (checked against it atomically); views count the hosts table instead.
     Column("host_count", Integer, nullable=False, server_default="0"),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),

@@ -78,10 +78,9 @@ def read_host(host_id: str, ctx: Ctx, admin: Reader) -> HostDetail:
 def update_host(host_id: str, body: HostUpdate, ctx: Ctx, admin: Writer) -> HostDetail:
     """Move a host to another feed, pin or unpin it (sticky: null), or set its labels."""
     changes = body.model_dump(exclude_unset=True)
-    if changes.get("feed") is None:
-        changes.pop("feed", None)
-    if "labels" in changes and changes["labels"] is None:
-        changes.pop("labels")
+    for required in ("feed", "labels"):  # null means "no change" for these
+        if changes.get(required, 0) is None:
+            del changes[required]
     with ctx.db.write() as connection:
         if connection.execute(select(hosts.c.id).where(hosts.c.id == host_id)).first() is None:
             raise NotFound(f"no host {host_id}")

@@ -12,6 +12,7 @@ from nonstop.server.api.common import ADMIN_ERRORS, ensure_feed
 from nonstop.server.api.deps import Admin, Ctx, require_scope
 from nonstop.server.auth import KEY_PREFIX, new_credential
 from nonstop.server.errors import NotFound
+from nonstop.server.hosts import recount_hosts, registered_hosts
 from nonstop.server.models import registration_keys, utcnow
 from nonstop.server.schemas import KeyCreate, KeyCreated, KeyUpdate, KeyView
 
@@ -20,14 +21,18 @@ Reader = Annotated[Admin, Depends(require_scope("keys:read"))]
 Writer = Annotated[Admin, Depends(require_scope("keys:write"))]
 
 
+_KEYS = select(
+    *(c for c in registration_keys.c if c.name != "host_count"),
+    registered_hosts(registration_keys.c.id).label("host_count"),
+)
+
+
 def _view(row: Any) -> KeyView:
     return KeyView(**{name: getattr(row, name) for name in KeyView.model_fields})
 
 
 def _get(connection: Connection, key_id: str) -> Any:
-    row = connection.execute(
-        select(registration_keys).where(registration_keys.c.id == key_id)
-    ).first()
+    row = connection.execute(_KEYS.where(registration_keys.c.id == key_id)).first()
     if row is None:
         raise NotFound(f"no registration key {key_id}")
     return row
@@ -62,9 +67,7 @@ def create_key(body: KeyCreate, ctx: Ctx, admin: Writer) -> KeyCreated:
 @router.get("", response_model=list[KeyView])
 def list_keys(ctx: Ctx, admin: Reader) -> list[KeyView]:
     with ctx.db.read() as connection:
-        rows = connection.execute(
-            select(registration_keys).order_by(registration_keys.c.created_at)
-        )
+        rows = connection.execute(_KEYS.order_by(registration_keys.c.created_at))
         return [_view(row) for row in rows]
 
 
@@ -78,10 +81,15 @@ def read_key(key_id: str, ctx: Ctx, admin: Reader) -> KeyView:
 def update_key(key_id: str, body: KeyUpdate, ctx: Ctx, admin: Writer) -> KeyView:
     """Change a key's feed, pin, labels or host limit (for hosts registered from now on)."""
     changes = body.model_dump(exclude_unset=True)
+    for required in ("feed", "labels"):  # null means "no change" for these
+        if changes.get(required, 0) is None:
+            del changes[required]
     with ctx.db.write() as connection:
         _get(connection, key_id)
-        if changes.get("feed"):
+        if "feed" in changes:
             ensure_feed(connection, changes["feed"])
+        if changes.get("host_limit") is not None:
+            recount_hosts(connection, key_id)
         if changes:
             connection.execute(
                 update(registration_keys).where(registration_keys.c.id == key_id).values(**changes)
