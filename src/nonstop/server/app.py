@@ -8,6 +8,7 @@ the newest schema revision: ``nonstop serve`` sees to that before it starts.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,6 +22,7 @@ from nonstop.server.api.admin_bundles import UPLOAD_PATH
 from nonstop.server.context import ServerContext
 from nonstop.server.errors import ApiError
 from nonstop.server.logs import logger
+from nonstop.server.maintenance import prune_forever
 from nonstop.server.middleware import RequestGuard
 from nonstop.server.settings import ServerSettings
 
@@ -47,7 +49,9 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
                 }
             },
         )
+        pruner = asyncio.create_task(prune_forever(ctx.db, settings.checkin_history_days))
         yield
+        pruner.cancel()
         ctx.db.dispose()
 
     app = FastAPI(

@@ -176,6 +176,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             failed_auth_per_minute=args.failed_auth_per_minute,
             stale_after_days=args.stale_after_days,
             checkin_interval_seconds=args.checkin_interval,
+            checkin_history_days=args.checkin_history_days,
             catalog_ttl_seconds=args.catalog_ttl,
             db_pool_size=args.db_pool_size,
             threads=args.threads,

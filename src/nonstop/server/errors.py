@@ -43,6 +43,10 @@ class TooLarge(ApiError):
     status = 413
 
 
+class Unavailable(ApiError):
+    status = 503
+
+
 class TooManyRequests(ApiError):
     status = 429
 

@@ -45,6 +45,7 @@ class ServerSettings:
     # How long a process may serve bundle and feed tables from memory before re-reading them.
     catalog_ttl_seconds: float = 5.0
     checkin_interval_seconds: int = 3600
+    checkin_history_days: int = 30
     db_pool_size: int = 10
     # Threads per process running request handlers. Few: handlers are short, and many
     # threads only fight over the GIL (and, on SQLite, over the one write lock).
