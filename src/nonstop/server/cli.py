@@ -81,6 +81,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="check-in interval the server asks agents to keep",
     )
     serve.add_argument(
+        "--checkin-history-days",
+        type=int,
+        default=30,
+        metavar="DAYS",
+        help="how long check-in records are kept",
+    )
+    serve.add_argument(
         "--catalog-ttl",
         type=float,
         default=5.0,
