@@ -166,3 +166,15 @@ def test_upload_without_vendor_keys_is_refused(
             headers={"Authorization": f"Bearer {token}"},
         )
     assert response.status_code == 400 and "no vendor public keys" in response.json()["detail"]
+
+
+def test_nul_characters_are_refused_before_the_database(make_app: AppFactory) -> None:
+    client, admin = make_app()
+    in_query = client.get("/api/v1/admin/hosts", params={"after": "a\x00b"}, headers=admin)
+    assert in_query.status_code == 400 and "NUL" in in_query.json()["detail"]
+    in_path = client.get("/api/v1/admin/hosts/a%00b", headers=admin)
+    assert in_path.status_code == 400
+    in_body = client.post(
+        "/api/v1/admin/feeds", json={"name": "nul", "description": "a\x00"}, headers=admin
+    )
+    assert in_body.status_code == 422

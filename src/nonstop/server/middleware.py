@@ -1,8 +1,10 @@
-"""The ASGI layer around every request: body size limit, latency metrics, access log.
+"""The ASGI layer around every request: NUL and size limits, latency metrics, access log.
 
-The size limit counts the bytes actually received (a client may send no
-Content-Length, or a false one), and answers 413 before the handler sees more
-than the limit. Bundle uploads have their own, larger limit.
+A NUL character in the path or query is refused at once (400): neither
+database can store it in text. The size limit counts the bytes actually
+received (a client may send no Content-Length, or a false one), and answers
+413 before the handler sees more than the limit. Bundle uploads have their
+own, larger limit.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ class RequestGuard:
         limit = self.limit_for(scope["method"], scope["path"])
         status = 500
         response_started = False
+
+        if "\x00" in scope["path"] or b"%00" in scope.get("query_string", b""):
+            # No database stores NUL in text; refuse it here, whatever the endpoint.
+            await _reject(send, 400, "request path or query contains a NUL character")
+            self._finish(scope, 400, started)
+            return
 
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):

@@ -34,6 +34,7 @@ Hostname = Annotated[
 FeedName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,63}$")]
 LabelValue = Annotated[str, StringConstraints(max_length=255, pattern=r"^[^\x00-\x1f]*$")]
+Description = Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00]*$")]
 Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=32)]
 Level = Annotated[int, Field(ge=1, le=1_000_000_000)]
 StickyPin = Annotated[
@@ -269,12 +270,12 @@ class BundleList(BaseModel):
 
 class FeedCreate(Input):
     name: FeedName
-    description: Annotated[str, StringConstraints(max_length=500)] = ""
+    description: Description = ""
     delay_hours: Annotated[int, Field(ge=0, le=24 * 365)] = 0
 
 
 class FeedUpdate(Input):
-    description: Annotated[str, StringConstraints(max_length=500)] | None = None
+    description: Description | None = None
     delay_hours: Annotated[int, Field(ge=0, le=24 * 365)] | None = None
 
 
