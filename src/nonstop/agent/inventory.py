@@ -118,13 +118,31 @@ class LibraryFacts:
                 self._facts = loaded
         self._dirty = False
 
-    def of(self, use: LibraryUse) -> dict[str, Any]:
-        known = self._facts.get(use.build_id)
-        if known is None:
-            known = {"soname": _soname(use), "package": _package(use)}
-            self._facts[use.build_id] = known
-            self._dirty = True
-        return known
+    def learn(self, uses: list[LibraryUse]) -> None:
+        """Find soname and package of the build-ids not known yet (one package query)."""
+        new = [use for use in uses if use.build_id not in self._facts]
+        if not new:
+            return
+        from nonstop.bundle.identity import owning_packages
+
+        # This host's dpkg/rpm know neither another mount namespace's files nor deleted ones.
+        local = {Path(u.path): u for u in new if u.same_namespace and " (deleted)" not in u.path}
+        packages = owning_packages(list(local))
+        for use in new:
+            package = packages.get(Path(use.path)) if Path(use.path) in local else None
+            self._facts[use.build_id] = {
+                "soname": _soname(use),
+                "package": {
+                    "name": _clean(package.name, 255),
+                    "version": _clean(package.version, 255),
+                }
+                if package
+                else None,
+            }
+        self._dirty = True
+
+    def of(self, build_id: str) -> dict[str, Any]:
+        return self._facts[build_id]
 
     def save(self) -> None:
         if not self._dirty:
@@ -147,17 +165,6 @@ def _soname(use: LibraryUse) -> str:
     with contextlib.suppress(OSError, ELFError), open(use.opener, "rb") as handle:
         name = elf_soname(ELFFile(handle))
     return _clean(name or Path(use.path.removesuffix(" (deleted)")).name, 255)
-
-
-def _package(use: LibraryUse) -> dict[str, str] | None:
-    if not use.same_namespace or use.path.endswith(" (deleted)"):
-        return None  # this host's dpkg/rpm know neither another namespace's files nor old ones
-    from nonstop.bundle.identity import owning_package
-
-    package = owning_package(Path(use.path))
-    if package is None:
-        return None
-    return {"name": _clean(package.name, 255), "version": _clean(package.version, 255)}
 
 
 def _clean(text: str, limit: int) -> str:
@@ -184,9 +191,11 @@ def kernel_report(running: KernelTarget, applied_level: int | None) -> dict[str,
 
 def library_report(uses: dict[str, LibraryUse], facts: LibraryFacts) -> list[dict[str, Any]]:
     ordered = sorted(uses.values(), key=lambda use: (-len(use.pids), use.build_id))
+    kept = ordered[:MAX_LIBRARIES]
+    facts.learn(kept)
     report = []
-    for use in ordered[:MAX_LIBRARIES]:
-        known = facts.of(use)
+    for use in kept:
+        known = facts.of(use.build_id)
         report.append(
             {
                 "build_id": use.build_id,
