@@ -195,8 +195,8 @@ def test_update_and_lib_update_without_a_bundle_use_the_server(
 ) -> None:
     target = start_target(busy=0, sleepers=1)
     published(1)
-    unregistered = agent.run("--lib-update")
-    assert unregistered.returncode == 1 and "--lib-update needs --bundle FILE" in unregistered.stderr
+    alone = agent.run("--lib-update")
+    assert alone.returncode == 1 and "--lib-update needs --bundle FILE" in alone.stderr
     agent.register(patch_server, admin.key(sticky="level:1")["key"])
 
     kernel_only = agent.json("--update")
