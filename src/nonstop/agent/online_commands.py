@@ -15,7 +15,7 @@ from typing import Any
 from nonstop.agent import kernel_commands, lib_levels, registration
 from nonstop.agent.actions import Action, AgentContext, AgentError, require_root
 from nonstop.agent.config import normalize_sticky, set_override
-from nonstop.console import emit_json, stderr, stdout
+from nonstop.console import emit_json, fail, stderr, stdout
 from nonstop.userspace import Engine, EngineOptions
 
 EXIT_UPDATES_FAILED = 3
@@ -295,7 +295,7 @@ def run_auto_update(context: AgentContext) -> int:
         for entry in restored
     )
     document: dict[str, Any] = {"kernel": kernel_document, "userspace": restored}
-    exit_code = 0
+    server_error = None
     if registration.load(context.state) is None:
         document["online"] = {"skipped": "not registered with a patch server"}
     else:
@@ -303,14 +303,16 @@ def run_auto_update(context: AgentContext) -> int:
             report = run_update(context, {"kernel", "userspace"}, _notify, timeout)
         except ServerError as exc:
             document["online"] = {"error": str(exc)}
-            lines.append(f"patch server: {exc}")
-            exit_code = exc.exit_code
+            server_error = exc
         else:
             document["online"] = report
             lines += _online_lines(report)
             failed |= _failed(report)
     _output(context, document, lines)
-    return exit_code or (EXIT_UPDATES_FAILED if failed else 0)
+    if server_error is not None:
+        # The boot steps above are reported; the server's failure is the one error line.
+        fail("nonstopctl", str(server_error), server_error.exit_code)
+    return EXIT_UPDATES_FAILED if failed else 0
 
 
 def _decisions(context: AgentContext) -> tuple[int, dict[str, Any]]:
