@@ -114,14 +114,18 @@ class Agent:
     def configure(self, **settings: Any) -> None:
         self.settings.update(settings)
         lines = []
+        tables = []
         for key, value in self.settings.items():
-            if isinstance(value, bool):
+            if isinstance(value, dict):  # a table, e.g. blocklist = {"patterns": [...]}
+                tables.append(f"[{key}]")
+                tables += [f"{name} = {json.dumps(items)}" for name, items in value.items()]
+            elif isinstance(value, bool):
                 lines.append(f"{key} = {'true' if value else 'false'}")
             elif isinstance(value, int | float):
                 lines.append(f"{key} = {value}")
             else:
                 lines.append(f'{key} = "{value}"')
-        self.config.write_text("\n".join(lines) + "\n")
+        self.config.write_text("\n".join(lines + tables) + "\n")
 
     def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

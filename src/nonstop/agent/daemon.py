@@ -331,7 +331,12 @@ class Daemon:
     def _patch(self, pid: int, started: int, spec: PatchSpec, exec_seen: float = 0.0) -> None:
         key = (pid, started, spec.build_id, spec.level)
         known = self.outcomes.get(key)
-        if known is not None and (known.result != "busy" or known.tries >= MAX_BUSY_TRIES):
+        # A refusal is final for this process and level, busy is retried a few times;
+        # a process that lost its patch (unloaded by hand) gets it again.
+        if known is not None and (
+            known.result in ("refused", "gone")
+            or (known.result == "busy" and known.tries >= MAX_BUSY_TRIES)
+        ):
             return
         (result,) = lib_levels.apply_to_processes(self.engine, spec, self.config.blocklist, [pid])
         self.outcomes[key] = Outcome(result.result, (known.tries + 1) if known else 1)
