@@ -18,16 +18,16 @@ Exit status: 0 when no process ended busy or refused, 3 otherwise.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nonstop.agent import lib_levels
 from nonstop.agent.actions import Action, AgentContext, AgentError, require_root
-from nonstop.bundle.container import read_bundle_bytes
 from nonstop.console import emit_json, stdout
-from nonstop.userspace import Engine, EngineOptions, ProcessResult
-from nonstop.userspace.errors import RefusedError
+
+if TYPE_CHECKING:  # the engine is imported by the commands that use it, not by every nonstopctl
+    from nonstop.userspace import Engine, ProcessResult
 
 EXIT_PARTIAL = 3
+FAILED = {"busy", "refused"}
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -39,13 +39,15 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _engine(ctx: AgentContext) -> Engine:
+    from nonstop.userspace import Engine, EngineOptions
+
     return Engine(
         EngineOptions(strict=bool(ctx.args.strict), cache_dir=ctx.config.cache_dir / "elf")
     )
 
 
 def _exit_code(results: list[ProcessResult]) -> int:
-    return EXIT_PARTIAL if any(r.result in lib_levels.FAILED for r in results) else 0
+    return EXIT_PARTIAL if any(r.result in FAILED for r in results) else 0
 
 
 def print_results(results: list[ProcessResult]) -> None:
@@ -59,6 +61,10 @@ def print_results(results: list[ProcessResult]) -> None:
 
 
 def lib_update(ctx: AgentContext) -> int:
+    from nonstop.agent import lib_levels
+    from nonstop.bundle.container import read_bundle_bytes
+    from nonstop.userspace.errors import RefusedError
+
     require_root("--lib-update")
     if not ctx.config.userspace_enabled:
         raise AgentError(
@@ -172,6 +178,8 @@ def lib_patch_info(ctx: AgentContext) -> int:
 
 
 def lib_unload(ctx: AgentContext) -> int:
+    from nonstop.agent import lib_levels
+
     require_root("--lib-unload")
     engine = _engine(ctx)
     results = [engine.revert(pid) for pid in ctx.args.pid or engine.processes_with_patches()]

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from nonstop.agent import lib_commands
 from nonstop.agent.bundle_cache import BundleCache
 from nonstop.agent.config import Blocklist
 from nonstop.agent.state import StateStore
@@ -22,7 +23,7 @@ from nonstop.userspace.bundles import spec_from_bundle
 from nonstop.userspace.procfs import executable_of
 
 STATE_NAME = "userspace"
-FAILED = {"busy", "refused"}
+FAILED = lib_commands.FAILED
 
 
 @dataclass(frozen=True)

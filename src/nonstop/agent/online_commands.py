@@ -10,13 +10,16 @@ here too (:func:`online_update`). Exit codes and behaviour: docs/agent.md.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nonstop.agent import kernel_commands, lib_levels, registration
+from nonstop.agent import kernel_commands, registration
 from nonstop.agent.actions import Action, AgentContext, AgentError, require_root
 from nonstop.agent.config import normalize_sticky, set_override
+from nonstop.agent.lib_commands import FAILED
 from nonstop.console import emit_json, fail, stderr, stdout
-from nonstop.userspace import Engine, EngineOptions
+
+if TYPE_CHECKING:
+    from nonstop.userspace import Engine
 
 EXIT_UPDATES_FAILED = 3
 """Some bundle could not be applied everywhere (busy or refused processes, a kernel refusal)."""
@@ -48,6 +51,8 @@ def _output(context: AgentContext, document: dict[str, Any], lines: list[str]) -
 
 
 def _engine(context: AgentContext) -> Engine:
+    from nonstop.userspace import Engine, EngineOptions
+
     return Engine(
         EngineOptions(
             strict=bool(getattr(context.args, "strict", False)),
@@ -232,6 +237,7 @@ def online_update(context: AgentContext, kind: str, timeout: float) -> int:
 def restore_userspace(context: AgentContext, engine: Engine) -> list[dict[str, Any]]:
     """Boot step: every recorded userspace level, from the verified cache, to every process
     mapping its target that lacks it (no network)."""
+    from nonstop.agent import lib_levels
     from nonstop.bundle.errors import BundleError
     from nonstop.userspace.errors import RefusedError
 
@@ -291,7 +297,7 @@ def run_auto_update(context: AgentContext) -> int:
     restored = restore_userspace(context, _engine(context))
     lines += _restore_lines(restored)
     failed |= any(
-        "error" in entry or any(p["result"] in lib_levels.FAILED for p in entry["processes"])
+        "error" in entry or any(p["result"] in FAILED for p in entry["processes"])
         for entry in restored
     )
     document: dict[str, Any] = {"kernel": kernel_document, "userspace": restored}

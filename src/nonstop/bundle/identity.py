@@ -16,13 +16,12 @@ import shutil
 import struct
 import subprocess
 from pathlib import Path
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.dynamic import DynamicSection
-from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import NoteSection
+from typing import TYPE_CHECKING
 
 from nonstop.bundle.manifest import KernelTarget, PackageInfo, UserspaceTarget
+
+if TYPE_CHECKING:  # pyelftools is imported where an ELF file is parsed, not by every command
+    from elftools.elf.elffile import ELFFile
 
 NT_GNU_BUILD_ID = 3
 
@@ -47,6 +46,8 @@ def parse_build_id_notes(blob: bytes) -> str | None:
 
 
 def elf_build_id(elf: ELFFile) -> str | None:
+    from elftools.elf.sections import NoteSection
+
     for section in elf.iter_sections():
         if not isinstance(section, NoteSection):
             continue
@@ -59,6 +60,8 @@ def elf_build_id(elf: ELFFile) -> str | None:
 
 
 def elf_soname(elf: ELFFile) -> str | None:
+    from elftools.elf.dynamic import DynamicSection
+
     for section in elf.iter_sections():
         if isinstance(section, DynamicSection):
             for tag in section.iter_tags():
@@ -155,6 +158,9 @@ def _rpm_owners(paths: list[str]) -> dict[str, tuple[str, str]]:
 
 def userspace_target_of(path: Path, *, with_package: bool = True) -> UserspaceTarget:
     """Identity of the shared library at PATH."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     try:
         with path.open("rb") as handle:
             elf = ELFFile(handle)

@@ -14,8 +14,6 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal
 
-import jsonschema
-
 from nonstop.bundle.errors import ManifestSchemaError, UnsupportedFormatVersionError
 
 FORMAT_VERSION = 1
@@ -200,6 +198,8 @@ def validate_manifest_dict(document: Any) -> None:
         raise UnsupportedFormatVersionError(
             f"unsupported bundle format version {version!r} (this reader knows {FORMAT_VERSION})"
         )
+    import jsonschema  # a quarter second to import: only when a manifest is read
+
     validator = jsonschema.Draft202012Validator(manifest_schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(document))
     if error is not None:
