@@ -11,13 +11,22 @@ if TYPE_CHECKING:
 
 
 class _LazyConsole:
-    """A rich Console made on first use: importing rich costs more than a quick command."""
+    """A rich Console made on first use: importing rich costs more than a quick command.
+
+    Plain text (``markup=False``, strings only) is written directly: that is
+    what rich would print for it here (no highlighting, no wrapping).
+    """
 
     def __init__(self, *, stderr: bool) -> None:
         self._stderr = stderr
         self._console: Console | None = None
 
     def print(self, *objects: Any, **options: Any) -> None:
+        if options == {"markup": False} and all(isinstance(o, str) for o in objects):
+            stream = sys.stderr if self._stderr else sys.stdout
+            stream.write(" ".join(objects) + "\n")
+            stream.flush()
+            return
         if self._console is None:
             from rich.console import Console
 

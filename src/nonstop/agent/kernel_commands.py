@@ -17,8 +17,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from nonstop.agent.actions import Action, AgentContext, AgentError
-from nonstop.bundle import open_bundle
-from nonstop.bundle.container import read_bundle_bytes
 from nonstop.bundle.errors import BundleError
 from nonstop.bundle.identity import IdentityError, running_kernel_target
 from nonstop.console import emit_json, stdout
@@ -167,6 +165,9 @@ def run_update(context: AgentContext) -> int:
 
         return online_commands.online_update(context, "kernel", timeout)
     manager = manager_for(context)
+    from nonstop.bundle import open_bundle
+    from nonstop.bundle.container import read_bundle_bytes
+
     with _kernel_errors(context):
         data = read_bundle_bytes(context.args.bundle)
         bundle = open_bundle(data, context.trusted_keys())

@@ -11,7 +11,6 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cache
-from importlib import resources
 from typing import Any, Literal
 
 from nonstop.bundle.errors import ManifestSchemaError, UnsupportedFormatVersionError
@@ -23,6 +22,8 @@ PayloadRole = Literal["object", "symbols", "module", "source"]
 
 @cache
 def manifest_schema() -> dict[str, Any]:
+    from importlib import resources
+
     text = resources.files("nonstop.bundle").joinpath("manifest.schema.json").read_text()
     schema: dict[str, Any] = json.loads(text)
     return schema
