@@ -137,3 +137,63 @@ def test_daemon_leaves_alone_what_is_not_wanted(
     daemon.wait_for(rf"pid {late.pid} .*refused.*blocklisted")
     assert level_of(late) == "1"
     assert daemon.stop() == 0
+
+
+SLOW_LOADER = Path(__file__).parents[1] / "fixtures" / "agent" / "slow_loader.c"
+
+
+@pytest.fixture(scope="session")
+def slow_loader(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An LD_AUDIT library holding ld.so between mapping libnsfix and relocating it."""
+    out = tmp_path_factory.mktemp("audit") / "slow_loader.so"
+    subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-o", str(out), str(SLOW_LOADER)], check=True)
+    return out
+
+
+def start_slow(program: Path, loader: Path, pause_ms: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(program), "0", "1"],
+        env={**os.environ, "LD_AUDIT": str(loader), "NSFIX_AUDIT_MS": str(pause_ms)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_a_process_still_in_ldso_is_patched_only_once_relocated(
+    agent: Agent, start_target, bundles: dict[int, Path], start_daemon, fixture_build, slow_loader
+) -> None:
+    # An explicit update leaves a process that ld.so has not relocated yet alone.
+    starting = start_slow(fixture_build.program, slow_loader, 1500)
+    try:
+        time.sleep(0.4)  # libnsfix is mapped now, not relocated
+        maps = Path(f"/proc/{starting.pid}/maps").read_text()
+        assert "libnsfix.so.1" in maps
+        document = agent.json("--lib-update", "--bundle", str(bundles[1]), "--pid",
+                              str(starting.pid), expect=3)  # fmt: skip
+        (entry,) = document["processes"]
+        assert entry["result"] == "busy" and "still starting" in entry["reason"]
+        assert starting.stdout is not None
+        assert starting.stdout.readline().startswith("ready")
+        assert "/memfd:nonstop:" not in Path(f"/proc/{starting.pid}/maps").read_text()
+    finally:
+        starting.kill()
+        starting.wait()
+
+    # The daemon follows it and patches right after relocation, not before.
+    agent.json("--lib-update", "--bundle", str(bundles[2]))  # recorded; no process maps it
+    daemon = start_daemon()
+    daemon.wait_for(r"running: 1 userspace target")
+    slow = start_slow(fixture_build.program, slow_loader, 800)
+    try:
+        found = daemon.wait_for(rf"pid {slow.pid} .* patched, ([0-9.]+) ms after exec")
+        assert float(found.group(1)) >= 800  # ld.so was held 800 ms before relocating it
+        assert slow.stdout is not None and slow.stdout.readline().startswith("ready")
+        assert slow.stdin is not None
+        slow.stdin.write("version\n")
+        slow.stdin.flush()
+        assert slow.stdout.readline().strip() == "2000"
+    finally:
+        slow.kill()
+        slow.wait()
+    assert daemon.stop() == 0

@@ -33,7 +33,7 @@ from types import FrameType
 
 from nonstop.agent import kernel_commands, lib_levels
 from nonstop.agent.actions import AgentContext
-from nonstop.agent.config import load_config
+from nonstop.agent.config import ConfigError, load_config
 from nonstop.agent.exec_watch import EventsLost, ExecWatcher, ExecWatchUnavailable
 from nonstop.agent.new_processes import (
     RESCAN_MIN_AGE,
@@ -45,6 +45,7 @@ from nonstop.agent.new_processes import (
     readable_maps,
     relocated,
 )
+from nonstop.agent.state import StateError
 from nonstop.userspace import Engine, EngineOptions, PatchSpec
 from nonstop.userspace.procfs import Mapping, list_pids, start_time
 from nonstop.userspace.region import memfd_name
@@ -100,12 +101,12 @@ class Daemon:
 
     def run(self) -> int:
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        previous_wakeup = signal.set_wakeup_fd(wake_write)
+        previous_wakeup = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+        # SIGCHLD keeps its default: ptrace stops of patched threads raise it too.
         handlers = {
             signal.SIGTERM: self._stop,
             signal.SIGINT: self._stop,
             signal.SIGHUP: self._reload,
-            signal.SIGCHLD: lambda *_: None,  # only to wake the loop through the pipe
         }
         previous = {number: signal.signal(number, handler) for number, handler in handlers.items()}
         try:
@@ -188,7 +189,7 @@ class Daemon:
     def _wait(self, wake_read: int, timeout: float) -> bool:
         """Wait for exec events, a signal or TIMEOUT; queue exec'd pids; True if events lost."""
         sources = [wake_read] + ([self.watcher.fileno()] if self.watcher else [])
-        # A running child is also polled at least once a second (SIGCHLD may have raced).
+        # A running auto-update child is polled at least once a second.
         if self.child is not None:
             timeout = min(timeout, 1.0)
         ready, _, _ = select.select(sources, [], [], timeout)
@@ -201,8 +202,8 @@ class Daemon:
         now = time.monotonic()
         try:
             pids = self.watcher.wait(0)
-        except EventsLost as exc:
-            log(f"{exc}: rescanning")
+        except (EventsLost, OSError) as exc:
+            log(f"exec events: {exc}: rescanning")
             return True
         own = os.getpid()
         for pid in pids:
@@ -213,7 +214,7 @@ class Daemon:
     def _reload_now(self) -> None:
         try:
             config = load_config(self.context.args.config)
-        except Exception as exc:  # keep running on the old configuration
+        except (ConfigError, StateError) as exc:  # keep running on the old configuration
             log(f"configuration not reloaded: {exc}")
         else:
             self.config = config

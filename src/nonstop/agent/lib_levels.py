@@ -16,6 +16,7 @@ from typing import Any
 from nonstop.agent import lib_commands
 from nonstop.agent.bundle_cache import BundleCache
 from nonstop.agent.config import Blocklist
+from nonstop.agent.new_processes import RelroCache, still_starting
 from nonstop.agent.state import StateStore
 from nonstop.bundle import Bundle, TrustedKeys
 from nonstop.userspace import Engine, PatchSpec, ProcessResult
@@ -78,19 +79,27 @@ def load_spec(cache: BundleCache, trusted: TrustedKeys, wanted: WantedLevel) -> 
     return spec_from_bundle(cache.load(wanted.bundle_sha256, trusted))
 
 
+_RELRO = RelroCache()
+
+
 def apply_to_processes(
     engine: Engine, spec: PatchSpec, blocklist: Blocklist, pids: list[int] | None = None
 ) -> list[ProcessResult]:
-    """Apply SPEC to PIDS, or to every process mapping its target; blocklisted ones are refused."""
+    """Apply SPEC to PIDS, or to every process mapping its target.
+
+    Blocklisted processes are refused; a process that ld.so is still
+    relocating is left alone (``busy``: the daemon or the next run takes it)."""
     results = []
     for pid in pids if pids is not None else engine.processes_mapping(spec.build_id):
         executable = executable_of(pid)
+        skip = None
         if executable and blocklist.blocks(executable):
-            results.append(
-                ProcessResult(
-                    pid, "refused", "blocklisted", executable=executable, build_id=spec.build_id
-                )
-            )
+            skip = ProcessResult(pid, "refused", "blocklisted")
+        elif still_starting(pid, spec.build_id, engine.build_ids, _RELRO):
+            skip = ProcessResult(pid, "busy", "still starting: ld.so has not finished relocating")
+        if skip is not None:
+            skip.executable, skip.build_id = executable, spec.build_id
+            results.append(skip)
             continue
         results.append(engine.apply(pid, spec))
     return results

@@ -176,6 +176,36 @@ class NewProcessQueue:
         return len(self._followed)
 
 
+def process_age(pid: int) -> float:
+    """Seconds since PID started (0 when it is gone)."""
+    try:
+        started = start_time(pid) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime") as handle:
+            return float(handle.read().split()[0]) - started
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def still_starting(pid: int, build_id: str, build_ids: BuildIdCache, relro: RelroCache) -> bool:
+    """True while ld.so may still be relocating PID's copy of BUILD_ID (or its program).
+
+    Without an observable RELRO range, a process younger than RESCAN_MIN_AGE
+    counts as starting."""
+    maps = readable_maps(pid)
+    if maps is None:
+        return False  # gone: the engine reports it
+    files = mapped_files(pid, maps, build_ids)
+    program = executable_path(pid).removesuffix(" (deleted)")
+    states = [
+        relocated(f, relro.get(f.build_id, f.opener))
+        for f in files
+        if f.build_id == build_id or f.mappings[0].path.removesuffix(" (deleted)") == program
+    ]
+    if False in states:
+        return True
+    return None in states and process_age(pid) < RESCAN_MIN_AGE
+
+
 def readable_maps(pid: int) -> list[Mapping] | None:
     try:
         return read_maps(pid)

@@ -21,7 +21,8 @@ and the last good state stays recorded when any step fails.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -197,15 +198,20 @@ class OnlineAgent:
             libraries=library_report(uses, LibraryFacts(self.config.cache_dir)),
         )
 
-    def check_in(self) -> CheckinAnswer:
-        """Report the inventory and read the decisions; the outcome is recorded either way."""
-        body = self.inventory()
+    @contextmanager
+    def recording_errors(self) -> Iterator[None]:
+        """A server failure is kept in online.json (``--server-info`` shows it), then raised."""
         try:
-            with self.client() as client:
-                answer = client.check_in(self.registration.host_id, body)
+            yield
         except ServerError as exc:
             self._record(error=str(exc))
             raise
+
+    def check_in(self) -> CheckinAnswer:
+        """Report the inventory and read the decisions; the outcome is recorded either way."""
+        body = self.inventory()
+        with self.recording_errors(), self.client() as client:
+            answer = client.check_in(self.registration.host_id, body)
         self._record(answer=answer)
         return answer
 
@@ -224,7 +230,7 @@ class OnlineAgent:
         trusted = self.context.trusted_keys()
         cache = self.context.bundle_cache
         fetched = []
-        with self.client() as client:
+        with self.recording_errors(), self.client() as client:
             for decision in offers:
                 ref = decision.bundle
                 assert ref is not None  # an "apply" decision always carries one
