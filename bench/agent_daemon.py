@@ -49,6 +49,18 @@ def rss_kb(pid: int) -> int:
     return 0
 
 
+def count_execs(seconds: float) -> int:
+    """Exec events on the whole machine during SECONDS (each one the daemon looks at)."""
+    from nonstop.agent.exec_watch import ExecWatcher
+
+    seen = 0
+    deadline = time.monotonic() + seconds
+    with ExecWatcher() as watcher:
+        while (left := deadline - time.monotonic()) > 0:
+            seen += len(watcher.wait(left))
+    return seen
+
+
 def wait_for(log: Path, pattern: str, timeout: float = 60) -> re.Match[str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -104,11 +116,12 @@ def main() -> None:
             print(f"  daemon's own (exec event to patched):                 {summary(inside)}")
             time.sleep(2)
             rss_before, cpu_before = rss_kb(daemon.pid), cpu_seconds(daemon.pid)
-            time.sleep(args.idle_seconds)
+            execs = count_execs(args.idle_seconds)
             cpu = cpu_seconds(daemon.pid) - cpu_before
             print(f"idle daemon over {args.idle_seconds:g} s: RSS {rss_before} kB -> "
                   f"{rss_kb(daemon.pid)} kB, CPU {cpu:.2f} s = "
-                  f"{cpu * 3600 / args.idle_seconds:.1f} s per hour")  # fmt: skip
+                  f"{cpu * 3600 / args.idle_seconds:.1f} s per hour; "
+                  f"{execs} execs by other processes on the machine meanwhile")  # fmt: skip
         finally:
             daemon.send_signal(signal.SIGTERM)
             daemon.wait(timeout=60)
