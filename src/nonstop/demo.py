@@ -275,10 +275,7 @@ def _service_story(
     step("host: nonstopctl --register KEY --server URL, then --status")
     registered = _ctl_json(env, "--register", key["key"], "--server", server.url)
     say(f"registered as host {registered['host_id']} (the token stays in the state dir, 0600)")
-    status = _nonstopctl(env, "--status")
-    say(f"nonstopctl --status -> exit {status.returncode} ({status.stdout.strip()})")
-    if status.returncode != 2:
-        raise DemoFailure("--status should report updates available (2)")
+    _expect_status(env, 2)
 
     step("nonstopctl --auto-update: check in, download, verify, apply to the running service")
     _auto_update(env, pid, expected_level=1)
@@ -304,10 +301,7 @@ def _service_story(
         raise DemoFailure(f"memory grew from level 1 to level 2: {before} -> {after}")
     for line in _nonstopctl(env, "--lib-info").stdout.splitlines():
         say(f"--lib-info: {line}")
-    status = _nonstopctl(env, "--status")
-    say(f"nonstopctl --status -> exit {status.returncode} ({status.stdout.strip()})")
-    if status.returncode != 0:
-        raise DemoFailure("--status should report up to date (0)")
+    _expect_status(env, 0)
 
     step("nonstopctl --daemon: a service started now is patched soon after its exec")
     daemon_log = work / "daemon.log"
@@ -379,6 +373,13 @@ def _ctl_json(env: dict[str, str], *args: str) -> dict[str, Any]:
     if done.returncode != 0:
         raise DemoFailure(f"nonstopctl {args[0]} failed: {done.stderr.strip()}")
     return document
+
+
+def _expect_status(env: dict[str, str], expected: int) -> None:
+    status = _nonstopctl(env, "--status")
+    say(f"nonstopctl --status -> exit {status.returncode} ({status.stdout.strip()})")
+    if status.returncode != expected:
+        raise DemoFailure(f"--status should have exited {expected}: {status.stderr.strip()}")
 
 
 def _auto_update(env: dict[str, str], pid: int, expected_level: int) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server.conftest import LiveServer, create_admin_token, start_server
+from tests.server.conftest import LiveServer, live_server
 from tests.userspace import conftest as engine_tests
 from tests.userspace.conftest import NONSTOPCTL, FixtureBuild, Target
 
@@ -33,19 +33,8 @@ def patch_server(
 ) -> Iterator[LiveServer]:
     """A real patch server on loopback with the embedded defaults (SQLite in its data dir)."""
     url = f"sqlite:///{tmp_path_factory.mktemp('agent-db')}/nonstop.db"
-    process = start_server(
-        tmp_path_factory,
-        url,
-        trusted_dir,
-        "--registrations-per-minute",
-        "0",
-        "--failed-auth-per-minute",
-        "0",
-    )
-    try:
-        yield LiveServer(process, url, create_admin_token(process.data_dir, url))
-    finally:
-        process.stop()
+    with live_server(tmp_path_factory, url, trusted_dir) as running:
+        yield running
 
 
 class Admin:

@@ -40,6 +40,7 @@ from nonstop.agent.new_processes import (
     Followed,
     NewProcessQueue,
     RelroCache,
+    all_process_maps,
     executable_path,
     mapped_files,
     readable_maps,
@@ -310,13 +311,7 @@ class Daemon:
             return
         uptime = _uptime()
         ticks = os.sysconf("SC_CLK_TCK")
-        own = {os.getpid()} | ({self.child.pid} if self.child else set())
-        for pid in list_pids():
-            if pid in own:
-                continue
-            maps = readable_maps(pid)
-            if not maps:
-                continue
+        for pid, maps in all_process_maps({self.child.pid} if self.child else set()):
             try:
                 started = start_time(pid)
             except (OSError, IndexError, ValueError):

@@ -23,10 +23,11 @@ from typing import Any
 from nonstop import __version__
 from nonstop.agent.config import Blocklist
 from nonstop.agent.host_info import Distro, detect_distro
+from nonstop.agent.new_processes import all_process_maps
 from nonstop.bundle import KernelTarget
 from nonstop.userspace import Engine
 from nonstop.userspace.image import BuildIdCache
-from nonstop.userspace.procfs import PROC, executable_of, list_pids, map_file_path, read_maps
+from nonstop.userspace.procfs import PROC, executable_of, map_file_path
 
 MAX_LIBRARIES = 4096
 """The API's limit per check-in; past it the libraries mapped by fewest processes are left out."""
@@ -67,13 +68,7 @@ def libraries_in_use(
     ids = build_ids or engine.build_ids
     own_namespace = _mount_namespace("self")
     found: dict[str, LibraryUse] = {}
-    for pid in list_pids():
-        if pid == os.getpid():
-            continue
-        try:
-            maps = read_maps(pid)
-        except (OSError, ValueError):
-            continue  # exited meanwhile, or a kernel thread
+    for pid, maps in all_process_maps(set()):
         executable = executable_of(pid)
         namespace = _mount_namespace(pid)
         seen: set[str] = set()

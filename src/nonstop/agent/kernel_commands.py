@@ -240,7 +240,11 @@ def run_uname(context: AgentContext) -> int:
 
 
 ACTIONS = [
-    Action("--update", "apply the kernel patch level in --bundle FILE", run_update),
+    Action(
+        "--update",
+        "apply the kernel patch level the patch server offers, or the one in --bundle FILE",
+        run_update,
+    ),
     Action("--unload", "disable and unload the kernel patches (rollback)", run_unload),
     Action("--info", "kernel patch level, module, transition, guard state", run_info),
     Action("--patch-info", "fixes, CVEs and functions of the applied level", run_patch_info),

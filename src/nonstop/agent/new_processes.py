@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from nonstop.userspace.image import BuildIdCache
-from nonstop.userspace.procfs import Mapping, map_file_path, read_maps, start_time
+from nonstop.userspace.procfs import Mapping, list_pids, map_file_path, read_maps, start_time
 
 PT_LOAD, PT_GNU_RELRO = 1, 0x6474E552
 PAGE = 4096
@@ -210,4 +211,14 @@ def readable_maps(pid: int) -> list[Mapping] | None:
     try:
         return read_maps(pid)
     except (OSError, ValueError):
-        return None
+        return None  # exited meanwhile, or a kernel thread
+
+
+def all_process_maps(skip: set[int]) -> Iterator[tuple[int, list[Mapping]]]:
+    """Every process but SKIP (and this one) with its memory map, one pass over /proc."""
+    skip = skip | {os.getpid()}
+    for pid in list_pids():
+        if pid not in skip:
+            maps = readable_maps(pid)
+            if maps:
+                yield pid, maps
