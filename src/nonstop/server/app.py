@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
@@ -19,6 +20,7 @@ from fastapi.responses import JSONResponse
 from nonstop import __version__
 from nonstop.server.api import ROUTERS
 from nonstop.server.api.admin_bundles import UPLOAD_PATH
+from nonstop.server.api.common import RAW_BODY_MODELS
 from nonstop.server.context import ServerContext
 from nonstop.server.errors import ApiError
 from nonstop.server.logs import logger
@@ -68,6 +70,7 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
 
     for router in ROUTERS:
         app.include_router(router)
+    _document_raw_bodies(app)
 
     def limit_for(method: str, path: str) -> int:
         if method == "POST" and path == UPLOAD_PATH:
@@ -76,6 +79,24 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
 
     app.add_middleware(RequestGuard, limit_for=limit_for, access_log=settings.access_log)
     return app
+
+
+def _document_raw_bodies(app: FastAPI) -> None:
+    """Put the models of bodies read by ``parse_json_body`` into the OpenAPI components."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in RAW_BODY_MODELS:
+                document = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(document.pop("$defs", {}))
+                components[model.__name__] = document
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_from_environment() -> FastAPI:

@@ -1,21 +1,29 @@
 """The check-in: record a host's inventory and answer, per target, what to apply.
 
-The hot path of a fleet, so it is a few statements in one transaction:
-authenticate (one primary-key read), record the check-in id (an INSERT that
-ignores a duplicate: a retried check-in is answered again but recorded once),
-and only when the inventory changed since the last check-in (compared by
-digest) replace the host's target rows with one bulk INSERT. The answer is
-computed from the in-memory catalog, never from a query per target.
+The hot path of a fleet. After authentication (one primary-key read) it
+records the check-in id (an INSERT that ignores a duplicate: a retried
+check-in is answered again but recorded once), updates the host row, and only
+when the inventory changed since the last check-in (compared by digest)
+replaces the host's target rows. All of it commits together or not at all:
+
+- on PostgreSQL as ONE statement (data-modifying CTEs, the target rows passed
+  as arrays), sent in autocommit mode: one round trip, no BEGIN or COMMIT;
+- on SQLite (in-process, no round trips to save) as a few statements in one
+  write transaction.
+
+The answer is computed from the in-memory catalog, never from a query per
+target.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import json
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
+import psycopg
 from sqlalchemy import Connection, Insert, Row, bindparam, delete, insert, update
 
 from nonstop.bundle.manifest import KernelTarget, UserspaceTarget
@@ -26,9 +34,8 @@ from nonstop.server.policy import Candidate, decide, parse_sticky
 from nonstop.server.schemas import BundleRef, CheckinRequest, CheckinResponse, TargetDecision
 
 
-@dataclass(frozen=True)
-class TargetRow:
-    """One target of the inventory, as stored in host_targets."""
+class TargetRow(NamedTuple):
+    """One target of the inventory, as stored in host_targets (a tuple: cheap to hash and send)."""
 
     target_key: str
     alt_target_key: str | None
@@ -40,17 +47,7 @@ class TargetRow:
     applied_level: int | None
 
     def row(self, host_id: str) -> dict[str, object]:
-        return {
-            "host_id": host_id,
-            "target_key": self.target_key,
-            "alt_target_key": self.alt_target_key,
-            "kind": self.kind,
-            "name": self.name,
-            "package_name": self.package_name,
-            "package_version": self.package_version,
-            "processes": self.processes,
-            "applied_level": self.applied_level,
-        }
+        return {"host_id": host_id, **self._asdict()}
 
     def identities(self) -> tuple[str, ...]:
         return (
@@ -99,9 +96,13 @@ def inventory_targets(request: CheckinRequest) -> list[TargetRow]:
     return rows
 
 
-def inventory_digest(request: CheckinRequest) -> str:
-    """Identifies the inventory (everything but the check-in id) for change detection."""
-    return hashlib.sha256(request.model_dump_json(exclude={"checkin_id"}).encode()).hexdigest()
+def inventory_digest(targets: list[TargetRow]) -> str:
+    """Identifies the stored target rows, so an unchanged inventory skips rewriting them."""
+    return _digest(json.dumps(targets))
+
+
+def _digest(rows_json: str) -> str:
+    return hashlib.sha256(rows_json.encode()).hexdigest()
 
 
 # Built once: the hot path only binds values (no statement construction per request).
@@ -147,29 +148,93 @@ def record(
     targets = inventory_targets(request)
     if inserted is None:
         return False, targets
-    digest = inventory_digest(request)
+    digest = inventory_digest(targets)
     if digest != host.inventory_digest:
         if host.inventory_digest is not None:  # a first check-in has no rows to replace
             connection.execute(_DELETE_TARGETS, {"h_id": host.id})
         if targets:
             connection.execute(_INSERT_TARGETS, [target.row(host.id) for target in targets])
-    kernel = request.kernel
-    connection.execute(
-        _UPDATE_HOST,
-        {
-            "h_id": host.id,
-            "h_hostname": request.hostname,
-            "h_distro_id": request.os.id,
-            "h_distro_version": request.os.version_id,
-            "h_kernel_release": kernel.release if kernel else None,
-            "h_kernel_build_id": kernel.build_id if kernel else None,
-            "h_kernel_version_digest": kernel.version_digest if kernel else None,
-            "h_agent_version": request.agent_version,
-            "h_digest": digest,
-            "h_now": now,
-        },
-    )
+    connection.execute(_UPDATE_HOST, _host_values(host.id, request, digest, now))
     return True, targets
+
+
+def _host_values(
+    host_id: str, request: CheckinRequest, digest: str, now: datetime
+) -> dict[str, object]:
+    kernel = request.kernel
+    return {
+        "h_id": host_id,
+        "h_hostname": request.hostname,
+        "h_distro_id": request.os.id,
+        "h_distro_version": request.os.version_id,
+        "h_kernel_release": kernel.release if kernel else None,
+        "h_kernel_build_id": kernel.build_id if kernel else None,
+        "h_kernel_version_digest": kernel.version_digest if kernel else None,
+        "h_agent_version": request.agent_version,
+        "h_digest": digest,
+        "h_now": now,
+    }
+
+
+# The whole check-in write in one PostgreSQL statement. Its parts see one snapshot and
+# run in no set order, so they touch disjoint rows: target rows still reported are
+# upserted, the others deleted. Nothing is written unless the check-in id is new. The
+# target rows arrive as one JSON array of TargetRow tuples (the text the digest hashes).
+_RECORD_POSTGRESQL = """
+WITH recorded AS (
+    INSERT INTO checkins (host_id, checkin_id, received_at, agent_version)
+    VALUES (%(h_id)s, %(checkin_id)s, %(h_now)s, %(h_agent_version)s)
+    ON CONFLICT (host_id, checkin_id) DO NOTHING
+    RETURNING id
+), host AS (
+    UPDATE hosts SET
+        hostname = %(h_hostname)s, distro_id = %(h_distro_id)s,
+        distro_version = %(h_distro_version)s, kernel_release = %(h_kernel_release)s,
+        kernel_build_id = %(h_kernel_build_id)s,
+        kernel_version_digest = %(h_kernel_version_digest)s,
+        agent_version = %(h_agent_version)s, inventory_digest = %(h_digest)s,
+        last_checkin_at = %(h_now)s, checkin_count = checkin_count + 1
+    WHERE id = %(h_id)s AND EXISTS (SELECT FROM recorded)
+), incoming AS (
+    SELECT t->>0 AS target_key, t->>1 AS alt_target_key, t->>2 AS kind, t->>3 AS name,
+           t->>4 AS package_name, t->>5 AS package_version,
+           (t->>6)::int AS processes, (t->>7)::int AS applied_level
+    FROM json_array_elements(%(targets)s::json) AS t
+    WHERE EXISTS (SELECT FROM recorded)
+), dropped AS (
+    DELETE FROM host_targets
+    WHERE host_id = %(h_id)s AND %(replace)s AND EXISTS (SELECT FROM recorded)
+      AND target_key NOT IN (SELECT target_key FROM incoming)
+), kept AS (
+    INSERT INTO host_targets (host_id, target_key, alt_target_key, kind, name,
+                              package_name, package_version, processes, applied_level)
+    SELECT %(h_id)s, * FROM incoming
+    ON CONFLICT (host_id, target_key) DO UPDATE SET
+        alt_target_key = excluded.alt_target_key, kind = excluded.kind,
+        name = excluded.name, package_name = excluded.package_name,
+        package_version = excluded.package_version, processes = excluded.processes,
+        applied_level = excluded.applied_level
+)
+SELECT count(*) FROM recorded
+"""
+
+
+def record_postgresql(
+    driver: psycopg.Connection[Any], host: Any, request: CheckinRequest
+) -> tuple[bool, list[TargetRow]]:
+    """As ``record``, as one autocommitted statement on a psycopg connection."""
+    targets = inventory_targets(request)
+    rows = json.dumps(targets)
+    digest = _digest(rows)
+    replace = digest != host.inventory_digest
+    values = _host_values(host.id, request, digest, utcnow()) | {
+        "checkin_id": str(request.checkin_id),
+        "replace": replace,
+        "targets": rows if replace else "[]",
+    }
+    recorded = driver.execute(_RECORD_POSTGRESQL, values, prepare=True).fetchone()
+    assert recorded is not None
+    return recorded[0] == 1, targets
 
 
 def answer(

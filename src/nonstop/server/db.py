@@ -3,8 +3,15 @@
 SQLite (the embedded default) runs in WAL mode and takes its write lock at the
 start of a write transaction (BEGIN IMMEDIATE): otherwise two check-ins that
 read and then write would race for the lock and one would fail at once instead
-of waiting. PostgreSQL needs nothing special: every request is one short
-transaction on a pooled connection, so replicas share nothing but the database.
+of waiting. On PostgreSQL every request is one short transaction on a pooled
+connection, so replicas share nothing but the database; the check-in, the hot
+path, borrows the pooled psycopg connection itself in autocommit mode and
+sends single statements, each its own transaction (``autocommit_driver``).
+
+Pooled connections are not pinged before use (a round trip per request): a
+connection lost with a database restart fails its request with an
+OperationalError, which the app answers with 503 so the agent retries, and is
+replaced in the pool.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -55,7 +63,7 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         )
         _configure_sqlite(engine)
         return engine
-    return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_engine(parsed, pool_size=pool_size, max_overflow=pool_size)
 
 
 class Database:
@@ -87,6 +95,28 @@ class Database:
         # faster than letting each thread sleep-and-retry on the file lock (busy_timeout).
         with self._sqlite_writer, self._writer.begin() as connection:
             yield connection
+
+    @contextmanager
+    def autocommit_driver(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled PostgreSQL connection as psycopg's own, in autocommit mode.
+
+        Each statement commits by itself, with no BEGIN and COMMIT round trips; a
+        statement that must change several tables atomically is written as one
+        statement (data-modifying CTEs).
+        """
+        pooled = self.engine.raw_connection()
+        driver: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
+        try:
+            driver.autocommit = True
+            yield driver
+        except psycopg.OperationalError:
+            if driver.broken:
+                pooled.invalidate()
+            raise
+        finally:
+            if not driver.broken:
+                driver.autocommit = False
+            pooled.close()
 
     def insert_ignoring_duplicates(self, table: Table, *unique: str) -> Insert:
         """INSERT ... ON CONFLICT (UNIQUE) DO NOTHING, in this backend's dialect."""

@@ -11,9 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn, cast
 
+import psycopg
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, Row, bindparam, select
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
 from nonstop.server.auth import (
     ADMIN_PREFIX,
@@ -75,28 +78,40 @@ _HOST_BY_ID = select(
     hosts.c.inventory_digest,
     hosts.c.unregistered_at,
 ).where(hosts.c.id == bindparam("host_id"))
+# The same query for a psycopg connection of the check-in's fast path (see db.autocommit_driver).
+_HOST_BY_ID_SQL = str(_HOST_BY_ID.compile(dialect=psycopg_dialect()))  # type: ignore[no-untyped-call]
+
+
+def _find_host(connection: Connection | psycopg.Connection[Any], host_id: str) -> Any:
+    if isinstance(connection, Connection):
+        return connection.execute(_HOST_BY_ID, {"host_id": host_id}).first()
+    with connection.cursor(row_factory=namedtuple_row) as cursor:
+        return cursor.execute(_HOST_BY_ID_SQL, {"host_id": host_id}, prepare=True).fetchone()
 
 
 def authenticate_host(
-    ctx: ServerContext, connection: Connection, client: str, credentials: Credentials
-) -> Row[Any]:
+    ctx: ServerContext,
+    connection: Connection | psycopg.Connection[Any],
+    client: str,
+    credentials: Credentials,
+) -> Any:
     """The host row (id, feed, sticky, inventory digest) of a valid host token, else 401."""
     guard_failed_auth(ctx, client)
     parts = split_credential(HOST_PREFIX, credentials.credentials) if credentials else None
     if parts is None:
         refuse(ctx, client, "host", "a host token is required (Authorization: Bearer nsh_...)")
     host_id, secret = parts
-    row = connection.execute(_HOST_BY_ID, {"host_id": host_id}).first()
+    row = _find_host(connection, host_id)
     if (
         row is None
         or row.unregistered_at is not None
         or not secret_matches(secret, row.secret_hash)
     ):
         refuse(ctx, client, "host", "host token is not valid")
-    return cast(Row[Any], row)
+    return row
 
 
-def require_same_host(row: Row[Any], host_id: str) -> None:
+def require_same_host(row: Any, host_id: str) -> None:
     if row.id != host_id:
         raise Forbidden("a host token gives access to its own host only")
 
@@ -105,7 +120,7 @@ def current_host(
     ctx: Ctx, client: Client, credentials: Annotated[Credentials, Depends(host_scheme)]
 ) -> Row[Any]:
     with ctx.db.read() as connection:
-        return authenticate_host(ctx, connection, client, credentials)
+        return cast(Row[Any], authenticate_host(ctx, connection, client, credentials))
 
 
 HostRow = Annotated[Row[Any], Depends(current_host)]

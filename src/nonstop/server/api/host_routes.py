@@ -7,12 +7,19 @@ token reaches only its own host and only bundles for targets it reported.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from nonstop.server import checkin, hosts
-from nonstop.server.api.common import COMMON_ERRORS, bundle_file, errors
+from nonstop.server.api.common import (
+    COMMON_ERRORS,
+    bundle_file,
+    errors,
+    json_body_doc,
+    parse_json_body,
+)
 from nonstop.server.api.deps import (
     Client,
     Credentials,
@@ -25,6 +32,8 @@ from nonstop.server.api.deps import (
     require_same_host,
 )
 from nonstop.server.bundles import authorize_download, bundle_bytes
+from nonstop.server.catalog import CatalogSnapshot
+from nonstop.server.context import ServerContext
 from nonstop.server.errors import TooManyRequests
 from nonstop.server.metrics import CHECKINS, DOWNLOADS, REGISTRATIONS
 from nonstop.server.models import utcnow
@@ -74,26 +83,47 @@ def register_host(body: RegisterRequest, ctx: Ctx, client: Client) -> RegisterRe
     )
 
 
-@router.post("/hosts/{host_id}/checkin", response_model=CheckinResponse)
-def check_in(
+@router.post(
+    "/hosts/{host_id}/checkin",
+    response_model=CheckinResponse,
+    openapi_extra=json_body_doc(CheckinRequest),
+)
+async def check_in(
     host_id: str,
-    body: CheckinRequest,
+    request: Request,
     ctx: Ctx,
     client: Client,
     credentials: HostCredentials,
 ) -> Response:
     """Report the host's inventory; learn, per target, the bundle to apply or none."""
-    catalog = ctx.catalog.snapshot()
-    with ctx.db.write() as connection:
-        host = authenticate_host(ctx, connection, client, credentials)
-        require_same_host(host, host_id)
-        recorded, targets = checkin.record(ctx.db, connection, host, body)
+    body = await parse_json_body(request, CheckinRequest)
+    host, recorded, targets, catalog = await run_in_threadpool(
+        _record_checkin, ctx, client, credentials, host_id, body
+    )
     CHECKINS.labels("recorded" if recorded else "replayed").inc()
     answer = checkin.answer(
         host, body, targets, catalog, recorded, ctx.settings.checkin_interval_seconds, utcnow()
     )
     # The answer is built from the model already: serialize once, skip re-validation.
     return Response(answer.model_dump_json(), media_type="application/json")
+
+
+def _record_checkin(
+    ctx: ServerContext, client: str, credentials: Credentials, host_id: str, body: CheckinRequest
+) -> tuple[Any, bool, list[checkin.TargetRow], CatalogSnapshot]:
+    """Everything that may block, in one worker thread: authenticate, store, read the catalog."""
+    catalog = ctx.catalog.snapshot()
+    if ctx.db.is_sqlite:
+        with ctx.db.write() as connection:
+            host = authenticate_host(ctx, connection, client, credentials)
+            require_same_host(host, host_id)
+            recorded, targets = checkin.record(ctx.db, connection, host, body)
+    else:
+        with ctx.db.autocommit_driver() as driver:
+            host = authenticate_host(ctx, driver, client, credentials)
+            require_same_host(host, host_id)
+            recorded, targets = checkin.record_postgresql(driver, host, body)
+    return host, recorded, targets, catalog
 
 
 @router.get("/hosts/{host_id}", response_model=HostDetail)
