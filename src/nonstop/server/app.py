@@ -14,6 +14,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio.to_thread
+import psycopg
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -51,9 +53,11 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
                 }
             },
         )
+        await ctx.db.open_async_pool()
         pruner = asyncio.create_task(prune_forever(ctx.db, settings.checkin_history_days))
         yield
         pruner.cancel()
+        await ctx.db.close_async_pool()
         ctx.db.dispose()
 
     app = FastAPI(
@@ -61,12 +65,24 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Metrics are Prometheus (/metrics); FastAPI's OpenTelemetry hooks would only cost
+        # a provider lookup per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.ctx = ctx
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
+
+    async def database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        # A lost connection (database restarted, network cut): the pool replaces it, and the
+        # agent retries; the same check-in id keeps a retry from being recorded twice.
+        detail = f"database unavailable: {exc.__class__.__name__}; retry"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
+
+    for error in (sqlalchemy.exc.OperationalError, psycopg.OperationalError):
+        app.add_exception_handler(error, database_unavailable)
 
     for router in ROUTERS:
         app.include_router(router)

@@ -7,7 +7,8 @@ when the inventory changed since the last check-in (compared by digest)
 replaces the host's target rows. All of it commits together or not at all:
 
 - on PostgreSQL as ONE statement (data-modifying CTEs, the target rows passed
-  as arrays), sent in autocommit mode: one round trip, no BEGIN or COMMIT;
+  as one JSON array), sent in autocommit mode from the event loop: one round
+  trip, no BEGIN or COMMIT, no worker thread;
 - on SQLite (in-process, no round trips to save) as a few statements in one
   write transaction.
 
@@ -30,7 +31,7 @@ from nonstop.bundle.manifest import KernelTarget, UserspaceTarget
 from nonstop.server.catalog import CatalogSnapshot
 from nonstop.server.db import Database
 from nonstop.server.models import UTCDateTime, checkins, host_targets, hosts, utcnow
-from nonstop.server.policy import Candidate, decide, parse_sticky
+from nonstop.server.policy import Candidate, decide, parse_sticky, strictest
 from nonstop.server.schemas import BundleRef, CheckinRequest, CheckinResponse, TargetDecision
 
 
@@ -219,10 +220,10 @@ SELECT count(*) FROM recorded
 """
 
 
-def record_postgresql(
-    driver: psycopg.Connection[Any], host: Any, request: CheckinRequest
+async def record_postgresql(
+    connection: psycopg.AsyncConnection[Any], host: Any, request: CheckinRequest
 ) -> tuple[bool, list[TargetRow]]:
-    """As ``record``, as one autocommitted statement on a psycopg connection."""
+    """As ``record``, as one autocommitted statement on an asyncio psycopg connection."""
     targets = inventory_targets(request)
     rows = json.dumps(targets)
     digest = _digest(rows)
@@ -232,7 +233,8 @@ def record_postgresql(
         "replace": replace,
         "targets": rows if replace else "[]",
     }
-    recorded = driver.execute(_RECORD_POSTGRESQL, values, prepare=True).fetchone()
+    cursor = await connection.execute(_RECORD_POSTGRESQL, values, prepare=True)
+    recorded = await cursor.fetchone()
     assert recorded is not None
     return recorded[0] == 1, targets
 
@@ -247,8 +249,8 @@ def answer(
     now: datetime,
 ) -> CheckinResponse:
     """Per target: the bundle to apply under the host's feed and pin, or none and why."""
-    sticky = parse_sticky(host.sticky)
-    delay = catalog.feed_delays.get(host.feed, 0)
+    sticky = strictest(parse_sticky(host.sticky), parse_sticky(request.sticky))
+    delay = max(catalog.feed_delays.get(host.feed, 0), request.delay_hours or 0)
     decisions = []
     for target in targets:
         candidates: list[Candidate] = []
@@ -277,6 +279,7 @@ def answer(
                     level=bundle.level,
                     size=bundle.size,
                     effective_version=bundle.effective_version,
+                    published_at=bundle.published_at,
                     url=f"/api/v1/bundles/{bundle.sha256}",
                 ),
             )

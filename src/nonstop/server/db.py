@@ -4,9 +4,10 @@ SQLite (the embedded default) runs in WAL mode and takes its write lock at the
 start of a write transaction (BEGIN IMMEDIATE): otherwise two check-ins that
 read and then write would race for the lock and one would fail at once instead
 of waiting. On PostgreSQL every request is one short transaction on a pooled
-connection, so replicas share nothing but the database; the check-in, the hot
-path, borrows the pooled psycopg connection itself in autocommit mode and
-sends single statements, each its own transaction (``autocommit_driver``).
+connection, so replicas share nothing but the database. The check-in, the hot
+path, runs on the event loop with its own asyncio pool of psycopg connections
+in autocommit mode, sending single statements, each its own transaction
+(``autocommit_async``): no worker thread, no BEGIN/COMMIT round trips.
 
 Pooled connections are not pinged before use (a round trip per request): a
 connection lost with a database restart fails its request with an
@@ -17,12 +18,13 @@ replaced in the pool.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool
 from sqlalchemy import Connection, Engine, Insert, Table, create_engine, event, make_url
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -71,7 +73,9 @@ class Database:
 
     def __init__(self, url: str, pool_size: int = 10) -> None:
         self.url = url
+        self.pool_size = pool_size
         self.engine = make_engine(url, pool_size)
+        self._async_pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] | None = None
         self._writer = self.engine.execution_options(**{_WRITE: True})
         self._sqlite_writer = threading.Lock() if self.is_sqlite else None
 
@@ -96,27 +100,35 @@ class Database:
         with self._sqlite_writer, self._writer.begin() as connection:
             yield connection
 
-    @contextmanager
-    def autocommit_driver(self) -> Iterator[psycopg.Connection[Any]]:
-        """A pooled PostgreSQL connection as psycopg's own, in autocommit mode.
+    async def open_async_pool(self) -> None:
+        """PostgreSQL: open the asyncio pool of the check-in path (in the serving event loop)."""
+        if self.is_sqlite:
+            return
+        conninfo = make_url(self.url).set(drivername="postgresql")
+        self._async_pool = AsyncConnectionPool(
+            conninfo.render_as_string(hide_password=False),
+            min_size=1,
+            max_size=self.pool_size,
+            kwargs={"autocommit": True},
+            open=False,
+        )
+        await self._async_pool.open()
+
+    @asynccontextmanager
+    async def autocommit_async(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled asyncio PostgreSQL connection in autocommit mode.
 
         Each statement commits by itself, with no BEGIN and COMMIT round trips; a
         statement that must change several tables atomically is written as one
-        statement (data-modifying CTEs).
+        statement (data-modifying CTEs). The pool drops a connection found broken.
         """
-        pooled = self.engine.raw_connection()
-        driver: psycopg.Connection[Any] = pooled.driver_connection  # type: ignore[assignment]
-        try:
-            driver.autocommit = True
-            yield driver
-        except psycopg.OperationalError:
-            if driver.broken:
-                pooled.invalidate()
-            raise
-        finally:
-            if not driver.broken:
-                driver.autocommit = False
-            pooled.close()
+        assert self._async_pool is not None, "open_async_pool() first"
+        async with self._async_pool.connection() as connection:
+            yield connection
+
+    async def close_async_pool(self) -> None:
+        if self._async_pool is not None:
+            await self._async_pool.close()
 
     def insert_ignoring_duplicates(self, table: Table, *unique: str) -> Insert:
         """INSERT ... ON CONFLICT (UNIQUE) DO NOTHING, in this backend's dialect."""

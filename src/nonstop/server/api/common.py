@@ -36,9 +36,10 @@ def errors(**descriptions: str) -> Responses:
 
 
 COMMON_ERRORS = errors(
-    e400="the body is not JSON, or well-formed but not acceptable",
+    e400="the body is well-formed but not acceptable",
     e413="the body is over the server's size limit",
     e429="too many failed authentications",
+    e503="the database is unavailable; retry",
 )
 ADMIN_ERRORS = COMMON_ERRORS | errors(
     e401="missing or invalid admin token",

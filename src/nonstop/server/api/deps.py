@@ -78,30 +78,20 @@ _HOST_BY_ID = select(
     hosts.c.inventory_digest,
     hosts.c.unregistered_at,
 ).where(hosts.c.id == bindparam("host_id"))
-# The same query for a psycopg connection of the check-in's fast path (see db.autocommit_driver).
+# The same query for the check-in's asyncio psycopg connection (db.autocommit_async).
 _HOST_BY_ID_SQL = str(_HOST_BY_ID.compile(dialect=psycopg_dialect()))  # type: ignore[no-untyped-call]
 
 
-def _find_host(connection: Connection | psycopg.Connection[Any], host_id: str) -> Any:
-    if isinstance(connection, Connection):
-        return connection.execute(_HOST_BY_ID, {"host_id": host_id}).first()
-    with connection.cursor(row_factory=namedtuple_row) as cursor:
-        return cursor.execute(_HOST_BY_ID_SQL, {"host_id": host_id}, prepare=True).fetchone()
-
-
-def authenticate_host(
-    ctx: ServerContext,
-    connection: Connection | psycopg.Connection[Any],
-    client: str,
-    credentials: Credentials,
-) -> Any:
-    """The host row (id, feed, sticky, inventory digest) of a valid host token, else 401."""
+def _host_credential(ctx: ServerContext, client: str, credentials: Credentials) -> tuple[str, str]:
+    """(host id, secret) of a well-formed host token, else 401 (429 past the failure limit)."""
     guard_failed_auth(ctx, client)
     parts = split_credential(HOST_PREFIX, credentials.credentials) if credentials else None
     if parts is None:
         refuse(ctx, client, "host", "a host token is required (Authorization: Bearer nsh_...)")
-    host_id, secret = parts
-    row = _find_host(connection, host_id)
+    return parts
+
+
+def _verified(ctx: ServerContext, client: str, row: Any, secret: str) -> Any:
     if (
         row is None
         or row.unregistered_at is not None
@@ -109,6 +99,29 @@ def authenticate_host(
     ):
         refuse(ctx, client, "host", "host token is not valid")
     return row
+
+
+def authenticate_host(
+    ctx: ServerContext, connection: Connection, client: str, credentials: Credentials
+) -> Row[Any]:
+    """The host row (id, feed, sticky, inventory digest) of a valid host token, else 401."""
+    host_id, secret = _host_credential(ctx, client, credentials)
+    row = connection.execute(_HOST_BY_ID, {"host_id": host_id}).first()
+    return cast(Row[Any], _verified(ctx, client, row, secret))
+
+
+async def authenticate_host_async(
+    ctx: ServerContext,
+    connection: psycopg.AsyncConnection[Any],
+    client: str,
+    credentials: Credentials,
+) -> Any:
+    """As ``authenticate_host``, on an asyncio psycopg connection."""
+    host_id, secret = _host_credential(ctx, client, credentials)
+    async with connection.cursor(row_factory=namedtuple_row) as cursor:
+        await cursor.execute(_HOST_BY_ID_SQL, {"host_id": host_id}, prepare=True)
+        row = await cursor.fetchone()
+    return _verified(ctx, client, row, secret)
 
 
 def require_same_host(row: Any, host_id: str) -> None:
@@ -120,7 +133,7 @@ def current_host(
     ctx: Ctx, client: Client, credentials: Annotated[Credentials, Depends(host_scheme)]
 ) -> Row[Any]:
     with ctx.db.read() as connection:
-        return cast(Row[Any], authenticate_host(ctx, connection, client, credentials))
+        return authenticate_host(ctx, connection, client, credentials)
 
 
 HostRow = Annotated[Row[Any], Depends(current_host)]

@@ -26,13 +26,13 @@ from nonstop.server.api.deps import (
     Ctx,
     HostRow,
     authenticate_host,
+    authenticate_host_async,
     guard_failed_auth,
     host_scheme,
     refuse,
     require_same_host,
 )
 from nonstop.server.bundles import authorize_download, bundle_bytes
-from nonstop.server.catalog import CatalogSnapshot
 from nonstop.server.context import ServerContext
 from nonstop.server.errors import TooManyRequests
 from nonstop.server.metrics import CHECKINS, DOWNLOADS, REGISTRATIONS
@@ -97,9 +97,18 @@ async def check_in(
 ) -> Response:
     """Report the host's inventory; learn, per target, the bundle to apply or none."""
     body = await parse_json_body(request, CheckinRequest)
-    host, recorded, targets, catalog = await run_in_threadpool(
-        _record_checkin, ctx, client, credentials, host_id, body
-    )
+    catalog = ctx.catalog.fresh()
+    if catalog is None:  # stale: re-read it without blocking the event loop
+        catalog = await run_in_threadpool(ctx.catalog.snapshot)
+    if ctx.db.is_sqlite:
+        host, recorded, targets = await run_in_threadpool(
+            _record_sqlite, ctx, client, credentials, host_id, body
+        )
+    else:
+        async with ctx.db.autocommit_async() as connection:
+            host = await authenticate_host_async(ctx, connection, client, credentials)
+            require_same_host(host, host_id)
+            recorded, targets = await checkin.record_postgresql(connection, host, body)
     CHECKINS.labels("recorded" if recorded else "replayed").inc()
     answer = checkin.answer(
         host, body, targets, catalog, recorded, ctx.settings.checkin_interval_seconds, utcnow()
@@ -108,22 +117,14 @@ async def check_in(
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
-def _record_checkin(
+def _record_sqlite(
     ctx: ServerContext, client: str, credentials: Credentials, host_id: str, body: CheckinRequest
-) -> tuple[Any, bool, list[checkin.TargetRow], CatalogSnapshot]:
-    """Everything that may block, in one worker thread: authenticate, store, read the catalog."""
-    catalog = ctx.catalog.snapshot()
-    if ctx.db.is_sqlite:
-        with ctx.db.write() as connection:
-            host = authenticate_host(ctx, connection, client, credentials)
-            require_same_host(host, host_id)
-            recorded, targets = checkin.record(ctx.db, connection, host, body)
-    else:
-        with ctx.db.autocommit_driver() as driver:
-            host = authenticate_host(ctx, driver, client, credentials)
-            require_same_host(host, host_id)
-            recorded, targets = checkin.record_postgresql(driver, host, body)
-    return host, recorded, targets, catalog
+) -> tuple[Any, bool, list[checkin.TargetRow]]:
+    """Authenticate and store in one write transaction (in a worker thread: SQLite blocks)."""
+    with ctx.db.write() as connection:
+        host = authenticate_host(ctx, connection, client, credentials)
+        require_same_host(host, host_id)
+        return (host, *checkin.record(ctx.db, connection, host, body))
 
 
 @router.get("/hosts/{host_id}", response_model=HostDetail)
