@@ -21,10 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, NamedTuple
 
 import psycopg
+from pydantic_core import to_json
 from sqlalchemy import Connection, Insert, Row, bindparam, delete, insert, update
 
 from nonstop.bundle.manifest import KernelTarget, UserspaceTarget
@@ -32,7 +33,7 @@ from nonstop.server.catalog import CatalogSnapshot
 from nonstop.server.db import Database
 from nonstop.server.models import UTCDateTime, checkins, host_targets, hosts, utcnow
 from nonstop.server.policy import Candidate, decide, parse_sticky, strictest
-from nonstop.server.schemas import BundleRef, CheckinRequest, CheckinResponse, TargetDecision
+from nonstop.server.schemas import CheckinRequest
 
 
 class TargetRow(NamedTuple):
@@ -79,7 +80,7 @@ def inventory_targets(request: CheckinRequest) -> list[TargetRow]:
         )
     merged: dict[str, TargetRow] = {}
     for lib in request.libraries:
-        key = UserspaceTarget(build_id=lib.build_id, soname=lib.soname).key
+        key = _userspace_key(lib.build_id)
         seen = merged.get(key)
         levels = [level for level in (lib.applied_level, seen and seen.applied_level) if level]
         merged[key] = TargetRow(
@@ -95,6 +96,11 @@ def inventory_targets(request: CheckinRequest) -> list[TargetRow]:
         )
     rows.extend(merged.values())
     return rows
+
+
+@lru_cache(maxsize=65536)  # a fleet runs few distinct library builds
+def _userspace_key(build_id: str) -> str:
+    return UserspaceTarget(build_id=build_id, soname="").key
 
 
 def inventory_digest(targets: list[TargetRow]) -> str:
@@ -247,8 +253,13 @@ def answer(
     recorded: bool,
     next_checkin_seconds: int,
     now: datetime,
-) -> CheckinResponse:
-    """Per target: the bundle to apply under the host's feed and pin, or none and why."""
+) -> bytes:
+    """Per target: the bundle to apply under the host's feed and pin, or none and why.
+
+    The JSON body of a ``CheckinResponse`` (the route's documented response model). It is
+    built as plain data and serialized by pydantic-core, in the same formats as the model,
+    because building one pydantic model per target costs more than everything else here.
+    """
     sticky = strictest(parse_sticky(host.sticky), parse_sticky(request.sticky))
     delay = max(catalog.feed_delays.get(host.feed, 0), request.delay_hours or 0)
     decisions = []
@@ -265,31 +276,33 @@ def answer(
         )
         bundle = decision.bundle
         decisions.append(
-            TargetDecision(
-                target=target.target_key,
-                kind="kernel" if target.kind == "kernel" else "userspace",
-                name=target.name,
-                applied_level=target.applied_level,
-                action=decision.action,
-                reason=decision.reason,
-                bundle=None
+            {
+                "target": target.target_key,
+                "kind": target.kind,
+                "name": target.name,
+                "applied_level": target.applied_level,
+                "action": decision.action,
+                "reason": decision.reason,
+                "bundle": None
                 if bundle is None
-                else BundleRef(
-                    sha256=bundle.sha256,
-                    level=bundle.level,
-                    size=bundle.size,
-                    effective_version=bundle.effective_version,
-                    published_at=bundle.published_at,
-                    url=f"/api/v1/bundles/{bundle.sha256}",
-                ),
-            )
+                else {
+                    "sha256": bundle.sha256,
+                    "level": bundle.level,
+                    "size": bundle.size,
+                    "effective_version": bundle.effective_version,
+                    "published_at": bundle.published_at,
+                    "url": f"/api/v1/bundles/{bundle.sha256}",
+                },
+            }
         )
-    return CheckinResponse(
-        host_id=host.id,
-        checkin_id=request.checkin_id,
-        recorded=recorded,
-        feed=host.feed,
-        server_time=now,
-        next_checkin_seconds=next_checkin_seconds,
-        targets=decisions,
+    return to_json(
+        {
+            "host_id": host.id,
+            "checkin_id": request.checkin_id,
+            "recorded": recorded,
+            "feed": host.feed,
+            "server_time": now,
+            "next_checkin_seconds": next_checkin_seconds,
+            "targets": decisions,
+        }
     )

@@ -27,6 +27,8 @@ from nonstop.server.api.deps import (
     HostRow,
     authenticate_host,
     authenticate_host_async,
+    client_of,
+    context_of,
     guard_failed_auth,
     host_scheme,
     refuse,
@@ -88,14 +90,9 @@ def register_host(body: RegisterRequest, ctx: Ctx, client: Client) -> RegisterRe
     response_model=CheckinResponse,
     openapi_extra=json_body_doc(CheckinRequest),
 )
-async def check_in(
-    host_id: str,
-    request: Request,
-    ctx: Ctx,
-    client: Client,
-    credentials: HostCredentials,
-) -> Response:
+async def check_in(host_id: str, request: Request, credentials: HostCredentials) -> Response:
     """Report the host's inventory; learn, per target, the bundle to apply or none."""
+    ctx, client = context_of(request), client_of(request)
     body = await parse_json_body(request, CheckinRequest)
     catalog = ctx.catalog.fresh()
     if catalog is None:  # stale: re-read it without blocking the event loop
@@ -113,8 +110,7 @@ async def check_in(
     answer = checkin.answer(
         host, body, targets, catalog, recorded, ctx.settings.checkin_interval_seconds, utcnow()
     )
-    # The answer is built from the model already: serialize once, skip re-validation.
-    return Response(answer.model_dump_json(), media_type="application/json")
+    return Response(answer, media_type="application/json")
 
 
 def _record_sqlite(
