@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from nonstop.build.differ import correlate, diff_unit
-from nonstop.build.elfobj import ObjectFile
+from nonstop.build.userspace.differ import correlate, diff_unit
+from nonstop.build.userspace.elfobj import ObjectFile
 
 FLAGS = ["-O2", "-fPIC", "-ffunction-sections", "-fdata-sections", "-c"]
 

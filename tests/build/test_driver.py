@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from nonstop.build.driver import BuildDriver
-from nonstop.build.errors import BuildError
-from nonstop.build.recipe import load_recipe
+from nonstop.build.userspace.driver import BuildDriver
+from nonstop.build.userspace.errors import BuildError
+from nonstop.build.userspace.recipe import load_recipe
 from tests.build.conftest import LIBVULN, write_recipe
 
 

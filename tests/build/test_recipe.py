@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nonstop.build.errors import RecipeError
-from nonstop.build.recipe import load_recipe
+from nonstop.build.userspace.errors import RecipeError
+from nonstop.build.userspace.recipe import load_recipe
 from tests.build.conftest import LIBVULN, write_recipe
 
 

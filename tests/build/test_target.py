@@ -12,9 +12,9 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
-from nonstop.build.errors import BuildError
-from nonstop.build.recipe import load_recipe
-from nonstop.build.userspace import build_userspace
+from nonstop.build.userspace.builder import build_userspace
+from nonstop.build.userspace.errors import BuildError
+from nonstop.build.userspace.recipe import load_recipe
 from nonstop.bundle import SigningKey
 from nonstop.bundle.identity import userspace_target_of
 from nonstop.bundle.symbols import SymbolMap

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nonstop import __version__
-from nonstop.build.analysis import LevelAnalysis, Refusal, analyze_level
-from nonstop.build.driver import BuildDriver, BuiltTree
-from nonstop.build.errors import BuildError
-from nonstop.build.patchobj import PatchObject, assemble
-from nonstop.build.recipe import FixSpec, Recipe, load_recipe
-from nonstop.build.report import render_json, render_text
-from nonstop.build.reproduce import Reproduction, check_reproduction
-from nonstop.build.targetsyms import TargetSymbols
+from nonstop.build.userspace.analysis import LevelAnalysis, Refusal, analyze_level
+from nonstop.build.userspace.driver import BuildDriver, BuiltTree
+from nonstop.build.userspace.errors import BuildError
+from nonstop.build.userspace.patchobj import PatchObject, assemble
+from nonstop.build.userspace.recipe import FixSpec, Recipe, load_recipe
+from nonstop.build.userspace.report import render_json, render_text
+from nonstop.build.userspace.reproduce import Reproduction, check_reproduction
+from nonstop.build.userspace.targetsyms import TargetSymbols
 from nonstop.bundle import Fix, Manifest, SigningKey, describe_payload, load_signing_key, pack
 from nonstop.bundle.errors import BundleError
 from nonstop.bundle.keys import PRIVATE_KEY_NAME

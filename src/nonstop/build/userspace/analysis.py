@@ -18,13 +18,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nonstop.build.differ import Canonical, UnitDiff, diff_unit, owners, program_symbols
-from nonstop.build.driver import BuiltTree
-from nonstop.build.dwarf import DebugInfo, Layout
-from nonstop.build.elfobj import ObjectFile, Relocation, Symbol
-from nonstop.build.linenumbers import LineNumberCheck
-from nonstop.build.sources import function_text
-from nonstop.build.targetsyms import Located, TargetSymbols
+from nonstop.build.userspace.differ import Canonical, UnitDiff, diff_unit, owners, program_symbols
+from nonstop.build.userspace.driver import BuiltTree
+from nonstop.build.userspace.dwarf import DebugInfo, Layout
+from nonstop.build.userspace.elfobj import ObjectFile, Relocation, Symbol
+from nonstop.build.userspace.linenumbers import LineNumberCheck
+from nonstop.build.userspace.sources import function_text
+from nonstop.build.userspace.targetsyms import Located, TargetSymbols
 
 JUMP_SIZE = 5
 ENDBR64 = bytes.fromhex("f30f1efa")

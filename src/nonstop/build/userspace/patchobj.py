@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nonstop.build.analysis import LevelAnalysis, Refusal, UnitPlan
-from nonstop.build.differ import Canonical
-from nonstop.build.elfobj import (
+from nonstop.build.userspace.analysis import LevelAnalysis, Refusal, UnitPlan
+from nonstop.build.userspace.differ import Canonical
+from nonstop.build.userspace.elfobj import (
     R_X86_64_PC32,
     R_X86_64_PLT32,
     SHF_MERGE,
@@ -31,7 +31,7 @@ from nonstop.build.elfobj import (
     Relocation,
     Symbol,
 )
-from nonstop.build.elfwriter import (
+from nonstop.build.userspace.elfwriter import (
     SHT_NOBITS,
     SHT_PROGBITS,
     STB_GLOBAL,
@@ -44,7 +44,7 @@ from nonstop.build.elfwriter import (
     OutSymbol,
     write_object,
 )
-from nonstop.build.targetsyms import Located, TargetSymbols
+from nonstop.build.userspace.targetsyms import Located, TargetSymbols
 from nonstop.bundle import FunctionPatch
 
 REPLACEMENT_SUFFIX = ".patched"
