@@ -1,7 +1,8 @@
 """Is it safe to switch now? Checks every stopped thread's RIP and (conservatively) its stack.
 
 Unsafe ranges come in two kinds. For RIP: inside bytes the jump overwrites
-(after their first byte), or inside code about to be unmapped, or (strict)
+(after their first byte), or inside code about to be unmapped, or inside a
+dispatch stub whose fallback slot changes after the commit, or (strict)
 inside any replaced function. For the stack, every 8-byte word from RSP to
 the end of the stack mapping is treated as a possible return address: a
 word pointing just after overwritten bytes, into code about to be unmapped,
@@ -17,6 +18,7 @@ windows, and all words of one window share their upper five bytes, so
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from nonstop.userspace.memory import ProcessMemory
@@ -48,9 +50,12 @@ class SafetyRules:
         unmapped: list[tuple[int, int, str]],
         replaced: list[tuple[int, int, str]],
         strict: bool,
+        dispatching: Sequence[tuple[int, int, str]] = (),
     ) -> SafetyRules:
-        """OVERWRITTEN: jump addresses; UNMAPPED/REPLACED: (start, end, name) code ranges."""
+        """OVERWRITTEN: jump addresses; UNMAPPED/REPLACED: (start, end, name) code ranges;
+        DISPATCHING: (start, end, function) of stubs no thread may be inside."""
         rip = [Hazard(a + 1, a + JMP_SIZE, f"inside the entry of {n}") for a, n in overwritten]
+        rip += [Hazard(s, e, f"inside the dispatch stub of {n}") for s, e, n in dispatching]
         stack = [
             Hazard(a + 1, a + JMP_SIZE + 1, f"returning into the entry of {n}")
             for a, n in overwritten
