@@ -34,8 +34,9 @@ from nonstop.userspace.errors import BusyError, ProcessGoneError, RefusedError
 from nonstop.userspace.image import LoadedModule
 from nonstop.userspace.inject import GADGET, SYS_MUNMAP, Injector, pick_gadget_home
 from nonstop.userspace.memory import ProcessMemory
-from nonstop.userspace.procfs import Mapping, read_maps
+from nonstop.userspace.procfs import MapIndex, read_maps
 from nonstop.userspace.region import (
+    PAGE,
     Region,
     State,
     close_fds,
@@ -253,29 +254,28 @@ class ProcessPatcher:
                 return False
             self.outcome.attempts = attempt
             rules = self._switch_rules(regions, wanted, move)
-            maps = read_maps(self.pid)
+            self._touch(move)
+            maps = MapIndex(read_maps(self.pid))
             with critical_section(self.policy.realtime), StoppedProcess(self.pid) as stopped:
                 views = self._stop_and_view(stopped, maps)
                 reason = _first_hazard(views, rules) if views is not None else stopped.why_not
                 if reason is None and views is not None:
                     self._hook("stopped")
                     self._write(move, wanted)
-                    unused = bool(old) and _first_hazard(views, retire_rules) is None
                     stopped.release()
                     self.outcome.pause_us = stopped.pause_us
                     if stopped.gone():
                         raise ProcessGoneError(f"process {self.pid} exited during the switch")
                     self._hook("switched")
-                    return unused
+                    # Judged on the views taken while every thread was stopped.
+                    return bool(old) and _first_hazard(views, retire_rules) is None
             if stopped.gone():
                 raise ProcessGoneError(f"process {self.pid} exited")
             time.sleep(backoff)
             backoff = min(backoff * 2, self.policy.max_backoff)
         raise BusyError(f"no safe moment after {self.policy.attempts} attempts: {reason}")
 
-    def _stop_and_view(
-        self, stopped: StoppedProcess, maps: list[Mapping]
-    ) -> list[ThreadView] | None:
+    def _stop_and_view(self, stopped: StoppedProcess, maps: MapIndex) -> list[ThreadView] | None:
         """Stop every thread and capture what the safety check needs; None when some thread
         did not stop in time (the reason is in ``stopped.why_not``; the caller retries)."""
         try:
@@ -286,6 +286,16 @@ class ProcessPatcher:
         return [
             ThreadView.capture(t.tid, t.regs, self.memory, maps) for t in stopped.threads.values()
         ]
+
+    def _touch(self, move: Move) -> None:
+        """Make every page the stop window writes private now, not inside the window (the
+        first write to a page of a file mapping copies it): write back a byte it already holds.
+        Nothing changes for the target; only the patcher writes these bytes."""
+        addresses = [*move.before, *move.after]
+        if move.commit is not None:
+            addresses.append(move.commit.flag_address)
+        for address in {address & ~(PAGE - 1): address for address in addresses}.values():
+            self.memory.write(address, self.memory.read(address, 1))
 
     def _write(self, move: Move, wanted: Region | None) -> None:
         """All threads are stopped: entries that keep what runs, the commit, then the rest."""
@@ -317,7 +327,7 @@ class ProcessPatcher:
         backoff = self.policy.first_backoff
         reason: str | None = "no attempt made"
         for _ in range(self.policy.attempts):
-            maps = read_maps(self.pid)
+            maps = MapIndex(read_maps(self.pid))
             with critical_section(self.policy.realtime), StoppedProcess(self.pid) as stopped:
                 views = self._stop_and_view(stopped, maps)
                 reason = _first_hazard(views, rules) if views is not None else stopped.why_not
