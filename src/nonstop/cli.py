@@ -13,9 +13,10 @@ from nonstop.build import cli as build_cli
 from nonstop.bundle import cli as bundle_cli
 from nonstop.bundle.errors import BundleError
 from nonstop.console import fail
+from nonstop.server import cli as server_cli
 
 TOOL = "nonstop"
-COMMAND_GROUPS = [bundle_cli, build_cli, demo]
+COMMAND_GROUPS = [bundle_cli, build_cli, server_cli, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:

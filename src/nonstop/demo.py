@@ -2,8 +2,10 @@
 
 It builds a small shared library with an off-by-one bug and a multithreaded
 loopback service using it (Debian's hardening flags), shows a bad request
-leaking a secret, signs cumulative level 1 and level 2 patches with
-`nonstop bundle create`, applies level 1 live with `nonstopctl --lib-update`
+leaking a secret, builds and signs cumulative level 1 and level 2 bundles from
+the library's source fixes with `nonstop build userspace` (its rebuild
+reproduces the running library, build-id for build-id), applies level 1 live
+with `nonstopctl --lib-update`
 (same process, connection kept, leak closed), replaces it with level 2
 (memory and mappings flat), and unloads (original code back, byte for byte).
 Every step checks what it shows; any surprise ends the demo with exit status 1.
@@ -25,11 +27,19 @@ from pathlib import Path
 from typing import Any
 
 from nonstop.bundle import generate_keypair
-from nonstop.bundle.symbols import symbol_map_of
 from nonstop.console import stdout
 
 HARDENING = ["-O2", "-g", "-fstack-protector-strong", "-fcf-protection", "-D_FORTIFY_SOURCE=2"]
-PATCH_FLAGS = ["-O2", "-fPIC", "-ffunction-sections", "-fdata-sections", "-fcf-protection"]
+# How the library is built, by its "distribution" here and by the vendor's recipe.
+LIBRARY_BUILD = (
+    "$CC $CFLAGS -c -o libvault.o libvault.c && "
+    "$CC -shared -Wl,-soname,libvault.so.1 -Wl,-z,now -o libvault.so.1 libvault.o"
+)
+LIBRARY_CFLAGS = " ".join([*HARDENING, "-fPIC", "-ffile-prefix-map={tree}=."])
+FIXES = {
+    "vault-fix1.patch": "vault_record: bounds check off by one",
+    "vault-fix2.patch": "vault_record: count and report rejected requests",
+}
 BAD_REQUEST = "GET 3"
 SECRET = "SECRET"
 NONSTOPCTL = [sys.executable, "-c", "from nonstop.agent.cli import main; raise SystemExit(main())"]
@@ -98,13 +108,23 @@ def run_demo(work: Path) -> None:
     if shutil.which("gcc") is None:
         raise DemoFailure("gcc is needed (make demo installs it)")
     sources = resources.files("nonstop") / "demo_files"
-    for name in ("libvault.c", "vault_service.c", "vault_patch.c"):
+    source = work / "libvault-1.0"
+    source.mkdir()
+    (source / "libvault.c").write_text((sources / "libvault.c").read_text())
+    for name in (*FIXES, "vault_service.c"):
         (work / name).write_text((sources / name).read_text())
 
     step("build libvault.so.1 and vault_service with Debian's hardening flags")
+    build = work / "distro-build"
+    shutil.copytree(source, build)
+    subprocess.run(
+        ["/bin/sh", "-c", LIBRARY_BUILD],
+        cwd=build,
+        env={**os.environ, "CC": "gcc", "CFLAGS": LIBRARY_CFLAGS.format(tree=build)},
+        check=True,
+    )
     library = work / "libvault.so.1"
-    _gcc(*HARDENING, "-fPIC", "-shared", "-Wl,-soname,libvault.so.1", "-Wl,-z,now", "-o",
-         str(library), str(work / "libvault.c"))  # fmt: skip
+    shutil.copy(build / "libvault.so.1", library)
     service_program = work / "vault_service"
     _gcc(*HARDENING, "-fPIE", "-pie", "-pthread", "-o", str(service_program),
          str(work / "vault_service.c"), str(library), "-Wl,-rpath,$ORIGIN")  # fmt: skip
@@ -128,28 +148,21 @@ def _story(work: Path, library: Path, service: Service) -> None:
 
     from nonstop.cli import main as nonstop_main  # the command that imports this module
 
-    step("vendor: a signing key, a symbol map, level 1 and level 2 patch objects")
+    step("vendor: build level 1 and level 2 from the source fixes with nonstop build userspace")
     generate_keypair(work / "vendor")
     trusted = work / "trusted"
     trusted.mkdir()
     shutil.copy(work / "vendor" / "signing.pub", trusted / "vendor.pub")
-    symbols = work / "libvault.symbols.json"
-    symbols.write_bytes(symbol_map_of(library).to_json_bytes())
-    bundles = {}
-    for level in (1, 2):
-        patch = work / f"vault_patch{level}.o"
-        _gcc(*PATCH_FLAGS, f"-DLEVEL={level}", "-c", "-o", str(patch), str(work / "vault_patch.c"))
-        bundle = work / f"libvault-level{level}.nsb"
-        argv = [
-            "bundle", "create", "--kind", "userspace", "--target", str(library),
-            "--object", str(patch), "--replace", "vault_record=vault_record_fixed",
-            "--symbols", str(symbols), "--level", str(level), "--cve", "CVE-2099-0042",
-            "--key", str(work / "vendor"), "-o", str(bundle),
-        ]  # fmt: skip
-        say("nonstop " + " ".join(argv).replace(str(work) + "/", ""))
-        if nonstop_main(argv) != 0:
-            raise DemoFailure(f"nonstop bundle create failed for level {level}")
-        bundles[level] = bundle
+    recipe = _write_recipe(work, library)
+    argv = ["build", "userspace", str(recipe), "--key", str(work / "vendor"),
+            "-o", str(work / "bundles"), "--report", str(work / "report.txt")]  # fmt: skip
+    say("nonstop " + " ".join(argv).replace(str(work) + "/", ""))
+    if nonstop_main(argv) != 0:
+        raise DemoFailure("nonstop build userspace did not build both levels")
+    for line in (work / "report.txt").read_text().splitlines():
+        if line.startswith(("level ", "  changed:", "  new data:", "  linked")):
+            say(line.replace(str(work) + "/", ""))
+    bundles = {level: work / "bundles" / f"libvault-level{level}.nsb" for level in (1, 2)}
 
     config = work / "nonstopctl.toml"
     config.write_text(
@@ -188,7 +201,9 @@ def _story(work: Path, library: Path, service: Service) -> None:
     say(f"{BAD_REQUEST} -> {service.ask(BAD_REQUEST)}")
     after = _memory(pid)
     say(f"memory: {after['vmas']} mappings, {after['dirty_kb']} kB private dirty")
-    if after["vmas"] != before["vmas"] or after["patch_regions"] != 1:
+    # Level 2 brings new variables (one more, writable, mapping of the same region);
+    # stacking instead of replacing would leave two patch regions.
+    if after["other_vmas"] != before["other_vmas"] or after["patch_regions"] != 1:
         raise DemoFailure(f"level 2 did not replace level 1 in place: {before} -> {after}")
     if after["dirty_kb"] > before["dirty_kb"] + 16:
         raise DemoFailure(f"memory grew from level 1 to level 2: {before} -> {after}")
@@ -203,6 +218,23 @@ def _story(work: Path, library: Path, service: Service) -> None:
     say(f"{BAD_REQUEST} -> {again}  (the original, buggy code again)")
     if SECRET not in again or _memory(pid)["patch_regions"] != 0:
         raise DemoFailure("the original code did not come back")
+
+
+def _write_recipe(work: Path, library: Path) -> Path:
+    """The vendor's recipe: the library's source, its build, the running binary, two fixes."""
+    fixes = "".join(
+        f'\n[[fix]]\ntitle = "{title}"\ncves = ["CVE-2099-0042"]\npatch = "{work / name}"\n'
+        for name, title in FIXES.items()
+    )
+    recipe = work / "libvault.toml"
+    recipe.write_text(
+        f'name = "libvault"\neffective_version = "1.0"\n\n'
+        f'[source]\ndir = "{work / "libvault-1.0"}"\n\n'
+        f'[build]\ncommand = "{LIBRARY_BUILD}"\nlibrary = "libvault.so.1"\n\n'
+        f'[compiler]\ncc = "gcc"\ncflags = "{LIBRARY_CFLAGS}"\n\n'
+        f'[target]\nbinary = "{library}"\n{fixes}'
+    )
+    return recipe
 
 
 def _nonstopctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -235,6 +267,7 @@ def _memory(pid: int) -> dict[str, int]:
     regions = {line.split()[4] for line in maps if "/memfd:nonstop:" in line}
     return {
         "vmas": len(maps),
+        "other_vmas": sum(1 for line in maps if "/memfd:nonstop:" not in line),
         "dirty_kb": int(dirty.group(1)) if dirty else 0,
         "patch_regions": len(regions),
     }

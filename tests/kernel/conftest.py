@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from nonstop.build.kernel_packages import KernelTree
+from nonstop.build.kernel.packages import KernelTree
 from tests.kernel import harness, scenarios
 from tests.kernel.guest import GuestError, GuestRun, boot
 

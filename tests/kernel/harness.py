@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nonstop.build.kernel_module import kbuild
-from nonstop.build.kernel_packages import (
+from nonstop.build.kernel.module import kbuild
+from nonstop.build.kernel.packages import (
     KernelPackageError,
     KernelTree,
     fetch_kernel,

@@ -1,8 +1,6 @@
-"""Builders: turning source fixes into signed bundles (`nonstop build ...`).
+"""Builders: turning source fixes into signed cumulative bundles (`nonstop build ...`).
 
-``cli`` owns the ``build`` command group; each builder module registers one
-sub-command there. Kernel: ``kernel_packages`` (Debian kernel packages in a
-cache dir), ``kernel_image`` (the build-id of a kernel image),
-``kernel_recipe`` (the recipe file), ``kernel_module`` (kbuild), ``kernel``
-(the pipeline and ``nonstop build kernel``).
+``cli`` owns the ``build`` command group; each builder sub-package registers
+one sub-command there: ``kernel`` (livepatch modules via kbuild) and
+``userspace`` (patch objects from a per-function object diff).
 """

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 
-from nonstop.build import kernel
+from nonstop.build.kernel import builder as kernel_builder
+from nonstop.build.userspace import builder as userspace_builder
 
-BUILDERS = [kernel]
+BUILDERS = [kernel_builder, userspace_builder]
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,0 +1,243 @@
+"""`nonstop build userspace`: a recipe in, one signed cumulative bundle per level out.
+
+Stages: reproduce the target (plain build, build-id compared, symbol map taken
+from the unstripped result), build the original with function sections, then
+for each level N build the source with fixes 1..N applied, compare it with the
+original, refuse what is unsafe, assemble the patch object and sign the bundle.
+Level N replaces level N-1 on the host, so each bundle stands alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from nonstop import __version__
+from nonstop.build.userspace.analysis import LevelAnalysis, Refusal, analyze_level
+from nonstop.build.userspace.driver import BuildDriver, BuiltTree
+from nonstop.build.userspace.errors import BuildError
+from nonstop.build.userspace.patchobj import PatchObject, assemble
+from nonstop.build.userspace.recipe import FixSpec, Recipe, load_recipe
+from nonstop.build.userspace.report import render_json, render_text
+from nonstop.build.userspace.reproduce import Reproduction, check_reproduction
+from nonstop.build.userspace.targetsyms import TargetSymbols
+from nonstop.bundle import Fix, Manifest, SigningKey, describe_payload, load_signing_key, pack
+from nonstop.bundle.errors import BundleError
+from nonstop.bundle.keys import PRIVATE_KEY_NAME
+from nonstop.bundle.symbols import SymbolMap, symbol_map_of
+from nonstop.console import fail, stderr, stdout
+
+BUILDER = f"nonstop build userspace {__version__}"
+OBJECT_NAME = "patch.o"
+SYMBOLS_NAME = "symbols.json"
+SOURCE_NAME = "fixes.patch"
+
+
+@dataclass
+class LevelResult:
+    level: int
+    fixes: tuple[FixSpec, ...]
+    status: str
+    """built, refused or skipped."""
+    analysis: LevelAnalysis | None = None
+    patch: PatchObject | None = None
+    bundle: Path | None = None
+    bundle_bytes: int = 0
+    note: str = ""
+    seconds: float = 0.0
+
+    @property
+    def refusals(self) -> list[Refusal]:
+        return self.analysis.refusals if self.analysis else []
+
+
+@dataclass
+class BuildResult:
+    recipe: Recipe
+    reproduction: Reproduction
+    levels: list[LevelResult] = field(default_factory=list)
+    stages: dict[str, float] = field(default_factory=dict)
+    target_copy: Path | None = None
+    """When the build is the target: the exact library to deploy."""
+
+    @property
+    def ok(self) -> bool:
+        return all(level.status == "built" for level in self.levels)
+
+
+def bundle_name(recipe: Recipe, level: int) -> str:
+    return f"{recipe.name}-level{level}.nsb"
+
+
+def build_userspace(
+    recipe: Recipe, key: SigningKey, outdir: Path, work: Path | None = None
+) -> BuildResult:
+    """Build every level of RECIPE into OUTDIR; a refused level stops the levels above it."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    if work is not None:
+        work.mkdir(parents=True, exist_ok=True)
+        return _Builder(recipe, key, outdir, work).run()
+    with tempfile.TemporaryDirectory(prefix="nonstop-build-") as temporary:
+        return _Builder(recipe, key, outdir, Path(temporary)).run()
+
+
+class _Builder:
+    def __init__(self, recipe: Recipe, key: SigningKey, outdir: Path, work: Path) -> None:
+        self.recipe, self.key, self.outdir = recipe, key, outdir
+        self.driver = BuildDriver(recipe, work)
+        self.stages: dict[str, float] = {}
+
+    def _timed_build(self, stage: str, fixes: tuple[FixSpec, ...], sections: bool) -> BuiltTree:
+        tree = self.driver.build(stage, fixes, function_sections=sections)
+        self.stages[f"build {stage}"] = round(tree.seconds, 3)
+        return tree
+
+    def run(self) -> BuildResult:
+        reproduced = self._timed_build("reproduce", (), False)
+        reproduction = check_reproduction(self.recipe, reproduced.library)
+        try:
+            symbols = symbol_map_of(reproduced.library)
+        except BundleError as exc:
+            raise BuildError(
+                f"the original build's library has no symbols to ship: {exc}"
+            ) from None
+        result = BuildResult(recipe=self.recipe, reproduction=reproduction, stages=self.stages)
+        if self.recipe.target.build_is_target:
+            result.target_copy = self._keep_target(reproduced.library)
+            result.reproduction = replace(reproduction, target_path=result.target_copy)
+        shutil.rmtree(reproduced.root)
+        original = self._timed_build("original", (), True)
+        targets = TargetSymbols(symbols)
+        refused_at: int | None = None
+        for fix in self.recipe.fixes:
+            level = fix.number
+            fixes = self.recipe.fixes[:level]
+            if refused_at is not None:
+                result.levels.append(
+                    LevelResult(level, fixes, "skipped", note=f"includes fix {refused_at}, refused")
+                )
+                continue
+            outcome = self._level(level, fixes, original, targets, reproduction, symbols)
+            result.levels.append(outcome)
+            if outcome.status != "built":
+                refused_at = level
+        return result
+
+    def _keep_target(self, library: Path) -> Path:
+        directory = self.outdir / "target"
+        directory.mkdir(exist_ok=True)
+        copy = directory / Path(self.recipe.build.library).name
+        shutil.copy2(library, copy)
+        return copy
+
+    def _level(
+        self,
+        level: int,
+        fixes: tuple[FixSpec, ...],
+        original: BuiltTree,
+        targets: TargetSymbols,
+        reproduction: Reproduction,
+        symbols: SymbolMap,
+    ) -> LevelResult:
+        patched = self._timed_build(f"level{level}", fixes, True)
+        started = time.monotonic()
+        analysis = analyze_level(original, patched, targets)
+        patch = assemble(analysis, targets)
+        if not patch.functions and not analysis.refusals:
+            analysis.refusals.append(
+                Refusal(
+                    Path(self.recipe.build.library).name,
+                    "the fixes change no function of the library: nothing to patch",
+                )
+            )
+        outcome = LevelResult(level, fixes, "built", analysis=analysis)
+        if analysis.refusals:
+            outcome.status = "refused"
+        else:
+            outcome.patch = patch
+            data = self._bundle(level, fixes, patch, reproduction, symbols)
+            outcome.bundle = self.outdir / bundle_name(self.recipe, level)
+            outcome.bundle.write_bytes(data)
+            outcome.bundle_bytes = len(data)
+        outcome.seconds = round(time.monotonic() - started, 3)
+        self.stages[f"analyse level{level}"] = outcome.seconds
+        shutil.rmtree(patched.root)
+        return outcome
+
+    def _bundle(
+        self,
+        level: int,
+        fixes: tuple[FixSpec, ...],
+        patch: PatchObject,
+        reproduction: Reproduction,
+        symbols: SymbolMap,
+    ) -> bytes:
+        target = reproduction.target
+        linked = SymbolMap(build_id=target.build_id, symbols=symbols.symbols, links=patch.links)
+        source = b"".join(fix.patch.read_bytes() for fix in fixes)
+        files = {
+            OBJECT_NAME: (patch.data, "object"),
+            SYMBOLS_NAME: (linked.to_json_bytes(), "symbols"),
+            SOURCE_NAME: (source, "source"),
+        }
+        base = self.recipe.effective_version or (
+            target.package.version if target.package else target.soname
+        )
+        manifest = Manifest(
+            kind="userspace",
+            target=target,
+            level=level,
+            functions=tuple(patch.functions),
+            payload=tuple(
+                describe_payload(name, role, data)  # type: ignore[arg-type]
+                for name, (data, role) in sorted(files.items())
+            ),
+            effective_version=f"{base}+nonstop{level}",
+            builder=BUILDER,
+            fixes=tuple(
+                Fix(title=fix.title, cves=fix.cves, references=fix.references) for fix in fixes
+            ),
+            description=f"built from recipe {self.recipe.name}, fixes 1..{level}",
+        )
+        return pack(manifest, {name: data for name, (data, _) in files.items()}, self.key)
+
+
+def register_build(builders: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = builders.add_parser(
+        "userspace", help="build cumulative bundles for a shared library from a recipe"
+    )
+    parser.add_argument("recipe", type=Path, metavar="RECIPE.toml")
+    parser.add_argument("--key", type=Path, required=True, help="signing.key (or its directory)")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
+    parser.add_argument("--report", metavar="FILE|-", help="write a report (- for stdout)")
+    parser.add_argument("--report-format", choices=["text", "json"], default="text")
+    parser.add_argument("--work", type=Path, metavar="DIR", help="keep build trees and logs here")
+    parser.set_defaults(handler=cmd_build_userspace)
+
+
+def cmd_build_userspace(args: argparse.Namespace) -> int:
+    key_path = args.key / PRIVATE_KEY_NAME if args.key.is_dir() else args.key
+    key = load_signing_key(key_path)
+    try:
+        recipe = load_recipe(args.recipe)
+        result = build_userspace(recipe, key, args.output, work=args.work)
+    except BuildError as exc:
+        fail("nonstop", str(exc))
+    text = render_json(result) if args.report_format == "json" else render_text(result)
+    if args.report == "-":
+        print(text, end="")
+    elif args.report:
+        Path(args.report).write_text(text)
+    console = stderr if args.report == "-" else stdout  # keep a report on stdout parseable
+    console.print(result.reproduction.describe(), markup=False)
+    for level in result.levels:
+        if level.status == "built":
+            console.print(f"level {level.level}: wrote {level.bundle}", markup=False)
+        else:
+            reasons = "; ".join(str(r) for r in level.refusals) or level.note
+            console.print(f"level {level.level}: {level.status.upper()}: {reasons}", markup=False)
+    return 0 if result.ok else 1

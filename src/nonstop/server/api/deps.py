@@ -1,0 +1,148 @@
+"""Request dependencies: the server context, the client address, host and admin identity.
+
+A refused credential counts against the client's failed-authentication limit;
+past it, every authenticated call from that address gets 429 until the window
+ends, whatever it presents.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any, NoReturn, cast
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Connection, Row, bindparam, select
+
+from nonstop.server.auth import (
+    ADMIN_PREFIX,
+    HOST_PREFIX,
+    scope_granted,
+    secret_matches,
+    split_credential,
+)
+from nonstop.server.context import ServerContext
+from nonstop.server.errors import Forbidden, TooManyRequests, Unauthorized
+from nonstop.server.metrics import AUTH_FAILURES
+from nonstop.server.models import admin_tokens, hosts
+
+host_scheme = HTTPBearer(
+    scheme_name="HostToken", description="host token from registration", auto_error=False
+)
+admin_scheme = HTTPBearer(
+    scheme_name="AdminToken", description="admin API token with scopes", auto_error=False
+)
+Credentials = HTTPAuthorizationCredentials | None
+
+
+# Trivial dependencies are async so FastAPI runs them inline instead of in a worker thread.
+async def get_ctx(request: Request) -> ServerContext:
+    ctx: ServerContext = request.app.state.ctx
+    return ctx
+
+
+Ctx = Annotated[ServerContext, Depends(get_ctx)]
+
+
+async def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+Client = Annotated[str, Depends(client_address)]
+
+
+def guard_failed_auth(ctx: ServerContext, client: str) -> None:
+    """429 while CLIENT is over its failed-authentication allowance."""
+    if ctx.auth_failures.exhausted(client):
+        raise TooManyRequests(
+            "too many failed authentication attempts from this address",
+            ctx.auth_failures.retry_after(client),
+        )
+
+
+def refuse(ctx: ServerContext, client: str, kind: str, detail: str) -> NoReturn:
+    AUTH_FAILURES.labels(kind).inc()
+    ctx.auth_failures.hit(client)
+    raise Unauthorized(detail)
+
+
+_HOST_BY_ID = select(
+    hosts.c.id,
+    hosts.c.secret_hash,
+    hosts.c.feed,
+    hosts.c.sticky,
+    hosts.c.inventory_digest,
+    hosts.c.unregistered_at,
+).where(hosts.c.id == bindparam("host_id"))
+
+
+def authenticate_host(
+    ctx: ServerContext, connection: Connection, client: str, credentials: Credentials
+) -> Row[Any]:
+    """The host row (id, feed, sticky, inventory digest) of a valid host token, else 401."""
+    guard_failed_auth(ctx, client)
+    parts = split_credential(HOST_PREFIX, credentials.credentials) if credentials else None
+    if parts is None:
+        refuse(ctx, client, "host", "a host token is required (Authorization: Bearer nsh_...)")
+    host_id, secret = parts
+    row = connection.execute(_HOST_BY_ID, {"host_id": host_id}).first()
+    if (
+        row is None
+        or row.unregistered_at is not None
+        or not secret_matches(secret, row.secret_hash)
+    ):
+        refuse(ctx, client, "host", "host token is not valid")
+    return cast(Row[Any], row)
+
+
+def require_same_host(row: Row[Any], host_id: str) -> None:
+    if row.id != host_id:
+        raise Forbidden("a host token gives access to its own host only")
+
+
+def current_host(
+    ctx: Ctx, client: Client, credentials: Annotated[Credentials, Depends(host_scheme)]
+) -> Row[Any]:
+    with ctx.db.read() as connection:
+        return authenticate_host(ctx, connection, client, credentials)
+
+
+HostRow = Annotated[Row[Any], Depends(current_host)]
+
+
+@dataclass(frozen=True)
+class Admin:
+    token_id: str
+    name: str
+    scopes: list[str]
+
+    @property
+    def actor(self) -> str:
+        return f"token:{self.name}:{self.token_id[:8]}"
+
+
+def require_scope(scope: str) -> Callable[..., Admin]:
+    """A dependency: the admin behind the request's token, which must hold SCOPE."""
+
+    def dependency(
+        ctx: Ctx, client: Client, credentials: Annotated[Credentials, Depends(admin_scheme)]
+    ) -> Admin:
+        guard_failed_auth(ctx, client)
+        parts = split_credential(ADMIN_PREFIX, credentials.credentials) if credentials else None
+        if parts is None:
+            refuse(
+                ctx, client, "admin", "an admin token is required (Authorization: Bearer nsa_...)"
+            )
+        token_id, secret = parts
+        with ctx.db.read() as connection:
+            row = connection.execute(
+                select(admin_tokens).where(admin_tokens.c.id == token_id)
+            ).first()
+        if row is None or row.revoked_at is not None or not secret_matches(secret, row.secret_hash):
+            refuse(ctx, client, "admin", "admin token is not valid")
+        if not scope_granted(row.scopes, scope):
+            raise Forbidden(f"this admin token lacks the {scope} scope")
+        return Admin(row.id, row.name, list(row.scopes))
+
+    return dependency

@@ -1,0 +1,145 @@
+"""Host endpoints: register, check in, read itself, download bundles, unregister.
+
+Every endpoint but registration takes the host's bearer token, and a host
+token reaches only its own host and only bundles for targets it reported.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from nonstop.server import checkin, hosts
+from nonstop.server.api.common import COMMON_ERRORS, bundle_file, errors
+from nonstop.server.api.deps import (
+    Client,
+    Credentials,
+    Ctx,
+    HostRow,
+    authenticate_host,
+    guard_failed_auth,
+    host_scheme,
+    refuse,
+    require_same_host,
+)
+from nonstop.server.bundles import authorize_download, bundle_bytes
+from nonstop.server.errors import TooManyRequests
+from nonstop.server.metrics import CHECKINS, DOWNLOADS, REGISTRATIONS
+from nonstop.server.models import utcnow
+from nonstop.server.schemas import (
+    CheckinRequest,
+    CheckinResponse,
+    HostDetail,
+    RegisterRequest,
+    RegisterResponse,
+    Sha256,
+)
+
+AUTH_ERRORS = COMMON_ERRORS | errors(
+    e401="missing or invalid host token", e403="the token belongs to another host"
+)
+router = APIRouter(prefix="/api/v1", tags=["hosts"], responses=AUTH_ERRORS)
+HostCredentials = Annotated[Credentials, Depends(host_scheme)]
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+@router.post(
+    "/hosts/register",
+    status_code=201,
+    response_model=RegisterResponse,
+    responses=errors(e401="registration key not valid", e403="key revoked or at its limit"),
+)
+def register_host(body: RegisterRequest, ctx: Ctx, client: Client) -> RegisterResponse:
+    """Register a host with a registration key; the answer carries its token, shown once."""
+    guard_failed_auth(ctx, client)
+    if not ctx.registrations.hit(client):
+        REGISTRATIONS.labels("rate_limited").inc()
+        raise TooManyRequests(
+            "too many registrations from this address", ctx.registrations.retry_after(client)
+        )
+    try:
+        with ctx.db.write() as connection:
+            host_id, token, feed = hosts.register(connection, body.registration_key, body.hostname)
+    except hosts.KeyRefused as exc:
+        REGISTRATIONS.labels("refused").inc()
+        refuse(ctx, client, "registration_key", str(exc))
+    REGISTRATIONS.labels("ok").inc()
+    return RegisterResponse(
+        host_id=host_id,
+        token=token,
+        feed=feed,
+        checkin_interval_seconds=ctx.settings.checkin_interval_seconds,
+    )
+
+
+@router.post("/hosts/{host_id}/checkin", response_model=CheckinResponse)
+def check_in(
+    host_id: str,
+    body: CheckinRequest,
+    ctx: Ctx,
+    client: Client,
+    credentials: HostCredentials,
+) -> Response:
+    """Report the host's inventory; learn, per target, the bundle to apply or none."""
+    catalog = ctx.catalog.snapshot()
+    with ctx.db.write() as connection:
+        host = authenticate_host(ctx, connection, client, credentials)
+        require_same_host(host, host_id)
+        recorded, targets = checkin.record(ctx.db, connection, host, body)
+    CHECKINS.labels("recorded" if recorded else "replayed").inc()
+    answer = checkin.answer(
+        host, body, targets, catalog, recorded, ctx.settings.checkin_interval_seconds, utcnow()
+    )
+    # The answer is built from the model already: serialize once, skip re-validation.
+    return Response(answer.model_dump_json(), media_type="application/json")
+
+
+@router.get("/hosts/{host_id}", response_model=HostDetail)
+def read_host(host_id: str, ctx: Ctx, host: HostRow) -> HostDetail:
+    """The host's own record as the server sees it: feed, pin, targets, last check-in."""
+    require_same_host(host, host_id)
+    with ctx.db.read() as connection:
+        return hosts.host_detail(connection, host_id, timedelta(days=ctx.settings.stale_after_days))
+
+
+@router.delete("/hosts/{host_id}", status_code=204, response_class=Response)
+def unregister_host(host_id: str, ctx: Ctx, host: HostRow) -> Response:
+    """Unregister this host: its token stops working and its inventory is dropped."""
+    require_same_host(host, host_id)
+    with ctx.db.write() as connection:
+        hosts.unregister(connection, host_id)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/bundles/{sha256}",
+    response_class=Response,
+    responses={
+        **bundle_file("the bundle file; verify it before use"),
+        304: {"description": "unchanged (If-None-Match)"},
+        **errors(
+            e403="not a bundle for this host's targets", e404="no such bundle", e410="retired"
+        ),
+    },
+)
+def download_bundle(sha256: Sha256, request: Request, ctx: Ctx, host: HostRow) -> Response:
+    """Download a bundle for one of this host's targets (strong ETag, immutable)."""
+    etag = f'"{sha256}"'
+    with ctx.db.read() as connection:
+        authorize_download(connection, host.id, sha256)
+        if request.headers.get("if-none-match") in (etag, f"W/{etag}"):
+            DOWNLOADS.labels("not_modified").inc()
+            return Response(status_code=304, headers={"ETag": etag, "Cache-Control": IMMUTABLE})
+        data = bundle_bytes(ctx.blobs, connection, sha256)
+    DOWNLOADS.labels("ok").inc()
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={
+            "ETag": etag,
+            "Cache-Control": IMMUTABLE,
+            "Content-Disposition": f'attachment; filename="{sha256}.nsb"',
+        },
+    )

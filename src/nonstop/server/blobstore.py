@@ -1,0 +1,71 @@
+"""Content-addressed storage of bundle bytes, named by their SHA-256.
+
+Two stores with one interface: a directory (``<data_dir>/blobs/ab/abcdef...``,
+written to a temporary file, fsynced and renamed, so a reader never sees half a
+blob) for one machine or a shared filesystem, and a database table for
+stateless replicas that share only PostgreSQL. A blob is written before the
+bundle row that names it is committed; a blob whose row never committed is an
+unreferenced file that the next upload of the same bytes simply reuses.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy import Connection, select
+
+from nonstop.server.db import Database
+from nonstop.server.models import blobs
+
+
+class BlobStore(Protocol):
+    def put(self, connection: Connection, sha256: str, data: bytes) -> None: ...
+
+    def get(self, connection: Connection, sha256: str) -> bytes | None: ...
+
+
+class DirectoryBlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, sha256: str) -> Path:
+        return self.root / sha256[:2] / sha256
+
+    def put(self, connection: Connection, sha256: str, data: bytes) -> None:
+        path = self._path(sha256)
+        if path.exists():
+            return
+        path.parent.mkdir(exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+
+    def get(self, connection: Connection, sha256: str) -> bytes | None:
+        try:
+            return self._path(sha256).read_bytes()
+        except FileNotFoundError:
+            return None
+
+
+class DatabaseBlobStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def put(self, connection: Connection, sha256: str, data: bytes) -> None:
+        statement = self._db.insert_ignoring_duplicates(blobs, "sha256")
+        connection.execute(statement.values(sha256=sha256, data=data))
+
+    def get(self, connection: Connection, sha256: str) -> bytes | None:
+        data = connection.execute(select(blobs.c.data).where(blobs.c.sha256 == sha256)).scalar()
+        return bytes(data) if data is not None else None

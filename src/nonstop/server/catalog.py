@@ -1,0 +1,77 @@
+"""The per-process read cache of what check-ins consult: published bundles and feed delays.
+
+Both tables are small (thousands of rows at most) and change only by admin
+action, while every check-in needs them. Each process re-reads them after
+``catalog_ttl_seconds`` (or at once after its own admin write), so a check-in
+answers without querying them; another replica sees a change within the TTL.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+
+from nonstop.server.db import Database
+from nonstop.server.models import bundles, feeds
+from nonstop.server.policy import Candidate
+
+
+@dataclass(frozen=True)
+class CatalogSnapshot:
+    by_target: dict[str, list[Candidate]] = field(default_factory=dict)
+    feed_delays: dict[str, int] = field(default_factory=dict)
+
+
+class Catalog:
+    def __init__(self, db: Database, ttl_seconds: float) -> None:
+        self._db = db
+        self._ttl = ttl_seconds
+        self._snapshot: CatalogSnapshot | None = None
+        self._loaded_at = 0.0
+        self._lock = threading.Lock()
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._snapshot = None
+
+    def snapshot(self) -> CatalogSnapshot:
+        with self._lock:
+            if self._snapshot is not None and time.monotonic() - self._loaded_at < self._ttl:
+                return self._snapshot
+        fresh = self._load()
+        with self._lock:
+            self._snapshot, self._loaded_at = fresh, time.monotonic()
+        return fresh
+
+    def _load(self) -> CatalogSnapshot:
+        by_target: dict[str, list[Candidate]] = defaultdict(list)
+        with self._db.read() as connection:
+            rows = connection.execute(
+                select(
+                    bundles.c.target_key,
+                    bundles.c.sha256,
+                    bundles.c.level,
+                    bundles.c.size,
+                    bundles.c.published_at,
+                    bundles.c.effective_version,
+                ).where(bundles.c.retired_at.is_(None))
+            )
+            for row in rows:
+                by_target[row.target_key].append(
+                    Candidate(
+                        sha256=row.sha256,
+                        level=row.level,
+                        size=row.size,
+                        published_at=row.published_at,
+                        effective_version=row.effective_version,
+                    )
+                )
+            delays = {
+                row.name: row.delay_hours
+                for row in connection.execute(select(feeds.c.name, feeds.c.delay_hours))
+            }
+        return CatalogSnapshot(dict(by_target), delays)

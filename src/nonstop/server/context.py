@@ -1,0 +1,47 @@
+"""Everything a request handler needs, built once per server process from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nonstop.bundle import TrustedKeys
+from nonstop.server.blobstore import BlobStore, DatabaseBlobStore, DirectoryBlobStore
+from nonstop.server.catalog import Catalog
+from nonstop.server.db import Database
+from nonstop.server.metrics import HostStateCollector
+from nonstop.server.ratelimit import WindowLimiter
+from nonstop.server.settings import ServerSettings
+
+
+@dataclass
+class ServerContext:
+    settings: ServerSettings
+    db: Database
+    blobs: BlobStore
+    catalog: Catalog
+    vendor_keys: TrustedKeys
+    registrations: WindowLimiter
+    auth_failures: WindowLimiter
+    host_states: HostStateCollector
+
+    @classmethod
+    def create(cls, settings: ServerSettings) -> ServerContext:
+        db = Database(settings.effective_database_url, settings.db_pool_size)
+        keys_dir = settings.effective_vendor_keys_dir
+        # No directory yet: the server runs, and refuses uploads until keys are configured.
+        vendor_keys = TrustedKeys.from_dir(keys_dir) if keys_dir.is_dir() else TrustedKeys([])
+        blobs: BlobStore = (
+            DatabaseBlobStore(db)
+            if settings.blob_store == "database"
+            else DirectoryBlobStore(settings.blob_dir)
+        )
+        return cls(
+            settings=settings,
+            db=db,
+            blobs=blobs,
+            catalog=Catalog(db, settings.catalog_ttl_seconds),
+            vendor_keys=vendor_keys,
+            registrations=WindowLimiter(settings.registrations_per_minute),
+            auth_failures=WindowLimiter(settings.failed_auth_per_minute),
+            host_states=HostStateCollector(db, settings.stale_after_days),
+        )

@@ -1,0 +1,40 @@
+"""Housekeeping each server process runs in the background: pruning old check-in history.
+
+Check-in rows exist to record each check-in id once (a retry is recognised)
+and as recent history; after ``checkin_history_days`` they serve neither. Every
+replica prunes, which is harmless: the DELETE is idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from sqlalchemy import delete
+from starlette.concurrency import run_in_threadpool
+
+from nonstop.server.db import Database
+from nonstop.server.logs import logger
+from nonstop.server.models import checkins, utcnow
+
+PRUNE_EVERY_SECONDS = 3600.0
+
+
+def prune_checkins(db: Database, keep_days: int) -> int:
+    """Delete check-in rows older than KEEP_DAYS; return how many went."""
+    with db.write() as connection:
+        done = connection.execute(
+            delete(checkins).where(checkins.c.received_at < utcnow() - timedelta(days=keep_days))
+        )
+    return done.rowcount
+
+
+async def prune_forever(db: Database, keep_days: int) -> None:
+    while True:
+        await asyncio.sleep(PRUNE_EVERY_SECONDS)
+        try:
+            removed = await run_in_threadpool(prune_checkins, db, keep_days)
+        except Exception:  # a failed round is retried next time; the server keeps serving
+            logger().exception("pruning check-in history failed")
+            continue
+        logger().info("pruned check-in history", extra={"fields": {"rows": removed}})

@@ -1,0 +1,94 @@
+"""Feed policy: which bundle (if any) a host should apply for one of its targets.
+
+Inputs: the published bundles of that target, the delay of the host's feed
+(a bundle is visible DELAY hours after publication), an optional sticky pin
+(``level:N``: never above level N; ``date:YYYY-MM-DD``: only bundles published
+on or before that day, UTC), and the level the host reports as applied.
+Levels are cumulative, so the answer is the highest visible, allowed level, and
+only when it is above what the host has. Nothing here touches the database.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Literal
+
+_STICKY = re.compile(r"^(level:[1-9][0-9]{0,8}|date:[0-9]{4}-[0-9]{2}-[0-9]{2})$")
+
+
+@dataclass(frozen=True)
+class Sticky:
+    max_level: int | None = None
+    # Bundles published before this instant (the end of the pinned day) are allowed.
+    published_before: datetime | None = None
+
+
+def parse_sticky(value: str | None) -> Sticky | None:
+    """``level:N`` or ``date:YYYY-MM-DD`` into a Sticky; ValueError with a one-line reason."""
+    if value is None:
+        return None
+    if not _STICKY.match(value):
+        raise ValueError(f"sticky pin {value!r} is not level:N or date:YYYY-MM-DD")
+    kind, _, arg = value.partition(":")
+    if kind == "level":
+        return Sticky(max_level=int(arg))
+    try:
+        day = date.fromisoformat(arg)
+    except ValueError:
+        raise ValueError(f"sticky pin {value!r} names no real date") from None
+    end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+    return Sticky(published_before=end)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A published (not retired) bundle of one target."""
+
+    sha256: str
+    level: int
+    size: int
+    published_at: datetime
+    effective_version: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Literal["apply", "none"]
+    reason: str
+    bundle: Candidate | None = None
+
+
+def decide(
+    candidates: Sequence[Candidate],
+    *,
+    delay_hours: int,
+    sticky: Sticky | None,
+    applied_level: int | None,
+    now: datetime,
+) -> Decision:
+    """The bundle to apply for one target, or "none" with the reason."""
+    if not candidates:
+        return Decision("none", "no bundle for this target")
+    visible_before = now - timedelta(hours=delay_hours)
+    allowed = [
+        c
+        for c in candidates
+        if c.published_at <= visible_before
+        and (sticky is None or sticky.max_level is None or c.level <= sticky.max_level)
+        and (
+            sticky is None
+            or sticky.published_before is None
+            or c.published_at < sticky.published_before
+        )
+    ]
+    if not allowed:
+        pinned = sticky is not None and any(c.published_at <= visible_before for c in candidates)
+        return Decision("none", "held back by sticky pin" if pinned else "not yet released on feed")
+    best = max(allowed, key=lambda c: c.level)
+    if applied_level is not None and best.level <= applied_level:
+        reason = "up to date" if best.level == applied_level else "applied level is above policy"
+        return Decision("none", reason)
+    return Decision("apply", f"level {best.level} available", best)

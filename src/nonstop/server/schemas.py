@@ -1,0 +1,329 @@
+"""API v1 request and response bodies (pydantic): every input is validated here first.
+
+Unknown fields are refused (``extra="forbid"``) so a typo in an agent or
+script is a clear 422 instead of a silently ignored setting. Lengths and
+patterns match the database columns, so valid input always fits.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from nonstop.server.policy import parse_sticky
+
+Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]+$", min_length=2, max_length=128)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Text64 = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f]+$")]
+Text255 = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[^\x00-\x1f]+$")
+]
+Hostname = Annotated[
+    str, StringConstraints(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_.:-]+$")
+]
+FeedName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+LabelKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,63}$")]
+LabelValue = Annotated[str, StringConstraints(max_length=255, pattern=r"^[^\x00-\x1f]*$")]
+Description = Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00]*$")]
+Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=32)]
+Level = Annotated[int, Field(ge=1, le=1_000_000_000)]
+StickyPin = Annotated[
+    str,
+    StringConstraints(pattern=r"^(level:[1-9][0-9]{0,8}|date:[0-9]{4}-[0-9]{2}-[0-9]{2})$"),
+]
+HostState = Literal["active", "stale", "never", "unregistered"]
+
+
+class Input(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _check_sticky(value: str | None) -> str | None:
+    parse_sticky(value)  # a real date, not just the shape of one
+    return value
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+# --- host side: registration, check-in ---------------------------------------------------
+
+
+class RegisterRequest(Input):
+    registration_key: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    hostname: Hostname
+
+
+class RegisterResponse(BaseModel):
+    host_id: str
+    token: str = Field(description="secret bearer token for this host; shown only once")
+    feed: str
+    checkin_interval_seconds: int
+
+
+class OsInfo(Input):
+    id: Annotated[str, StringConstraints(pattern=r"^[a-z0-9._-]{1,64}$")]
+    version_id: Text64 | None = None
+    pretty_name: Text255 | None = None
+
+
+class PackageRef(Input):
+    name: Text255
+    version: Text255
+
+
+class KernelInventory(Input):
+    release: Text255
+    build_id: Hex | None = None
+    version_digest: Sha256 | None = None
+    arch: Text64 = "x86_64"
+    applied_level: Level | None = None
+
+    @model_validator(mode="after")
+    def _identified(self) -> KernelInventory:
+        if self.build_id is None and self.version_digest is None:
+            raise ValueError("kernel needs build_id or version_digest")
+        return self
+
+
+class LibraryInventory(Input):
+    build_id: Hex
+    soname: Text255
+    path: Annotated[str, StringConstraints(max_length=4096)] | None = None
+    package: PackageRef | None = None
+    processes: Annotated[int, Field(ge=0, le=10_000_000)] = 0
+    applied_level: Level | None = None
+
+
+class CheckinRequest(Input):
+    checkin_id: uuid.UUID = Field(
+        description="chosen by the agent per check-in; a retry reuses it and is recorded once"
+    )
+    agent_version: Text64
+    hostname: Hostname
+    os: OsInfo
+    kernel: KernelInventory | None = None
+    libraries: Annotated[list[LibraryInventory], Field(max_length=4096)] = []
+
+
+class BundleRef(BaseModel):
+    sha256: str
+    level: int
+    size: int
+    effective_version: str
+    url: str
+
+
+class TargetDecision(BaseModel):
+    target: str
+    kind: Literal["userspace", "kernel"]
+    name: str
+    applied_level: int | None
+    action: Literal["apply", "none"]
+    reason: str
+    bundle: BundleRef | None
+
+
+class CheckinResponse(BaseModel):
+    host_id: str
+    checkin_id: uuid.UUID
+    recorded: bool = Field(description="false when this check-in id was already recorded")
+    feed: str
+    server_time: datetime
+    next_checkin_seconds: int
+    targets: list[TargetDecision]
+
+
+class HostTargetView(BaseModel):
+    target: str
+    kind: str
+    name: str
+    package_name: str | None
+    package_version: str | None
+    processes: int
+    applied_level: int | None
+
+
+class HostView(BaseModel):
+    id: str
+    hostname: str
+    state: HostState
+    feed: str
+    sticky: str | None
+    labels: dict[str, str]
+    registration_key_id: str | None
+    distro_id: str | None
+    distro_version: str | None
+    kernel_release: str | None
+    kernel_build_id: str | None
+    kernel_version_digest: str | None
+    agent_version: str | None
+    registered_at: datetime
+    last_checkin_at: datetime | None
+    checkin_count: int
+    unregistered_at: datetime | None
+
+
+class HostDetail(HostView):
+    targets: list[HostTargetView]
+
+
+class HostList(BaseModel):
+    hosts: list[HostView]
+    next_after: str | None = Field(description="pass as `after` to get the next page")
+
+
+class CheckinRecord(BaseModel):
+    checkin_id: str
+    received_at: datetime
+    agent_version: str | None
+
+
+class CheckinHistory(BaseModel):
+    checkins: list[CheckinRecord]
+
+
+class HostUpdate(Input):
+    feed: FeedName | None = None
+    sticky: StickyPin | None = Field(None, description="null removes the pin")
+    labels: Labels | None = None
+
+    _sticky = field_validator("sticky")(_check_sticky)
+
+
+# --- admin: registration keys ------------------------------------------------------------
+
+
+class KeyCreate(Input):
+    name: Text64
+    feed: FeedName = "stable"
+    sticky: StickyPin | None = None
+    labels: Labels = {}
+    host_limit: Annotated[int, Field(ge=1, le=100_000_000)] | None = None
+
+    _sticky = field_validator("sticky")(_check_sticky)
+
+
+class KeyUpdate(Input):
+    feed: FeedName | None = None
+    sticky: StickyPin | None = Field(None, description="null removes the pin")
+    labels: Labels | None = None
+    host_limit: Annotated[int, Field(ge=1, le=100_000_000)] | None = Field(
+        None, description="null removes the limit"
+    )
+
+    _sticky = field_validator("sticky")(_check_sticky)
+
+
+class KeyView(BaseModel):
+    id: str
+    name: str
+    feed: str
+    sticky: str | None
+    labels: dict[str, str]
+    host_limit: int | None
+    host_count: int
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(KeyView):
+    key: str = Field(description="the registration key for hosts; shown only once")
+
+
+# --- admin: bundles, feeds ---------------------------------------------------------------
+
+
+class BundleView(BaseModel):
+    sha256: str
+    kind: Literal["userspace", "kernel"]
+    target: str
+    target_name: str
+    level: int
+    key_id: str
+    size: int
+    effective_version: str
+    cves: list[str]
+    published_at: datetime
+    retired_at: datetime | None
+    uploaded_by: str
+
+
+class BundleDetail(BundleView):
+    manifest: dict[str, Any]
+
+
+class BundleList(BaseModel):
+    bundles: list[BundleView]
+
+
+class FeedCreate(Input):
+    name: FeedName
+    description: Description = ""
+    delay_hours: Annotated[int, Field(ge=0, le=24 * 365)] = 0
+
+
+class FeedUpdate(Input):
+    description: Description | None = None
+    delay_hours: Annotated[int, Field(ge=0, le=24 * 365)] | None = None
+
+
+class FeedView(BaseModel):
+    name: str
+    description: str
+    delay_hours: int
+    created_at: datetime
+
+
+class FeedList(BaseModel):
+    feeds: list[FeedView]
+
+
+# --- admin: reports, audit ---------------------------------------------------------------
+
+
+class LevelCount(BaseModel):
+    level: int | None = Field(description="null: no level applied")
+    hosts: int
+
+
+class TargetLevels(BaseModel):
+    target: str
+    kind: str
+    name: str
+    latest_level: int | None = Field(description="highest published level, any feed")
+    levels: list[LevelCount]
+
+
+class LevelsReport(BaseModel):
+    targets: list[TargetLevels]
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    details: dict[str, Any]
+
+
+class AuditList(BaseModel):
+    entries: list[AuditEntry]
+    next_before: int | None = Field(description="pass as `before` to get older entries")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    schema_revision: str | None
