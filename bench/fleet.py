@@ -5,7 +5,11 @@ default settings) and each server worker count, it starts a fresh server on
 loopback, uploads a few signed bundles, registers N simulated hosts, then has
 every host check in once with a realistic inventory (kernel + L libraries
 drawn from a shared pool, as in a fleet running one distro). Clients are
-asyncio + httpx, optionally spread over several processes. Prints
+asyncio + httpx, or the lean asyncio client of ``leanhttp`` (httpx alone
+uses more CPU per request than the server); with both, the fleet is split
+between them and each half is measured on its own, with the CPU the server,
+PostgreSQL and the client spent on it. Each client's floor (its CPU per
+request against a server that does nothing) is measured first. Prints
 check-ins/s and p50/p99 latency per configuration, then one JSON line each.
 
     .venv/bin/python bench/fleet.py --hosts 100000 --backend postgresql --workers 1 2
@@ -31,9 +35,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.leanhttp import FixedAnswerServer, LeanConnection, request_bytes
 from tests.conftest import SAMPLE_OBJECT, sample_manifest
 from tests.server.conftest import create_admin_token
-from tests.server.pgcluster import PostgresCluster
+from tests.server.pgcluster import PostgresCluster, free_port
 from tests.server.serverproc import ServerProcess
 
 from nonstop.bundle import UserspaceTarget, generate_keypair, load_signing_key, pack
@@ -46,8 +51,10 @@ PATCHED_LIBRARIES = 8
 class Result:
     backend: str
     workers: int
+    client: str
     hosts: int
     registrations_per_s: float
+    registration_server_cpu_ms: float
     checkins: int
     checkins_per_s: float
     p50_ms: float
@@ -57,6 +64,8 @@ class Result:
     server_cpu_ms: float
     database_cpu_ms: float
     client_cpu_ms: float
+    # The client's CPU per request against a server that does nothing (FixedAnswerServer).
+    client_floor_ms: float
 
 
 def tree_cpu_seconds(root: int) -> float:
@@ -100,6 +109,29 @@ def library_pool() -> list[dict[str, Any]]:
     ]
 
 
+def sample_answer(libraries: int) -> bytes:
+    """A check-in answer of the usual size, for weighing clients against FixedAnswerServer."""
+    decision = {
+        "target": "userspace:" + "ab" * 20,
+        "kind": "userspace",
+        "name": "libsim0.so.1",
+        "applied_level": None,
+        "action": "none",
+        "reason": "no bundle for this target",
+        "bundle": None,
+    }
+    answer = {
+        "host_id": "0" * 32,
+        "checkin_id": str(uuid.uuid4()),
+        "recorded": True,
+        "feed": "stable",
+        "server_time": "2026-01-01T00:00:00Z",
+        "next_checkin_seconds": 3600,
+        "targets": [decision] * (libraries + 1),
+    }
+    return json.dumps(answer).encode()
+
+
 def checkin_body(hostname: str, libraries: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "checkin_id": str(uuid.uuid4()),
@@ -111,70 +143,171 @@ def checkin_body(hostname: str, libraries: list[dict[str, Any]]) -> dict[str, An
     }
 
 
-async def register_hosts(url: str, key: str, count: int, concurrency: int) -> list[tuple[str, str]]:
-    hosts: list[tuple[str, str]] = []
-    queue = iter(range(count))
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
+@dataclass
+class Phase:
+    """What one client process measured: latencies (s), errors, wall-clock span, its CPU."""
 
-        async def worker() -> None:
-            for number in queue:
-                response = await client.post(
-                    "/api/v1/hosts/register",
-                    json={"registration_key": key, "hostname": f"sim-{number}"},
-                )
-                response.raise_for_status()
-                body = response.json()
-                hosts.append((body["host_id"], body["token"]))
-
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return hosts
+    latencies: list[float]
+    errors: int
+    start: float
+    end: float
+    client_cpu: float
+    answers: list[bytes]
 
 
-async def checkin_hosts(
-    url: str, hosts: list[tuple[str, str]], concurrency: int, libraries: int, seed: int
-) -> tuple[list[float], int, float, float]:
-    """Latencies (s), errors, wall-clock start and end of this share of the fleet."""
+# One prepared request: path, Authorization token (or None), body bytes.
+Prepared = tuple[str, str | None, bytes]
+
+
+def registration_requests(key: str, numbers: range) -> list[Prepared]:
+    return [
+        (
+            "/api/v1/hosts/register",
+            None,
+            json.dumps({"registration_key": key, "hostname": f"sim-{n}"}).encode(),
+        )
+        for n in numbers
+    ]
+
+
+def checkin_requests(hosts: list[tuple[str, str]], libraries: int, seed: int) -> list[Prepared]:
     pool = library_pool()
     rng = random.Random(seed)
+    return [
+        (
+            f"/api/v1/hosts/{host_id}/checkin",
+            token,
+            json.dumps(checkin_body(host_id[:12], rng.sample(pool, libraries))).encode(),
+        )
+        for host_id, token in hosts
+    ]
+
+
+async def drive_httpx(
+    url: str, requests: list[Prepared], concurrency: int, keep_answers: bool
+) -> Phase:
+    """httpx as lean as it goes: one client, keep-alive, bodies and headers built beforehand."""
+    headers = [
+        {"Content-Type": "application/json"}
+        | ({"Authorization": f"Bearer {token}"} if token else {})
+        for _, token, _ in requests
+    ]
     latencies: list[float] = []
+    answers: list[bytes] = []
     errors = 0
-    queue = iter(hosts)
+    queue = iter(zip(requests, headers, strict=True))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as client:
 
         async def worker() -> None:
             nonlocal errors
-            for host_id, token in queue:
-                body = checkin_body(host_id[:12], rng.sample(pool, libraries))
+            for (path, _, body), header in queue:
                 started = time.perf_counter()
                 try:
-                    response = await client.post(
-                        f"/api/v1/hosts/{host_id}/checkin",
-                        json=body,
-                        headers={"Authorization": f"Bearer {token}"},
-                    )
+                    response = await client.post(path, content=body, headers=header)
                 except httpx.TransportError as exc:
                     errors += 1
-                    print(f"check-in failed: {exc!r}", file=sys.stderr)
+                    print(f"request failed: {exc!r}", file=sys.stderr)
                     continue
                 latencies.append(time.perf_counter() - started)
-                if response.status_code != 200:
+                if response.status_code not in (200, 201):
                     errors += 1
+                elif keep_answers:
+                    answers.append(response.content)
 
-        start = time.time()
+        cpu, start = time.process_time(), time.time()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        end = time.time()
-    return latencies, errors, start, end
+        end, cpu = time.time(), time.process_time() - cpu
+    return Phase(latencies, errors, start, end, cpu, answers)
 
 
-def checkin_share(
-    args: tuple[str, list[tuple[str, str]], int, int, int],
-) -> tuple[list[float], int, float, float, float]:
-    """One client process's share; also returns the CPU time the client itself used."""
-    started = time.process_time()
-    latencies, errors, start, end = asyncio.run(checkin_hosts(*args))
-    return latencies, errors, start, end, time.process_time() - started
+async def drive_lean(
+    url: str, requests: list[Prepared], concurrency: int, keep_answers: bool
+) -> Phase:
+    """The lean client: one keep-alive connection per request in flight, requests as bytes."""
+    address = httpx.URL(url)
+    host, port = address.host, address.port or 80
+    raw = [
+        request_bytes(
+            "POST",
+            path,
+            f"{host}:{port}",
+            body,
+            {"Authorization": f"Bearer {token}"} if token else {},
+        )
+        for path, token, body in requests
+    ]
+    latencies: list[float] = []
+    answers: list[bytes] = []
+    errors = 0
+    queue = iter(raw)
+    connections = [await LeanConnection.open(host, port) for _ in range(concurrency)]
+
+    async def worker(connection: LeanConnection) -> None:
+        nonlocal errors
+        for request in queue:
+            started = time.perf_counter()
+            status, body = await connection.send(request)
+            latencies.append(time.perf_counter() - started)
+            if status not in (200, 201):
+                errors += 1
+            elif keep_answers:
+                answers.append(body)
+
+    cpu, start = time.process_time(), time.time()
+    await asyncio.gather(*(worker(connection) for connection in connections))
+    end, cpu = time.time(), time.process_time() - cpu
+    for connection in connections:
+        await connection.close()
+    return Phase(latencies, errors, start, end, cpu, answers)
+
+
+DRIVERS = {"httpx": drive_httpx, "lean": drive_lean}
+
+
+# What a client process sends: registrations (key, host numbers) or check-ins (hosts, seed).
+Spec = tuple[str, Any, Any]
+
+
+def build_requests(spec: Spec, libraries: int) -> list[Prepared]:
+    kind, first, second = spec
+    if kind == "register":
+        return registration_requests(first, second)
+    return checkin_requests(first, libraries, second)
+
+
+def client_share(args: tuple[str, str, Spec, int, int, bool]) -> Phase:
+    """Run in its own process, so the CPU it reports is the client's alone.
+
+    Requests are built before the clock starts: the figures weigh sending them.
+    """
+    client, url, spec, libraries, concurrency, keep_answers = args
+    requests = build_requests(spec, libraries)
+    return asyncio.run(DRIVERS[client](url, requests, concurrency, keep_answers))
+
+
+def run_clients(
+    client: str, url: str, specs: list[Spec], libraries: int, concurrency: int, keep: bool
+) -> list[Phase]:
+    """One client process per spec, CONCURRENCY requests in flight in all."""
+    per_process = max(1, concurrency // len(specs))
+    jobs = [(client, url, spec, libraries, per_process, keep) for spec in specs]
+    with ProcessPoolExecutor(len(specs)) as pool:
+        return list(pool.map(client_share, jobs))
+
+
+def client_floor(client: str, options: argparse.Namespace) -> float:
+    """CPU ms per request of CLIENT sending check-ins to a server that only answers."""
+    count = min(options.hosts, 5000)
+    hosts = [(f"{n:032x}", f"nsh_{n:032x}_secret") for n in range(count)]
+    server = FixedAnswerServer(free_port(), sample_answer(options.libraries))
+    try:
+        phases = run_clients(
+            client, server.url, [("checkin", hosts, 0)], options.libraries, 32, False
+        )
+    finally:
+        server.stop()
+    return phases[0].client_cpu * 1000 / count
 
 
 def upload_bundles(url: str, token: str, key_dir: Path) -> None:
@@ -188,6 +321,29 @@ def upload_bundles(url: str, token: str, key_dir: Path) -> None:
         client.patch("/api/v1/admin/feeds/stable", json={"delay_hours": 0}).raise_for_status()
 
 
+def measure(
+    server: ServerProcess,
+    database_pid: int | None,
+    client: str,
+    specs: list[Spec],
+    options: argparse.Namespace,
+    keep: bool,
+) -> tuple[list[Phase], float, float]:
+    """Run the client processes; (phases, server CPU s, database CPU s) over the same span."""
+    assert server.process is not None
+    server_cpu = tree_cpu_seconds(server.process.pid)
+    database_cpu = tree_cpu_seconds(database_pid) if database_pid else 0.0
+    phases = run_clients(client, server.url, specs, options.libraries, options.concurrency, keep)
+    server_cpu = tree_cpu_seconds(server.process.pid) - server_cpu
+    database_cpu = (tree_cpu_seconds(database_pid) - database_cpu) if database_pid else 0.0
+    return phases, server_cpu, database_cpu
+
+
+def rate(phases: list[Phase]) -> float:
+    count = sum(len(phase.latencies) for phase in phases)
+    return count / (max(p.end for p in phases) - min(p.start for p in phases))
+
+
 def run_one(
     backend: str,
     workers: int,
@@ -195,7 +351,8 @@ def run_one(
     options: argparse.Namespace,
     key_dir: Path,
     database_pid: int | None,
-) -> Result:
+) -> list[Result]:
+    """One server; the fleet split evenly between the clients, each half measured on its own."""
     data_dir = Path(tempfile.mkdtemp(prefix="nonstop-fleet-"))
     trusted = data_dir / "vendor-keys"
     trusted.mkdir()
@@ -215,6 +372,7 @@ def run_one(
         "--db-pool-size",
         str(options.pool_size),
     ).start()
+    results = []
     try:
         token = create_admin_token(data_dir, database_url)
         upload_bundles(server.url, token, key_dir)
@@ -222,41 +380,45 @@ def run_one(
             base_url=server.url, headers={"Authorization": f"Bearer {token}"}
         ) as admin:
             key = admin.post("/api/v1/admin/keys", json={"name": "fleet"}).json()["key"]
-        started = time.perf_counter()
-        hosts = asyncio.run(register_hosts(server.url, key, options.hosts, options.concurrency))
-        registrations_per_s = len(hosts) / (time.perf_counter() - started)
-        shares = [hosts[i :: options.client_processes] for i in range(options.client_processes)]
-        per_process = max(1, options.concurrency // options.client_processes)
-        jobs = [
-            (server.url, share, per_process, options.libraries, i) for i, share in enumerate(shares)
-        ]
-        assert server.process is not None
-        server_cpu = tree_cpu_seconds(server.process.pid)
-        database_cpu = tree_cpu_seconds(database_pid) if database_pid else 0.0
-        with ProcessPoolExecutor(options.client_processes) as pool:
-            results = list(pool.map(checkin_share, jobs))
-        server_cpu = tree_cpu_seconds(server.process.pid) - server_cpu
-        database_cpu = (tree_cpu_seconds(database_pid) - database_cpu) if database_pid else 0.0
-        client_cpu = sum(result[4] for result in results)
-        latencies = sorted(value for result in results for value in result[0])
-        errors = sum(result[1] for result in results)
-        elapsed = max(result[3] for result in results) - min(result[2] for result in results)
-        return Result(
-            backend=backend,
-            workers=workers,
-            hosts=len(hosts),
-            registrations_per_s=round(registrations_per_s, 1),
-            checkins=len(latencies),
-            checkins_per_s=round(len(latencies) / elapsed, 1),
-            p50_ms=round(percentile(latencies, 0.50) * 1000, 2),
-            p99_ms=round(percentile(latencies, 0.99) * 1000, 2),
-            errors=errors,
-            server_cpu_ms=round(server_cpu * 1000 / max(1, len(latencies)), 3),
-            database_cpu_ms=round(database_cpu * 1000 / max(1, len(latencies)), 3),
-            client_cpu_ms=round(client_cpu * 1000 / max(1, len(latencies)), 3),
-        )
+        processes = options.client_processes
+        for index, client in enumerate(options.client):
+            numbers = range(index, options.hosts, len(options.client))
+            specs: list[Spec] = [("register", key, numbers[i::processes]) for i in range(processes)]
+            phases, reg_server_cpu, _ = measure(server, database_pid, client, specs, options, True)
+            hosts = [
+                (body["host_id"], body["token"])
+                for phase in phases
+                for body in map(json.loads, phase.answers)
+            ]
+            registrations_per_s = rate(phases)
+            specs = [("checkin", hosts[i::processes], i) for i in range(processes)]
+            phases, server_cpu, database_cpu = measure(
+                server, database_pid, client, specs, options, False
+            )
+            latencies = sorted(value for phase in phases for value in phase.latencies)
+            count = max(1, len(latencies))
+            results.append(
+                Result(
+                    backend=backend,
+                    workers=workers,
+                    client=client,
+                    hosts=len(hosts),
+                    registrations_per_s=round(registrations_per_s, 1),
+                    registration_server_cpu_ms=round(reg_server_cpu * 1000 / len(numbers), 3),
+                    checkins=len(latencies),
+                    checkins_per_s=round(rate(phases), 1),
+                    p50_ms=round(percentile(latencies, 0.50) * 1000, 2),
+                    p99_ms=round(percentile(latencies, 0.99) * 1000, 2),
+                    errors=sum(phase.errors for phase in phases) + len(numbers) - len(hosts),
+                    server_cpu_ms=round(server_cpu * 1000 / count, 3),
+                    database_cpu_ms=round(database_cpu * 1000 / count, 3),
+                    client_cpu_ms=round(sum(p.client_cpu for p in phases) * 1000 / count, 3),
+                    client_floor_ms=options.floors[client],
+                )
+            )
     finally:
         server.stop()
+    return results
 
 
 def main() -> int:
@@ -266,12 +428,22 @@ def main() -> int:
         "--backend", choices=["sqlite", "postgresql"], nargs="+", default=["sqlite", "postgresql"]
     )
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--client",
+        choices=sorted(DRIVERS),
+        nargs="+",
+        default=["lean", "httpx"],
+        help="clients to compare; the hosts are split evenly between them",
+    )
     parser.add_argument("--concurrency", type=int, default=32, help="requests in flight")
     parser.add_argument("--client-processes", type=int, default=1)
     parser.add_argument("--libraries", type=int, default=20, help="libraries per host inventory")
     parser.add_argument("--pool-size", type=int, default=10, help="database connections per worker")
     options = parser.parse_args()
 
+    options.floors = {client: round(client_floor(client, options), 3) for client in options.client}
+    for client, floor in options.floors.items():
+        print(f"client floor {client:6} {floor} ms CPU per check-in request", flush=True)
     key_dir = Path(tempfile.mkdtemp(prefix="nonstop-fleet-key-"))
     generate_keypair(key_dir / "vendor")
     key_dir = key_dir / "vendor"
@@ -287,18 +459,19 @@ def main() -> int:
             else:
                 url = f"sqlite:///{tempfile.mkdtemp(prefix='nonstop-fleet-db-')}/fleet.db"
             database_pid = cluster.pid if backend == "postgresql" and cluster else None
-            result = run_one(backend, workers, url, options, key_dir, database_pid)
-            results.append(result)
-            print(
-                f"{backend:10} workers={workers}  hosts={result.hosts}  "
-                f"register {result.registrations_per_s:8.1f}/s  "
-                f"check-ins {result.checkins_per_s:8.1f}/s  "
-                f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
-                f"errors {result.errors}  "
-                f"CPU ms/check-in: server {result.server_cpu_ms} db {result.database_cpu_ms} "
-                f"client {result.client_cpu_ms}",
-                flush=True,
-            )
+            for result in run_one(backend, workers, url, options, key_dir, database_pid):
+                results.append(result)
+                print(
+                    f"{backend:10} workers={workers} client={result.client:5} "
+                    f"hosts={result.hosts}  register {result.registrations_per_s:7.1f}/s  "
+                    f"check-ins {result.checkins_per_s:7.1f}/s  "
+                    f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  "
+                    f"errors {result.errors}  CPU ms/check-in: server {result.server_cpu_ms} "
+                    f"db {result.database_cpu_ms} client {result.client_cpu_ms} "
+                    f"(floor {result.client_floor_ms}); registration server "
+                    f"{result.registration_server_cpu_ms}",
+                    flush=True,
+                )
     finally:
         if cluster is not None:
             cluster.stop()

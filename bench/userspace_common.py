@@ -73,9 +73,12 @@ def start_program(busy: int, sleepers: int, readers: int = 0) -> subprocess.Pope
     return process
 
 
-def signed_bundles(work: Path, levels: tuple[int, ...]) -> tuple[dict[int, Path], dict[str, str]]:
+def signed_bundles(
+    work: Path, levels: tuple[int, ...], only: dict[int, tuple[str, ...]] | None = None
+) -> tuple[dict[int, Path], dict[str, str]]:
     """Bundles of the fixture patch for LEVELS (made with `nonstop bundle create`) and an
-    environment whose nonstopctl trusts their key and keeps its state under WORK."""
+    environment whose nonstopctl trusts their key and keeps its state under WORK. ONLY maps a
+    level to the functions it replaces, when not all of them."""
     from nonstop.bundle import generate_keypair
     from nonstop.cli import main as nonstop_main
 
@@ -92,7 +95,8 @@ def signed_bundles(work: Path, levels: tuple[int, ...]) -> tuple[dict[int, Path]
                 "--symbols", str(symbols), "--level", str(level), "--key", str(work / "key"),
                 "-o", str(bundles[level])]  # fmt: skip
         for old, new in FUNCTIONS:
-            argv += ["--replace", f"{old}={new}"]
+            if old in (only or {}).get(level, (old,)):
+                argv += ["--replace", f"{old}={new}"]
         if nonstop_main(argv) != 0:
             raise SystemExit("nonstop bundle create failed")
     (work / "nonstopctl.toml").write_text(

@@ -1,5 +1,6 @@
 """Kill -9 of `nonstopctl --lib-update/--lib-unload` at random instants, at least 200 trials:
-counts target crashes (must be 0) and targets left inconsistent after the next run (must be 0).
+counts target crashes, targets answering with a mix of old and new level while the patcher is
+dead (before any recovery), and targets left inconsistent after the next run (all must be 0).
 
     .venv/bin/python bench/userspace_kill.py [TRIALS] [SEED]
 """
@@ -20,16 +21,16 @@ from userspace_common import build_fixtures, load_average, require_root, signed_
 def main() -> None:
     require_root()
     # The trial logic is shared with the test suite (importable once userspace_common set the path).
-    from tests.userspace.conftest import NONSTOPCTL, Target
+    from tests.userspace.conftest import NONSTOPCTL, PARTIAL, PARTIAL_LEVEL, Target
     from tests.userspace.killtrials import run_trials
-    from tests.userspace.test_engine import ORIGINAL, patched
+    from tests.userspace.test_engine import patched
 
     trials = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     seed = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     cache = build_fixtures()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        bundles, env = signed_bundles(work, (1, 2, 3))
+        bundles, env = signed_bundles(work, (1, 2, 3, PARTIAL_LEVEL), {PARTIAL_LEVEL: PARTIAL})
 
         def nonstopctl(args: list[str]) -> subprocess.Popen[str]:
             return subprocess.Popen([*NONSTOPCTL, *args], env=env, stdout=subprocess.PIPE,
@@ -41,19 +42,21 @@ def main() -> None:
             started = time.monotonic()
             report = run_trials(
                 trials, target, bundles, TrustedKeys.from_dir(work / "trusted"), engine,
-                nonstopctl, lambda level: patched(level) if level else ORIGINAL, seed=seed,
+                nonstopctl, patched, work / "trusted", work, seed=seed,
             )  # fmt: skip
         finally:
             target.stop()
     print(f"{report.trials} trials in {time.monotonic() - started:.0f} s, seed {seed} "
           f"(load {load_average()})")  # fmt: skip
-    print(f"  killed mid-run: {report.killed_mid_run}; finished before the kill: "
+    print(f"  killed at a random instant: {report.killed_at_instant}; at a random engine "
+          f"point: {report.killed_at_point}; finished before the kill: "
           f"{report.finished_before_kill}")  # fmt: skip
-    print(f"  target crashes: {report.target_crashes}; inconsistent after the next run: "
+    print(f"  target crashes: {report.target_crashes}; mixed old/new while the patcher was "
+          f"dead: {report.mixed_while_dead}; inconsistent after the next run: "
           f"{report.inconsistent_after_next_run}")  # fmt: skip
     for problem in report.problems:
         print(f"  problem: {problem}")
-    if report.target_crashes or report.inconsistent_after_next_run:
+    if report.target_crashes or report.mixed_while_dead or report.inconsistent_after_next_run:
         raise SystemExit(1)
 
 

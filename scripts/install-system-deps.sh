@@ -17,6 +17,7 @@ PACKAGES=(
   cpio                # packs that initramfs
   libelf1             # objtool from linux-kbuild, run when building livepatch modules
   binutils            # strip: livepatch modules ship without debug info
+  patch               # the userspace builder applies the fixes of a recipe
   postgresql          # server tests and bench/fleet.py run a private PostgreSQL cluster (initdb)
 )
 

@@ -7,6 +7,7 @@ with caching headers, retire, pins, limits, reports, audit, metrics.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from nonstop.bundle import (
@@ -229,6 +230,42 @@ def test_sticky_pins_by_level_on_key_and_by_date_on_host(server: LiveServer, mak
         ]
         == 3
     )
+
+
+def test_host_own_pin_and_delay_combine_with_server_policy(server: LiveServer, make_bundle) -> None:
+    build_id = hexid()
+    published = {}
+    for level in (1, 2, 3):
+        bundle = upload(server, userspace_bundle(make_bundle, build_id, level)).json()
+        published[level] = bundle["published_at"]
+    host = register(server, create_key(server, sticky="level:2")["key"])
+    target = f"userspace:{build_id}"
+
+    def decide(**local: Any) -> dict[str, Any]:
+        answer = checkin(server, host, inventory("p", [library(build_id)], **local))
+        return decision_for(answer, target)
+
+    offered = decide()["bundle"]
+    assert offered["level"] == 2
+    # published_at is the bundle's publication time, as the admin API shows it.
+    assert datetime.fromisoformat(offered["published_at"]) == datetime.fromisoformat(published[2])
+    assert decide(sticky="level:1")["bundle"]["level"] == 1  # the host's pin is stricter
+    assert decide(sticky="level:3")["bundle"]["level"] == 2  # the key's pin is stricter
+    assert (decide(sticky="date:2000-01-01")["reason"]) == "held back by sticky pin"
+    # Just published: a host delay of one hour holds everything back (the feed has none).
+    assert decide(delay_hours=1)["reason"] == "not yet released on feed"
+    assert decide(delay_hours=0)["bundle"]["level"] == 2
+
+    with host.client(server) as client:
+        for bad in (
+            {"sticky": "date:2023-02-30"},
+            {"sticky": "latest"},
+            {"delay_hours": -1},
+            {"delay_hours": "soon"},
+        ):
+            response = client.post(f"/api/v1/hosts/{host.id}/checkin", json=inventory("p", **bad))
+            assert response.status_code == 422, bad
+            assert response.json()["detail"][0]["loc"][:2] == ["body", next(iter(bad))]
 
 
 def test_registration_key_host_limit_and_revocation(server: LiveServer) -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from nonstop.server.policy import Candidate, Sticky, decide, parse_sticky
+from nonstop.server.policy import Candidate, Sticky, decide, parse_sticky, strictest
 
 NOW = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -66,3 +66,21 @@ def test_no_candidates() -> None:
 def test_bad_pins_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="sticky pin"):
         parse_sticky(text)
+
+
+def test_several_pins_combine_into_the_strictest() -> None:
+    level2, day = parse_sticky("level:2"), parse_sticky("date:2026-03-08")
+    assert strictest(None, None) is None
+    assert strictest(level2, None) == level2
+    assert strictest(parse_sticky("level:3"), level2) == level2
+    assert strictest(parse_sticky("date:2026-03-09"), day) == day
+    both = strictest(level2, day)
+    assert both is not None and (both.max_level, both.published_before) == (
+        2,
+        datetime(2026, 3, 9, tzinfo=UTC),
+    )
+    # Level 2 was published on 9 March: the date pin of 8 March holds it back too.
+    assert (
+        decide(CANDIDATES, delay_hours=0, sticky=both, applied_level=None, now=NOW).bundle
+        == (CANDIDATES[0])
+    )

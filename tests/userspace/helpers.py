@@ -80,6 +80,15 @@ def whole_text_matches_file(pid: int, library: Path) -> bool:
     return True
 
 
+def entries_into(pid: int, region: Region) -> int:
+    """How many entry sites of REGION jump into it (to its dispatch stubs) right now."""
+    with ProcessMemory(pid) as memory:
+        return sum(
+            memory.read(site.patch_address, len(site.original)) == region.jump_for(site)
+            for site in region.sites
+        )
+
+
 def clean(pid: int) -> bool:
     """No half-done state: at most one region, it is ACTIVE, no leaked memfd."""
     found = regions(pid)

@@ -16,7 +16,7 @@ from nonstop.userspace import Engine, EngineOptions
 from nonstop.userspace.lock import process_lock
 from nonstop.userspace.region import State
 
-from .conftest import FUNCTIONS, FixtureBuild
+from .conftest import FUNCTIONS, PARTIAL, PARTIAL_LEVEL, FixtureBuild
 from .helpers import (
     clean,
     function_bytes,
@@ -41,7 +41,10 @@ ORIGINAL = {
 
 
 def patched(level: int) -> dict[str, str]:
-    return {
+    """What the target answers at LEVEL (0: the original code)."""
+    if level == 0:
+        return ORIGINAL
+    replaced = {
         "get 8": "-1",
         "get 3": "13",
         "kind 7": "SEVEN",
@@ -51,6 +54,10 @@ def patched(level: int) -> dict[str, str]:
         "depth 20": str(20 + level),
         "measure abcdefghijk": f"{7 + 1000 * level} abcdefg",
     }
+    if level == PARTIAL_LEVEL:
+        return {k: v if f"nsfix_{k.split()[0]}" in PARTIAL else ORIGINAL[k]
+                for k, v in replaced.items()}  # fmt: skip
+    return replaced
 
 
 def test_behaviour_changes_live_and_reverts(
@@ -122,6 +129,23 @@ def test_unload_restores_original_bytes(
     assert engine.revert(target.pid).result == "reverted"
     after = function_bytes(target.pid, fixture_build.library, FUNCTIONS)
     assert all(live == on_disk for live, on_disk in after.values())
+    assert whole_text_matches_file(target.pid, fixture_build.library)
+
+
+def test_a_level_replacing_fewer_functions_gives_the_others_their_original_code(
+    start_target, bundles, trusted, engine, fixture_build: FixtureBuild
+):
+    target = start_target(busy=2, sleepers=1)
+    assert engine.apply(target.pid, spec_for(bundles[3], trusted)).result == "patched"
+    result = engine.apply(target.pid, spec_for(bundles[PARTIAL_LEVEL], trusted))
+    assert result.result == "patched", result.reason
+    assert target.behaviour() == patched(PARTIAL_LEVEL)
+    (region,) = regions(target.pid)
+    assert region.level == PARTIAL_LEVEL and region.functions == list(PARTIAL)
+    now = function_bytes(target.pid, fixture_build.library, FUNCTIONS)
+    assert [name for name, (live, on_disk) in now.items() if live != on_disk] == list(PARTIAL)
+    assert engine.revert(target.pid).result == "reverted"
+    assert target.behaviour() == ORIGINAL
     assert whole_text_matches_file(target.pid, fixture_build.library)
 
 

@@ -114,7 +114,7 @@ def _live(ctx: AgentContext) -> list[dict[str, Any]]:
                     "build_id": patch.region.build_id,
                     "level": patch.region.level,
                     "state": patch.region.state.name.lower(),
-                    "functions": [s.function for s in patch.region.sites],
+                    "functions": patch.region.functions,
                     "info": doc.get("info", {}),
                 }
             )

@@ -11,14 +11,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio.to_thread
+import psycopg
+import sqlalchemy.exc
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from nonstop import __version__
 from nonstop.server.api import ROUTERS
 from nonstop.server.api.admin_bundles import UPLOAD_PATH
+from nonstop.server.api.common import RAW_BODY_MODELS
 from nonstop.server.context import ServerContext
 from nonstop.server.errors import ApiError
 from nonstop.server.logs import logger
@@ -49,9 +53,11 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
                 }
             },
         )
+        await ctx.db.open_async_pool()
         pruner = asyncio.create_task(prune_forever(ctx.db, settings.checkin_history_days))
         yield
         pruner.cancel()
+        await ctx.db.close_async_pool()
         ctx.db.dispose()
 
     app = FastAPI(
@@ -59,6 +65,9 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # Metrics are Prometheus (/metrics); FastAPI's OpenTelemetry hooks would only cost
+        # a provider lookup per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.ctx = ctx
 
@@ -66,8 +75,18 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
+    async def database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+        # A lost connection (database restarted, network cut): the pool replaces it, and the
+        # agent retries; the same check-in id keeps a retry from being recorded twice.
+        detail = f"database unavailable: {exc.__class__.__name__}; retry"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
+
+    for error in (sqlalchemy.exc.OperationalError, psycopg.OperationalError):
+        app.add_exception_handler(error, database_unavailable)
+
     for router in ROUTERS:
         app.include_router(router)
+    _document_raw_bodies(app)
 
     def limit_for(method: str, path: str) -> int:
         if method == "POST" and path == UPLOAD_PATH:
@@ -76,6 +95,24 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
 
     app.add_middleware(RequestGuard, limit_for=limit_for, access_log=settings.access_log)
     return app
+
+
+def _document_raw_bodies(app: FastAPI) -> None:
+    """Put the models of bodies read by ``parse_json_body`` into the OpenAPI components."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            for model in RAW_BODY_MODELS:
+                document = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(document.pop("$defs", {}))
+                components[model.__name__] = document
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_from_environment() -> FastAPI:

@@ -38,10 +38,18 @@ class Catalog:
         with self._lock:
             self._snapshot = None
 
-    def snapshot(self) -> CatalogSnapshot:
+    def fresh(self) -> CatalogSnapshot | None:
+        """The snapshot if it is within its TTL, else None (never touches the database)."""
         with self._lock:
             if self._snapshot is not None and time.monotonic() - self._loaded_at < self._ttl:
                 return self._snapshot
+        return None
+
+    def snapshot(self) -> CatalogSnapshot:
+        """The snapshot, re-read from the database when it is older than the TTL."""
+        cached = self.fresh()
+        if cached is not None:
+            return cached
         fresh = self._load()
         with self._lock:
             self._snapshot, self._loaded_at = fresh, time.monotonic()

@@ -1,34 +1,43 @@
 """The check-in: record a host's inventory and answer, per target, what to apply.
 
-The hot path of a fleet, so it is a few statements in one transaction:
-authenticate (one primary-key read), record the check-in id (an INSERT that
-ignores a duplicate: a retried check-in is answered again but recorded once),
-and only when the inventory changed since the last check-in (compared by
-digest) replace the host's target rows with one bulk INSERT. The answer is
-computed from the in-memory catalog, never from a query per target.
+The hot path of a fleet. After authentication (one primary-key read) it
+records the check-in id (an INSERT that ignores a duplicate: a retried
+check-in is answered again but recorded once), updates the host row, and only
+when the inventory changed since the last check-in (compared by digest)
+replaces the host's target rows. All of it commits together or not at all:
+
+- on PostgreSQL as ONE statement (data-modifying CTEs, the target rows passed
+  as one JSON array), sent in autocommit mode from the event loop: one round
+  trip, no BEGIN or COMMIT, no worker thread;
+- on SQLite (in-process, no round trips to save) as a few statements in one
+  write transaction.
+
+The answer is computed from the in-memory catalog, never from a query per
+target.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import json
 from datetime import datetime
-from functools import cache
-from typing import Any
+from functools import cache, lru_cache
+from typing import Any, NamedTuple
 
+import psycopg
+from pydantic_core import to_json
 from sqlalchemy import Connection, Insert, Row, bindparam, delete, insert, update
 
 from nonstop.bundle.manifest import KernelTarget, UserspaceTarget
 from nonstop.server.catalog import CatalogSnapshot
 from nonstop.server.db import Database
 from nonstop.server.models import UTCDateTime, checkins, host_targets, hosts, utcnow
-from nonstop.server.policy import Candidate, decide, parse_sticky
-from nonstop.server.schemas import BundleRef, CheckinRequest, CheckinResponse, TargetDecision
+from nonstop.server.policy import Candidate, decide, parse_sticky, strictest
+from nonstop.server.schemas import CheckinRequest
 
 
-@dataclass(frozen=True)
-class TargetRow:
-    """One target of the inventory, as stored in host_targets."""
+class TargetRow(NamedTuple):
+    """One target of the inventory, as stored in host_targets (a tuple: cheap to hash and send)."""
 
     target_key: str
     alt_target_key: str | None
@@ -40,17 +49,7 @@ class TargetRow:
     applied_level: int | None
 
     def row(self, host_id: str) -> dict[str, object]:
-        return {
-            "host_id": host_id,
-            "target_key": self.target_key,
-            "alt_target_key": self.alt_target_key,
-            "kind": self.kind,
-            "name": self.name,
-            "package_name": self.package_name,
-            "package_version": self.package_version,
-            "processes": self.processes,
-            "applied_level": self.applied_level,
-        }
+        return {"host_id": host_id, **self._asdict()}
 
     def identities(self) -> tuple[str, ...]:
         return (
@@ -81,7 +80,7 @@ def inventory_targets(request: CheckinRequest) -> list[TargetRow]:
         )
     merged: dict[str, TargetRow] = {}
     for lib in request.libraries:
-        key = UserspaceTarget(build_id=lib.build_id, soname=lib.soname).key
+        key = _userspace_key(lib.build_id)
         seen = merged.get(key)
         levels = [level for level in (lib.applied_level, seen and seen.applied_level) if level]
         merged[key] = TargetRow(
@@ -99,9 +98,18 @@ def inventory_targets(request: CheckinRequest) -> list[TargetRow]:
     return rows
 
 
-def inventory_digest(request: CheckinRequest) -> str:
-    """Identifies the inventory (everything but the check-in id) for change detection."""
-    return hashlib.sha256(request.model_dump_json(exclude={"checkin_id"}).encode()).hexdigest()
+@lru_cache(maxsize=65536)  # a fleet runs few distinct library builds
+def _userspace_key(build_id: str) -> str:
+    return UserspaceTarget(build_id=build_id, soname="").key
+
+
+def inventory_digest(targets: list[TargetRow]) -> str:
+    """Identifies the stored target rows, so an unchanged inventory skips rewriting them."""
+    return _digest(json.dumps(targets))
+
+
+def _digest(rows_json: str) -> str:
+    return hashlib.sha256(rows_json.encode()).hexdigest()
 
 
 # Built once: the hot path only binds values (no statement construction per request).
@@ -147,29 +155,94 @@ def record(
     targets = inventory_targets(request)
     if inserted is None:
         return False, targets
-    digest = inventory_digest(request)
+    digest = inventory_digest(targets)
     if digest != host.inventory_digest:
         if host.inventory_digest is not None:  # a first check-in has no rows to replace
             connection.execute(_DELETE_TARGETS, {"h_id": host.id})
         if targets:
             connection.execute(_INSERT_TARGETS, [target.row(host.id) for target in targets])
-    kernel = request.kernel
-    connection.execute(
-        _UPDATE_HOST,
-        {
-            "h_id": host.id,
-            "h_hostname": request.hostname,
-            "h_distro_id": request.os.id,
-            "h_distro_version": request.os.version_id,
-            "h_kernel_release": kernel.release if kernel else None,
-            "h_kernel_build_id": kernel.build_id if kernel else None,
-            "h_kernel_version_digest": kernel.version_digest if kernel else None,
-            "h_agent_version": request.agent_version,
-            "h_digest": digest,
-            "h_now": now,
-        },
-    )
+    connection.execute(_UPDATE_HOST, _host_values(host.id, request, digest, now))
     return True, targets
+
+
+def _host_values(
+    host_id: str, request: CheckinRequest, digest: str, now: datetime
+) -> dict[str, object]:
+    kernel = request.kernel
+    return {
+        "h_id": host_id,
+        "h_hostname": request.hostname,
+        "h_distro_id": request.os.id,
+        "h_distro_version": request.os.version_id,
+        "h_kernel_release": kernel.release if kernel else None,
+        "h_kernel_build_id": kernel.build_id if kernel else None,
+        "h_kernel_version_digest": kernel.version_digest if kernel else None,
+        "h_agent_version": request.agent_version,
+        "h_digest": digest,
+        "h_now": now,
+    }
+
+
+# The whole check-in write in one PostgreSQL statement. Its parts see one snapshot and
+# run in no set order, so they touch disjoint rows: target rows still reported are
+# upserted, the others deleted. Nothing is written unless the check-in id is new. The
+# target rows arrive as one JSON array of TargetRow tuples (the text the digest hashes).
+_RECORD_POSTGRESQL = """
+WITH recorded AS (
+    INSERT INTO checkins (host_id, checkin_id, received_at, agent_version)
+    VALUES (%(h_id)s, %(checkin_id)s, %(h_now)s, %(h_agent_version)s)
+    ON CONFLICT (host_id, checkin_id) DO NOTHING
+    RETURNING id
+), host AS (
+    UPDATE hosts SET
+        hostname = %(h_hostname)s, distro_id = %(h_distro_id)s,
+        distro_version = %(h_distro_version)s, kernel_release = %(h_kernel_release)s,
+        kernel_build_id = %(h_kernel_build_id)s,
+        kernel_version_digest = %(h_kernel_version_digest)s,
+        agent_version = %(h_agent_version)s, inventory_digest = %(h_digest)s,
+        last_checkin_at = %(h_now)s, checkin_count = checkin_count + 1
+    WHERE id = %(h_id)s AND EXISTS (SELECT FROM recorded)
+), incoming AS (
+    SELECT t->>0 AS target_key, t->>1 AS alt_target_key, t->>2 AS kind, t->>3 AS name,
+           t->>4 AS package_name, t->>5 AS package_version,
+           (t->>6)::int AS processes, (t->>7)::int AS applied_level
+    FROM json_array_elements(%(targets)s::json) AS t
+    WHERE EXISTS (SELECT FROM recorded)
+), dropped AS (
+    DELETE FROM host_targets
+    WHERE host_id = %(h_id)s AND %(replace)s AND EXISTS (SELECT FROM recorded)
+      AND target_key NOT IN (SELECT target_key FROM incoming)
+), kept AS (
+    INSERT INTO host_targets (host_id, target_key, alt_target_key, kind, name,
+                              package_name, package_version, processes, applied_level)
+    SELECT %(h_id)s, * FROM incoming
+    ON CONFLICT (host_id, target_key) DO UPDATE SET
+        alt_target_key = excluded.alt_target_key, kind = excluded.kind,
+        name = excluded.name, package_name = excluded.package_name,
+        package_version = excluded.package_version, processes = excluded.processes,
+        applied_level = excluded.applied_level
+)
+SELECT count(*) FROM recorded
+"""
+
+
+async def record_postgresql(
+    connection: psycopg.AsyncConnection[Any], host: Any, request: CheckinRequest
+) -> tuple[bool, list[TargetRow]]:
+    """As ``record``, as one autocommitted statement on an asyncio psycopg connection."""
+    targets = inventory_targets(request)
+    rows = json.dumps(targets)
+    digest = _digest(rows)
+    replace = digest != host.inventory_digest
+    values = _host_values(host.id, request, digest, utcnow()) | {
+        "checkin_id": str(request.checkin_id),
+        "replace": replace,
+        "targets": rows if replace else "[]",
+    }
+    cursor = await connection.execute(_RECORD_POSTGRESQL, values, prepare=True)
+    recorded = await cursor.fetchone()
+    assert recorded is not None
+    return recorded[0] == 1, targets
 
 
 def answer(
@@ -180,10 +253,15 @@ def answer(
     recorded: bool,
     next_checkin_seconds: int,
     now: datetime,
-) -> CheckinResponse:
-    """Per target: the bundle to apply under the host's feed and pin, or none and why."""
-    sticky = parse_sticky(host.sticky)
-    delay = catalog.feed_delays.get(host.feed, 0)
+) -> bytes:
+    """Per target: the bundle to apply under the host's feed and pin, or none and why.
+
+    The JSON body of a ``CheckinResponse`` (the route's documented response model). It is
+    built as plain data and serialized by pydantic-core, in the same formats as the model,
+    because building one pydantic model per target costs more than everything else here.
+    """
+    sticky = strictest(parse_sticky(host.sticky), parse_sticky(request.sticky))
+    delay = max(catalog.feed_delays.get(host.feed, 0), request.delay_hours or 0)
     decisions = []
     for target in targets:
         candidates: list[Candidate] = []
@@ -198,30 +276,33 @@ def answer(
         )
         bundle = decision.bundle
         decisions.append(
-            TargetDecision(
-                target=target.target_key,
-                kind="kernel" if target.kind == "kernel" else "userspace",
-                name=target.name,
-                applied_level=target.applied_level,
-                action=decision.action,
-                reason=decision.reason,
-                bundle=None
+            {
+                "target": target.target_key,
+                "kind": target.kind,
+                "name": target.name,
+                "applied_level": target.applied_level,
+                "action": decision.action,
+                "reason": decision.reason,
+                "bundle": None
                 if bundle is None
-                else BundleRef(
-                    sha256=bundle.sha256,
-                    level=bundle.level,
-                    size=bundle.size,
-                    effective_version=bundle.effective_version,
-                    url=f"/api/v1/bundles/{bundle.sha256}",
-                ),
-            )
+                else {
+                    "sha256": bundle.sha256,
+                    "level": bundle.level,
+                    "size": bundle.size,
+                    "effective_version": bundle.effective_version,
+                    "published_at": bundle.published_at,
+                    "url": f"/api/v1/bundles/{bundle.sha256}",
+                },
+            }
         )
-    return CheckinResponse(
-        host_id=host.id,
-        checkin_id=request.checkin_id,
-        recorded=recorded,
-        feed=host.feed,
-        server_time=now,
-        next_checkin_seconds=next_checkin_seconds,
-        targets=decisions,
+    return to_json(
+        {
+            "host_id": host.id,
+            "checkin_id": request.checkin_id,
+            "recorded": recorded,
+            "feed": host.feed,
+            "server_time": now,
+            "next_checkin_seconds": next_checkin_seconds,
+            "targets": decisions,
+        }
     )

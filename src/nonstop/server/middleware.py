@@ -44,11 +44,14 @@ class RequestGuard:
             self._finish(scope, 400, started)
             return
 
-        declared = dict(scope["headers"]).get(b"content-length")
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await _reject(send, 413, f"request body larger than {limit} bytes")
             self._finish(scope, 413, started)
             return
+        # With a Content-Length the HTTP parser delivers exactly that many bytes: counting
+        # them again is needed only for a body without one (chunked).
+        counted = declared is None
 
         received = 0
         rejected = False
@@ -75,7 +78,7 @@ class RequestGuard:
             await send(message)
 
         try:
-            await self.app(scope, counting_receive, tracking_send)
+            await self.app(scope, counting_receive if counted else receive, tracking_send)
         except Exception:
             if not rejected:
                 raise

@@ -1,9 +1,10 @@
 """Feed policy: which bundle (if any) a host should apply for one of its targets.
 
-Inputs: the published bundles of that target, the delay of the host's feed
-(a bundle is visible DELAY hours after publication), an optional sticky pin
-(``level:N``: never above level N; ``date:YYYY-MM-DD``: only bundles published
-on or before that day, UTC), and the level the host reports as applied.
+Inputs: the published bundles of that target, the delay (a bundle is visible
+DELAY hours after publication: the larger of the feed's and the host's own),
+an optional sticky pin (``level:N``: never above level N; ``date:YYYY-MM-DD``:
+only bundles published on or before that day, UTC; several pins combine into
+the strictest, see ``strictest``), and the level the host reports as applied.
 Levels are cumulative, so the answer is the highest visible, allowed level, and
 only when it is above what the host has. Nothing here touches the database.
 """
@@ -14,6 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Literal
 
 _STICKY = re.compile(r"^(level:[1-9][0-9]{0,8}|date:[0-9]{4}-[0-9]{2}-[0-9]{2})$")
@@ -26,6 +28,7 @@ class Sticky:
     published_before: datetime | None = None
 
 
+@lru_cache(maxsize=1024)  # a fleet has few distinct pins, and every check-in parses one
 def parse_sticky(value: str | None) -> Sticky | None:
     """``level:N`` or ``date:YYYY-MM-DD`` into a Sticky; ValueError with a one-line reason."""
     if value is None:
@@ -41,6 +44,15 @@ def parse_sticky(value: str | None) -> Sticky | None:
         raise ValueError(f"sticky pin {value!r} names no real date") from None
     end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
     return Sticky(published_before=end)
+
+
+def strictest(*pins: Sticky | None) -> Sticky | None:
+    """One pin allowing only what every given pin allows: the lowest level, the earliest day."""
+    levels = [pin.max_level for pin in pins if pin and pin.max_level is not None]
+    days = [pin.published_before for pin in pins if pin and pin.published_before is not None]
+    if not levels and not days:
+        return None
+    return Sticky(min(levels, default=None), min(days, default=None))
 
 
 @dataclass(frozen=True)

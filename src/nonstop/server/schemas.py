@@ -42,6 +42,7 @@ StickyPin = Annotated[
     StringConstraints(pattern=r"^(level:[1-9][0-9]{0,8}|date:[0-9]{4}-[0-9]{2}-[0-9]{2})$"),
 ]
 HostState = Literal["active", "stale", "never", "unregistered"]
+DelayHours = Annotated[int, Field(ge=0, le=24 * 365)]
 
 
 class Input(BaseModel):
@@ -115,6 +116,18 @@ class CheckinRequest(Input):
     os: OsInfo
     kernel: KernelInventory | None = None
     libraries: Annotated[list[LibraryInventory], Field(max_length=4096)] = []
+    sticky: StickyPin | None = Field(
+        None,
+        description="the host's own pin (nonstopctl --set-sticky-patch); "
+        "with the key's or host's pin, the strictest wins",
+    )
+    delay_hours: DelayHours | None = Field(
+        None,
+        description="the host's own update delay: bundles published less than this many "
+        "hours ago are not offered (the larger of this and the feed's delay applies)",
+    )
+
+    _sticky = field_validator("sticky")(_check_sticky)
 
 
 class BundleRef(BaseModel):
@@ -122,6 +135,7 @@ class BundleRef(BaseModel):
     level: int
     size: int
     effective_version: str
+    published_at: datetime
     url: str
 
 
@@ -271,12 +285,12 @@ class BundleList(BaseModel):
 class FeedCreate(Input):
     name: FeedName
     description: Description = ""
-    delay_hours: Annotated[int, Field(ge=0, le=24 * 365)] = 0
+    delay_hours: DelayHours = 0
 
 
 class FeedUpdate(Input):
     description: Description | None = None
-    delay_hours: Annotated[int, Field(ge=0, le=24 * 365)] | None = None
+    delay_hours: DelayHours | None = None
 
 
 class FeedView(BaseModel):

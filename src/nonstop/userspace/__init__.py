@@ -10,6 +10,8 @@ One module per concern:
 - ``scope``: symbol lookup in one running process the way ld.so resolves it.
 - ``linker``: lays out and relocates the patch object for one process.
 - ``sites``: capstone validation of function entry sites.
+- ``trampoline``: relocating the instructions an entry jump displaces.
+- ``dispatch``: per-level stubs that switch all functions at one commit-flag write.
 - ``ptrace``: ctypes ptrace: seize, interrupt, wait with timeout, registers.
 - ``inject``: crash-safe syscall injection through a seccomp-free thread.
 - ``region``: the named patch memory (memfd) and its in-process header.

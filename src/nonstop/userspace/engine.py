@@ -20,6 +20,7 @@ from nonstop.bundle import LevelAction, decide_level
 from nonstop.bundle.errors import LevelPolicyError
 from nonstop.bundle.symbols import SymbolMap
 from nonstop.userspace.discovery import processes_mapping, processes_with_patches
+from nonstop.userspace.dispatch import fill_dispatch, layout_dispatch
 from nonstop.userspace.elfmodel import ModelCache
 from nonstop.userspace.errors import (
     BusyError,
@@ -34,17 +35,22 @@ from nonstop.userspace.memory import ProcessMemory
 from nonstop.userspace.placement import candidates
 from nonstop.userspace.procfs import executable_of, is_alive, read_maps
 from nonstop.userspace.region import (
+    COMMIT_OFFSET,
     Region,
-    State,
     create_region,
     encode_header,
     find_regions,
     header_size_for,
     memfd_name,
+    running,
 )
 from nonstop.userspace.scope import Scope
-from nonstop.userspace.sites import ALIGNMENT, Site, plan_site
+from nonstop.userspace.sites import ALIGNMENT, JMP_SIZE, Site, plan_site
+from nonstop.userspace.trampoline import Displaced
 from nonstop.userspace.transaction import Hook, ProcessPatcher, SwitchPolicy
+
+SITES_CACHE = "sites-v2"
+"""Validated entry sites per build-id, with their trampoline plans."""
 
 
 @dataclass(frozen=True)
@@ -127,7 +133,11 @@ class Engine:
         except (OSError, ProcessGoneError):
             return []
         exe = executable_of(pid)
-        return [LivePatch(pid, exe, r) for r in regions if r.state == State.ACTIVE]
+        targets: dict[str, list[Region]] = {}
+        for region in regions:
+            targets.setdefault(region.build_id, []).append(region)
+        runs = [running(group) for group in targets.values()]
+        return [LivePatch(pid, exe, region) for region in runs if region is not None]
 
     # -- operations ------------------------------------------------------------
 
@@ -140,7 +150,7 @@ class Engine:
             functions=[target for target, _ in spec.functions],
         )
         with self._guard(result), self._session(pid, spec.build_id) as (patcher, target, image):
-            current = patcher.wanted(patcher.regions(spec.build_id))
+            current = running(patcher.regions(spec.build_id))
             result.level_before = result.level_after = current.level if current else None
             try:
                 action = decide_level(
@@ -183,10 +193,10 @@ class Engine:
                 result.build_id = each
                 with self._session(pid, each) as (patcher, _, _):
                     regions = patcher.regions(each)
-                    current = patcher.wanted(regions)
+                    current = running(regions)
                     if current is not None:
                         result.level_before = current.level
-                        result.functions = [s.function for s in current.sites]
+                        result.functions = current.functions
                     patcher.reconcile(regions, None)
                     result.pause_us = patcher.outcome.pause_us
                     result.retire_pause_us = patcher.outcome.retire_pause_us
@@ -257,15 +267,26 @@ class Engine:
         spec: PatchSpec,
         current: Region | None,
     ) -> Region:
-        """Link, validate sites and create the new level's memory (PREPARED); refuse early."""
+        """Link, validate sites and create the new level's memory (PREPARED); refuse early.
+
+        Its sites are the functions it replaces plus, as pass-throughs, those the current
+        level replaced and it does not: every function changes at its one commit."""
         if spec.symbol_map is not None and spec.symbol_map.build_id != spec.build_id:
             raise RefusedError("the bundle's symbol map is for another build-id")
         scope = Scope(image, patcher.memory, target, spec.symbol_map)
-        sites: list[tuple[Site, int, str]] = []
+        planned: list[tuple[Site, int, str | None, int | None]] = []
+        """(site, function size, replacement (None: pass-through), stub it jumps to now)."""
         for function, replacement in spec.functions:
             site, size = self._site(scope, target, function)
-            self._check_current_bytes(patcher, site, current)
-            sites.append((site, size, replacement))
+            planned.append((site, size, replacement, self._running_at(patcher, site, current)))
+        replaced = {function for function, _ in spec.functions}
+        for record in current.sites if current is not None else []:
+            assert current is not None
+            live = patcher.memory.read(record.patch_address, JMP_SIZE)
+            if record.function not in replaced and live == current.jump_for(record):
+                site, size = self._site(scope, target, record.function)
+                planned.append((site, size, None, current.start + record.stub))
+        sites = [site for site, _, _, _ in planned]
         document: dict[str, Any] = {
             "level": spec.level,
             "build_id": spec.build_id,
@@ -280,28 +301,44 @@ class Engine:
                     "size": size,
                     "original": site.original.hex(),
                     "replacement": replacement,
-                    "replacement_offset": 0,
+                    **dict.fromkeys(("new", "stub", "trampoline", "slot"), 0),
                 }
-                for site, size, replacement in sites
+                for site, size, replacement, _ in planned
             ],
             "code": [0, 0],
         }
         # Room for the offsets filled in after layout (at most 16 digits each).
-        header_size = header_size_for(document) + 16 * (len(sites) + 2)
-        link = prepare_link(spec.object_bytes, header_size, scope.resolve)
-        for item in document["sites"]:
-            item["replacement_offset"] = _defined(link, item["replacement"])
+        header_size = header_size_for(document) + 16 * (4 * len(sites) + 2)
+        entries, dispatch_end = layout_dispatch(sites, header_size)
+        link = prepare_link(spec.object_bytes, dispatch_end, scope.resolve)
+        for item, entry in zip(document["sites"], entries, strict=True):
+            replacement = item["replacement"]
+            item["new"] = _defined(link, replacement) if replacement else entry.trampoline
+            item.update(stub=entry.stub, trampoline=entry.trampoline, slot=entry.slot)
         document["code"] = [header_size, link.rx_size]
-        header = encode_header(State.PREPARED, document)
+        header = encode_header(document)
         if len(header) > header_size:
             raise EngineError("header grew after layout")  # offsets never change its length much
-        anchors = [site.patch_address for site, _, _ in sites] + link.far_targets()
+        anchors = [site.patch_address for site in sites] + link.far_targets()
+        anchors += [t for site in sites for t in site.displaced.targets(site.patch_address)]
         maps = read_maps(patcher.pid)
         name = memfd_name(spec.build_id, spec.level)
         with patcher.injecting() as injector:
             for address in candidates(maps, link.size, anchors, target.base):
                 rx, rw = link.relocate(address)
                 rx[: len(header)] = header
+                fill_dispatch(
+                    rx,
+                    address,
+                    address + COMMIT_OFFSET,
+                    sites,
+                    entries,
+                    new=[address + item["new"] for item in document["sites"]],
+                    fallback=[
+                        address + entry.trampoline if now is None else now
+                        for entry, (_, _, _, now) in zip(entries, planned, strict=True)
+                    ],
+                )
                 try:
                     create_region(injector, patcher.pid, address, name, bytes(rx), bytes(rw))
                 except FileExistsError:
@@ -315,7 +352,7 @@ class Engine:
         """The validated entry site of FUNCTION; validation is cached per build-id (on disk too,
         so a cold run needs neither capstone nor the library's symbols for it)."""
         sites = self._sites.setdefault(
-            target.build_id, self.models.load_extra(target.build_id, "sites")
+            target.build_id, self.models.load_extra(target.build_id, SITES_CACHE)
         )
         if function not in sites:
             found = scope.target_function(function)
@@ -326,27 +363,32 @@ class Engine:
                 "patch": site.patch_address - target.base,
                 "size": found.size,
                 "original": site.original.hex(),
+                "cet": site.cet,
+                "displaced": site.displaced.to_json(),
             }
-            self.models.store_extra(target.build_id, "sites", sites)
+            self.models.store_extra(target.build_id, SITES_CACHE, sites)
         cached = sites[function]
         site = Site(
             function,
             target.base + cached["entry"],
             target.base + cached["patch"],
             bytes.fromhex(cached["original"]),
+            bool(cached["cet"]),
+            Displaced.from_json(cached["displaced"]),
         )
         return site, int(cached["size"])
 
     @staticmethod
-    def _check_current_bytes(patcher: ProcessPatcher, site: Site, current: Region | None) -> None:
-        """The entry must hold the file's bytes, or our own jump into the applied level."""
+    def _running_at(patcher: ProcessPatcher, site: Site, current: Region | None) -> int | None:
+        """What runs at SITE now: None for the file's own bytes, else the stub of the applied
+        level its entry jumps to. Anything else (a debugger, another tool) is refused."""
         live = patcher.memory.read(site.patch_address, len(site.original))
         if live == site.original:
-            return
+            return None
         if current is not None:
             for record in current.sites:
                 if record.patch_address == site.patch_address and live == current.jump_for(record):
-                    return
+                    return current.start + record.stub
         raise RefusedError(
             f"{site.function} at {site.patch_address:#x} was modified by something else "
             "(bytes differ from the library file)"

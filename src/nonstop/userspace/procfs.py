@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from bisect import bisect_right
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,12 +56,43 @@ def read_maps(pid: int) -> list[Mapping]:
     return mappings
 
 
+class MapIndex:
+    """The mappings of one read of /proc/PID/maps, looked up by address (bisect)."""
+
+    def __init__(self, maps: list[Mapping]) -> None:
+        self.maps = sorted(maps, key=lambda m: m.start)
+        self._starts = [m.start for m in self.maps]
+
+    def containing(self, address: int) -> Mapping | None:
+        index = bisect_right(self._starts, address) - 1
+        if index >= 0 and address < self.maps[index].end:
+            return self.maps[index]
+        return None
+
+
 def list_pids() -> list[int]:
     return sorted(int(name) for name in os.listdir(PROC) if name.isdigit())
 
 
 def list_tasks(pid: int) -> list[int]:
     return sorted(int(name) for name in os.listdir(PROC / str(pid) / "task"))
+
+
+class ThreadCounter:
+    """The number of live threads of PID, from one fstat of its open /proc/PID/task directory
+    (procfs gives it 2 + the thread count as link count): cheaper than listing the threads."""
+
+    def __init__(self, pid: int) -> None:
+        self._fd = os.open(PROC / str(pid) / "task", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def count(self) -> int:
+        try:
+            return os.fstat(self._fd).st_nlink - 2
+        except OSError:
+            return -1  # the process is exiting: the caller lists its threads again
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 def task_status(pid: int, tid: int) -> dict[str, str]:

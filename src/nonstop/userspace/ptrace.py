@@ -127,17 +127,16 @@ def _raise_timeout(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
-def deadline(seconds: float) -> Iterator[None]:
-    """Interrupt a blocking wait after SECONDS (main thread only: SIGALRM needs it).
-
-    An interval timer someone else armed (a test runner's timeout) is put back.
-    """
+def alarms() -> Iterator[None]:
+    """Make :func:`deadline` cheap for a while (a stop window): the SIGALRM handler is installed
+    once, and an interval timer someone else armed (a test runner's timeout) is paused and put
+    back afterwards (main thread only: SIGALRM needs it)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.signal(signal.SIGALRM, _raise_timeout)
     started = time.monotonic()
-    earlier_delay, earlier_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    earlier_delay, earlier_interval = signal.setitimer(signal.ITIMER_REAL, 0)
     try:
         yield
     finally:
@@ -146,6 +145,27 @@ def deadline(seconds: float) -> Iterator[None]:
         if earlier_delay > 0:
             left = max(earlier_delay - (time.monotonic() - started), 0.001)
             signal.setitimer(signal.ITIMER_REAL, left, earlier_interval)
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Interrupt a blocking wait after SECONDS (main thread only). Inside :func:`alarms` it only
+    arms the timer (an enclosing deadline gets its remaining time back); otherwise it sets up
+    :func:`alarms` around itself."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if signal.getsignal(signal.SIGALRM) is not _raise_timeout:
+        with alarms(), deadline(seconds):
+            yield
+        return
+    started = time.monotonic()
+    enclosing, _ = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        left = max(enclosing - (time.monotonic() - started), 0.001) if enclosing > 0 else 0
+        signal.setitimer(signal.ITIMER_REAL, left)
 
 
 def wait_stop(tid: int, timeout: float | None) -> Stop:

@@ -7,10 +7,17 @@
 and the first bytes of the mapping hold the header, so the state is read from
 the process, never only from files of the agent::
 
-    0   magic  b"NSTPHDR1"
-    8   state  u64 (PREPARED, ACTIVE, REVERTING, RETIRED): one aligned 8-byte write changes it
-    16  length u32 of the JSON document that follows
-    24  JSON: level, target, functions with entry, patch address, original bytes, fixes, ...
+    0   magic  b"NSTPHDR2"
+    8   state  u64 (PREPARED, ACTIVE, RETIRED): how far the move that brought it got
+    16  commit u64: the flag every dispatch stub of this level tests (dispatch.py); one
+                aligned write of it switches all functions of the level at once
+    24  length u32 of the JSON document that follows
+    28  reserved
+    32  JSON: level, target, sites (entry, patch address, original bytes, offsets of
+        stub, trampoline, slot and new code), fixes, ...
+
+The header is R-X like the code after it: only the patcher writes it, through
+/proc/PID/mem.
 """
 
 from __future__ import annotations
@@ -20,9 +27,10 @@ import os
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
+from functools import cached_property
 from typing import Any
 
-from nonstop.userspace.errors import EngineError
+from nonstop.userspace.errors import EngineError, RefusedError
 from nonstop.userspace.inject import (
     DATA,
     SYS_CLOSE,
@@ -36,7 +44,9 @@ from nonstop.userspace.memory import ProcessMemory
 from nonstop.userspace.procfs import Mapping, read_maps
 from nonstop.userspace.sites import jump_bytes
 
-MAGIC = b"NSTPHDR1"
+MAGIC = b"NSTPHDR2"
+MAGIC_FAMILY = b"NSTPHDR"
+STATE_OFFSET, COMMIT_OFFSET, JSON_OFFSET = 8, 16, 32
 NAME_PREFIX = "nonstop:"
 MAPS_PREFIX = "/memfd:" + NAME_PREFIX
 PAGE = 4096
@@ -48,11 +58,11 @@ EEXIST = 17
 
 class State(IntEnum):
     PREPARED = 1
-    """Mapped and filled; entries may or may not point here yet (a switch may be half-done)."""
+    """Mapped and filled; its move has not finished (the commit flag says if it committed)."""
     ACTIVE = 2
-    REVERTING = 3
-    RETIRED = 4
-    """No entry points here any more; waiting to be unmapped."""
+    """Its move finished; it runs while its commit flag is 1 (0: a revert committed)."""
+    RETIRED = 3
+    """Nothing refers to it any more; waiting to be unmapped."""
 
 
 def memfd_name(build_id: str, level: int) -> str:
@@ -61,12 +71,25 @@ def memfd_name(build_id: str, level: int) -> str:
 
 @dataclass(frozen=True)
 class SiteRecord:
+    """One entry site of a level; offsets are from the start of the region."""
+
     function: str
     entry: int
     patch_address: int
+    size: int
+    """Of the function."""
     original: bytes
-    replacement: str
-    replacement_offset: int
+    replacement: str | None
+    """None: a function an earlier level replaced and this one does not (a pass-through: its
+    stub leads to the original code, and after the commit its entry gets its bytes back)."""
+    new: int
+    stub: int
+    trampoline: int
+    slot: int
+
+    @property
+    def passthrough(self) -> bool:
+        return self.replacement is None
 
 
 @dataclass
@@ -76,6 +99,7 @@ class Region:
     start: int
     end: int
     state: State
+    committed: bool
     document: dict[str, Any]
 
     @property
@@ -92,33 +116,57 @@ class Region:
         return self.start + int(low), self.start + int(high)
 
     @property
+    def flag_address(self) -> int:
+        return self.start + COMMIT_OFFSET
+
+    @cached_property
     def sites(self) -> list[SiteRecord]:
         return [
             SiteRecord(
                 function=item["function"],
                 entry=item["entry"],
                 patch_address=item["patch_address"],
+                size=item["size"],
                 original=bytes.fromhex(item["original"]),
                 replacement=item["replacement"],
-                replacement_offset=item["replacement_offset"],
+                new=item["new"],
+                stub=item["stub"],
+                trampoline=item["trampoline"],
+                slot=item["slot"],
             )
             for item in self.document["sites"]
         ]
 
+    @property
+    def functions(self) -> list[str]:
+        """The functions this level replaces."""
+        return [site.function for site in self.sites if not site.passthrough]
+
     def jump_for(self, site: SiteRecord) -> bytes:
-        return jump_bytes(site.patch_address, self.start + site.replacement_offset)
+        """The entry jump of SITE into this level (to its dispatch stub)."""
+        return jump_bytes(site.patch_address, self.start + site.stub)
 
     def contains(self, address: int) -> bool:
         return self.start <= address < self.end
 
 
-def encode_header(state: State, document: dict[str, Any]) -> bytes:
+def running(regions: list[Region]) -> Region | None:
+    """The region whose code runs, as the commit flags say (None: the original code).
+
+    A committed PREPARED region is a move cut short after its commit: it is newer than a
+    committed ACTIVE one (whose state becomes RETIRED only after that commit)."""
+    live = [r for r in regions if r.committed and r.state != State.RETIRED]
+    return max(live, key=lambda r: (r.state == State.PREPARED, r.level), default=None)
+
+
+def encode_header(document: dict[str, Any]) -> bytes:
+    """A PREPARED, uncommitted header for DOCUMENT."""
     body = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-    return MAGIC + struct.pack("<QII", state, len(body), 0) + body
+    return MAGIC + struct.pack("<QQII", State.PREPARED, 0, len(body), 0) + body
 
 
 def header_size_for(document: dict[str, Any]) -> int:
-    return (len(encode_header(State.PREPARED, document)) + 63) // 64 * 64
+    return (len(encode_header(document)) + 63) // 64 * 64
 
 
 def find_regions(
@@ -154,22 +202,33 @@ def unreadable_regions(pid: int, memory: ProcessMemory) -> list[tuple[int, int]]
 
 
 def read_region(memory: ProcessMemory, start: int, end: int) -> Region | None:
+    """The region at START, or None when its header is missing or damaged."""
     try:
-        head = memory.read(start, 24)
+        head = memory.read(start, JSON_OFFSET)
         if head[:8] != MAGIC:
+            if head[:7] == MAGIC_FAMILY:
+                raise RefusedError(
+                    f"patch memory at {start:#x} has header format {head[7:8]!r}, which this "
+                    "engine does not know: use the engine that applied it"
+                )
             return None
-        state, length, _ = struct.unpack_from("<QII", head, 8)
-        if length > end - start - 24:
+        state, commit, length, _ = struct.unpack_from("<QQII", head, STATE_OFFSET)
+        if length > end - start - JSON_OFFSET:
             return None
-        document = json.loads(memory.read(start + 24, length))
-        return Region(start, end, State(state), document)
+        document = json.loads(memory.read(start + JSON_OFFSET, length))
+        return Region(start, end, State(state), bool(commit), document)
     except (OSError, ValueError, KeyError):
         return None
 
 
 def set_state(memory: ProcessMemory, region: Region, state: State) -> None:
-    memory.write(region.start + 8, struct.pack("<Q", state))
+    memory.write(region.start + STATE_OFFSET, struct.pack("<Q", state))
     region.state = state
+
+
+def commit_bytes(on: bool) -> bytes:
+    """The one aligned 8-byte write of a commit flag."""
+    return struct.pack("<Q", int(on))
 
 
 def leaked_memfds(pid: int) -> list[int]:

@@ -1,10 +1,12 @@
 """Entry sites: where the 5-byte jump goes in each replaced function, validated with capstone.
 
 A site is valid when the jump fits (inside the function, or in alignment
-padding after a very short one), covers whole instructions, and no branch in
+padding after a very short one), covers whole instructions, no branch in
 the function targets the bytes it overwrites (a branch to the entry itself is
-a tail call and stays correct). With ``endbr64`` at the entry the jump goes
-after it, so indirect calls still land on an ``endbr64`` under CET.
+a tail call and stays correct), and the instructions it displaces can be
+relocated into an original-code trampoline (``trampoline``). With ``endbr64``
+at the entry the jump goes after it, so indirect calls still land on an
+``endbr64`` under CET.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from functools import cache
 from typing import Any
 
 from nonstop.userspace.errors import SiteError
+from nonstop.userspace.trampoline import ENDBR64 as ENDBR64
+from nonstop.userspace.trampoline import JMP_SIZE as JMP_SIZE
+from nonstop.userspace.trampoline import Displaced, plan_displaced, rel32
 
-ENDBR64 = b"\xf3\x0f\x1e\xfa"
-JMP_SIZE = 5
 ALIGNMENT = 16
 _PADDING = {"nop", "int3"}
 
@@ -36,13 +39,14 @@ class Site:
     patch_address: int
     original: bytes
     """The JMP_SIZE bytes the jump replaces, as in the library file."""
+    cet: bool
+    """The function starts with endbr64 (code reached indirectly for it must too)."""
+    displaced: Displaced
+    """The whole instructions the jump overwrites, for the original-code trampoline."""
 
 
 def jump_bytes(source: int, target: int) -> bytes:
-    displacement = target - (source + JMP_SIZE)
-    if not -(1 << 31) <= displacement < 1 << 31:
-        raise SiteError(f"jump from {source:#x} to {target:#x} is out of rel32 reach")
-    return b"\xe9" + struct.pack("<i", displacement)
+    return b"\xe9" + rel32(source + JMP_SIZE, target, "jump")
 
 
 def jump_target(code: bytes, source: int) -> int | None:
@@ -72,7 +76,8 @@ def plan_site(function: str, entry: int, size: int, code: bytes, other_starts: s
     if covered < JMP_SIZE:
         raise SiteError(f"{function}: cannot decode the instructions at its entry")
     _check_branches(function, entry, size, code, patch)
-    return Site(function, entry, patch, code[skip : skip + JMP_SIZE])
+    displaced = plan_displaced(function, code[skip:size], patch)
+    return Site(function, entry, patch, code[skip : skip + JMP_SIZE], bool(skip), displaced)
 
 
 def _padding_end(function: str, entry: int, size: int, code: bytes, starts: set[int]) -> int:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from nonstop.userspace import ptrace
 from nonstop.userspace.errors import BusyError, ProcessGoneError, PtraceError, RefusedError
-from nonstop.userspace.procfs import is_alive, list_tasks, task_status
+from nonstop.userspace.procfs import ThreadCounter, is_alive, list_tasks, task_status
 
 STOP_TIMEOUT = 2.0
 LATE_STOP_TIMEOUT = 30.0
@@ -42,7 +42,8 @@ class StoppedThread:
 
 @contextlib.contextmanager
 def critical_section(realtime: bool) -> Iterator[None]:
-    """GC off and, if REALTIME and permitted, SCHED_FIFO for the patcher while it stops threads."""
+    """GC off, the wait timeouts' SIGALRM handler in place and, if REALTIME and permitted,
+    SCHED_FIFO for the patcher while it stops threads: set up before the first thread stops."""
     was_enabled = gc.isenabled()
     gc.disable()
     previous = None
@@ -53,7 +54,8 @@ def critical_section(realtime: bool) -> Iterator[None]:
         except (OSError, AttributeError):
             previous = None
     try:
-        yield
+        with ptrace.alarms():
+            yield
     finally:
         if previous is not None:
             with contextlib.suppress(OSError):
@@ -82,25 +84,34 @@ class StoppedProcess:
         self.release()
 
     def stop_all(self) -> None:
-        while True:
-            try:
-                tids = list_tasks(self.pid)
-            except (FileNotFoundError, ProcessLookupError):
-                raise ProcessGoneError(f"process {self.pid} is gone") from None
-            new = [tid for tid in tids if tid not in self.threads]
-            if not new:
-                break
-            self._stop(new)
+        """Stop every thread, including those born meanwhile (they are listed again until the
+        kernel's thread count equals the threads stopped: a pread, cheaper than a listing)."""
+        try:
+            counter = ThreadCounter(self.pid)
+        except (FileNotFoundError, ProcessLookupError):
+            raise ProcessGoneError(f"process {self.pid} is gone") from None
+        try:
+            while True:
+                new = [tid for tid in self._tasks() if tid not in self.threads]
+                if not new:
+                    break
+                self._stop(new)
+                if counter.count() == len(self.threads):
+                    break
+        finally:
+            counter.close()
         if not self.threads:
             raise ProcessGoneError(f"process {self.pid} is gone")
 
-    def stop_one(self) -> StoppedThread:
-        """Stop one thread that has no seccomp filter (needed to inject syscalls)."""
+    def _tasks(self) -> list[int]:
         try:
-            tids = list_tasks(self.pid)
+            return list_tasks(self.pid)
         except (FileNotFoundError, ProcessLookupError):
             raise ProcessGoneError(f"process {self.pid} is gone") from None
-        for tid in tids:
+
+    def stop_one(self) -> StoppedThread:
+        """Stop one thread that has no seccomp filter (needed to inject syscalls)."""
+        for tid in self._tasks():
             if task_status(self.pid, tid).get("Seccomp") == "0":
                 self._stop([tid])
                 if tid in self.threads and _injectable(self.threads[tid]):

@@ -1,18 +1,25 @@
 """Apply, replace and revert for one process, and crash recovery, under the process lock.
 
-Every change goes through one move, :meth:`ProcessPatcher.reconcile`: make
-every known entry site of one target jump into one chosen region (or hold its
-original bytes), then retire and unmap every other region. The states in the
-in-process headers say which region is wanted:
+Every change goes through one move, :meth:`ProcessPatcher.reconcile`: make one
+chosen region's code run for every entry site of a target (or the original
+code everywhere), then retire and unmap every other region. Entries jump to
+the dispatch stubs of a level (``dispatch``), which test the level's commit
+flag, so a move is atomic. With every thread stopped:
 
-- a PREPARED region that some site already jumps to is a switch that was cut
-  short: roll it forward;
-- a REVERTING region is an unload that was cut short: complete it;
-- otherwise the ACTIVE region (or none) is wanted, and leftovers are removed.
+1. before the commit, entries are pointed at the wanted level's stubs; its flag
+   is still 0, so they run what ran before: nothing changes;
+2. the commit is one aligned write: the wanted level's flag to 1 (apply,
+   replace), or the running level's flag to 0 (revert);
+3. after it, entries that must hold the original bytes get them back: nothing
+   changes either, the committed state already runs the original code there.
 
-Because each site write replaces one whole jump with another, a thread can
-never see a torn instruction, and whatever instant a patcher dies at, each
-function is at its old or its new code; the next run finishes the move.
+Then, with the threads running again, the wanted level's fallback slots are
+pointed at its own original-code trampolines (no thread reads them while its
+flag is 1), states are recorded, and old levels are unmapped once nothing
+runs in or may return into them. Whatever instant a patcher dies at, every
+function of a target runs its old level or every function its new one. The
+next run reads the flags and states (:func:`region.running`): a committed
+level is finished, an uncommitted switch is rolled back, leftovers removed.
 """
 
 from __future__ import annotations
@@ -22,18 +29,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from nonstop.userspace.dispatch import STUB_SIZE
 from nonstop.userspace.errors import BusyError, ProcessGoneError, RefusedError
 from nonstop.userspace.image import LoadedModule
 from nonstop.userspace.inject import GADGET, SYS_MUNMAP, Injector, pick_gadget_home
 from nonstop.userspace.memory import ProcessMemory
-from nonstop.userspace.procfs import Mapping, read_maps
+from nonstop.userspace.procfs import MapIndex, read_maps
 from nonstop.userspace.region import (
+    PAGE,
     Region,
-    SiteRecord,
     State,
     close_fds,
+    commit_bytes,
     find_regions,
     leaked_memfds,
+    running,
     set_state,
     unmap_region,
     unreadable_regions,
@@ -65,6 +75,63 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class Move:
+    """Every write of one switch, decided before any thread stops (see the module docstring)."""
+
+    before: dict[int, bytes] = field(default_factory=dict)
+    """Entry address -> a jump into the wanted level's stub, written before the commit."""
+    commit: Region | None = None
+    """The region whose flag is written: the one write that changes what runs."""
+    after: dict[int, bytes] = field(default_factory=dict)
+    """Entry address -> its original bytes, written after the commit."""
+    functions: dict[int, str] = field(default_factory=dict)
+    """Every known site's function, by entry address."""
+    dispatching: list[tuple[int, int, str]] = field(default_factory=list)
+    """Stubs whose fallback slots are retargeted after the commit: no thread may be inside."""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.before or self.after or self.commit)
+
+    def overwritten(self) -> list[tuple[int, str]]:
+        return [(address, self.functions[address]) for address in {**self.before, **self.after}]
+
+
+def plan_move(regions: list[Region], wanted: Region | None, live: dict[int, bytes]) -> Move:
+    """The writes that make WANTED (None: the original code) run, given the LIVE entry bytes."""
+    move = Move()
+    final: dict[int, bytes] = {}
+    for region in regions:
+        for site in region.sites:
+            move.functions.setdefault(site.patch_address, site.function)
+            final.setdefault(site.patch_address, site.original)
+    if wanted is not None:
+        for site in wanted.sites:
+            jump = wanted.jump_for(site)
+            if not site.passthrough:
+                final[site.patch_address] = jump
+            if live[site.patch_address] != jump and (
+                not site.passthrough
+                or (not wanted.committed and live[site.patch_address] != site.original)
+            ):
+                # A pass-through entry still jumping into the previous level goes through
+                # this level until the commit, so that it changes together with the others.
+                move.before[site.patch_address] = jump
+        if not wanted.committed:
+            move.commit = wanted
+            move.dispatching = [
+                (wanted.start + s.stub + 1, wanted.start + s.stub + STUB_SIZE, s.function)
+                for s in wanted.sites
+            ]
+    else:
+        move.commit = running(regions)
+    for address, data in final.items():
+        if move.before.get(address, live[address]) != data:
+            move.after[address] = data
+    return move
+
+
 class ProcessPatcher:
     """Changes to one process; the caller holds the process lock."""
 
@@ -88,26 +155,9 @@ class ProcessPatcher:
         found = find_regions(self.pid, self.memory)
         return [r for r in found if build_id is None or r.build_id == build_id]
 
-    def pointing_to(self, region: Region) -> int:
-        """How many of REGION's sites currently jump into it."""
-        return sum(
-            self.memory.read(site.patch_address, JMP_SIZE) == region.jump_for(site)
-            for site in region.sites
-        )
-
-    def wanted(self, regions: list[Region]) -> Region | None:
-        """The region the recorded states say every site should jump to (None: original code)."""
-        for region in regions:
-            if region.state == State.PREPARED and self.pointing_to(region):
-                return region
-        if any(region.state == State.REVERTING for region in regions):
-            return None
-        active = [r for r in regions if r.state == State.ACTIVE]
-        return max(active, key=self.pointing_to, default=None)
-
-    def consistent(self, regions: list[Region], wanted: Region | None) -> bool:
-        desired = self._desired_bytes(regions, wanted)
-        return all(self.memory.read(addr, JMP_SIZE) == data for addr, (data, _) in desired.items())
+    def _live(self, regions: list[Region]) -> dict[int, bytes]:
+        addresses = {site.patch_address for region in regions for site in region.sites}
+        return {address: self.memory.read(address, JMP_SIZE) for address in addresses}
 
     # -- the one move ----------------------------------------------------------
 
@@ -115,106 +165,117 @@ class ProcessPatcher:
         """Finish whatever a previous patcher left half-done for BUILD_ID, and tidy up."""
         self._tidy_leftovers()
         regions = self.regions(build_id)
-        wanted = self.wanted(regions)
         if not regions:
             return
+        wanted = running(regions)
         settled = wanted is not None and wanted.state == State.ACTIVE and len(regions) == 1
-        if settled and self.consistent(regions, wanted):
+        if settled and plan_move(regions, wanted, self._live(regions)).empty:
             return
         self.reconcile(regions, wanted)
 
     def reconcile(self, regions: list[Region], wanted: Region | None) -> None:
-        """Point every site of REGIONS at WANTED (None: original bytes); unmap the rest.
+        """Make WANTED run at every site of REGIONS (None: the original code); unmap the rest.
 
         BusyError when the switch found no safe moment within the retry bound;
         then nothing changed. Old code still in use stays mapped (RETIRED) until
         a later run finds nothing executing in or returning into it.
         """
-        if not self.consistent(regions, wanted) or any(
-            r is not wanted and r.state != State.RETIRED for r in regions
-        ):
-            self._switch(regions, wanted)
+        current = running(regions)
+        if wanted is None and current is not None:
+            self._own_fallbacks(current)  # so that its flag at 0 means the original code
+        unused = self._switch(regions, wanted)
+        self._finish(regions, wanted)
         leftovers = [r for r in regions if r is not wanted]
         if leftovers and not self.policy.keep_old_levels:
-            self._retire(leftovers)
+            if unused:
+                # Nothing ran in or would return into the old code at the switch, and
+                # nothing can enter it since: unmap it with just one thread stopped.
+                self._unmap(leftovers)
+            else:
+                self._retire(leftovers)
 
     def discard(self, region: Region) -> None:
         """Remove a PREPARED region no site jumps to (a switch that never happened)."""
         self._unmap([region])
 
-    def _desired_bytes(
-        self, regions: list[Region], wanted: Region | None
-    ) -> dict[int, tuple[bytes, SiteRecord]]:
-        desired: dict[int, tuple[bytes, SiteRecord]] = {}
-        for region in regions:
-            for site in region.sites:
-                desired.setdefault(site.patch_address, (site.original, site))
+    def _own_fallbacks(self, region: Region) -> None:
+        """Point REGION's fallback slots at its own original-code trampolines. Only for a
+        committed region: its stubs never read the slots while its flag is 1."""
+        for site in region.sites:
+            own = region.start + site.trampoline
+            if self.memory.read_u64(region.start + site.slot) != own:
+                self.memory.write(region.start + site.slot, own.to_bytes(8, "little"))
+                self._hook("slot-written")
+
+    def _finish(self, regions: list[Region], wanted: Region | None) -> None:
+        """After the commit: the wanted level no longer refers to older ones; record states
+        (older ones RETIRED first, so a committed PREPARED region is always the newest)."""
         if wanted is not None:
-            for site in wanted.sites:
-                desired[site.patch_address] = (wanted.jump_for(site), site)
-        return desired
+            self._own_fallbacks(wanted)
+        for region in regions:
+            if region is not wanted and region.state != State.RETIRED:
+                set_state(self.memory, region, State.RETIRED)
+        if wanted is not None and wanted.state != State.ACTIVE:
+            set_state(self.memory, wanted, State.ACTIVE)
 
     def _switch_rules(
-        self, regions: list[Region], wanted: Region | None, changing: list[SiteRecord]
+        self, regions: list[Region], wanted: Region | None, move: Move
     ) -> SafetyRules:
-        """Hazards for rewriting entries: the overwritten bytes; with --strict, all old code."""
-        old_code = []
+        """Hazards for rewriting entries: the overwritten bytes; the stubs whose slots change;
+        with --strict, all old code."""
         replaced = []
         for region in regions:
             if region is not wanted:
                 low, high = region.code_range
-                old_code.append((low, high, f"level {region.level} patch code"))
+                replaced.append((low, high, f"level {region.level} patch code"))
             for site in region.sites:
-                replaced.append((site.entry, site.entry + site_size(region, site), site.function))
+                replaced.append((site.entry, site.entry + site.size, site.function))
         return SafetyRules.build(
-            [(s.patch_address, s.function) for s in changing],
+            move.overwritten(),
             [],
-            replaced + old_code,
+            replaced,
             self.policy.strict,
+            dispatching=move.dispatching,
         )
 
-    def _switch(self, regions: list[Region], wanted: Region | None) -> None:
-        """Rewrite the entries with every thread stopped at a safe moment (BusyError if none).
+    def _switch(self, regions: list[Region], wanted: Region | None) -> bool:
+        """Write the move with every thread stopped at a safe moment (BusyError if none).
 
-        Old regions nothing uses any more are unmapped in the same stop window.
+        True when no thread executed in or could return into the other regions' code at
+        that moment: nothing can enter it afterwards, so it can be unmapped at once.
         """
-        desired = self._desired_bytes(regions, wanted)
         old = [r for r in regions if r is not wanted]
         retire_rules = self._retire_rules(old)
         backoff = self.policy.first_backoff
         reason: str | None = "no attempt made"
         for attempt in range(1, self.policy.attempts + 1):
+            move = plan_move(regions, wanted, self._live(regions))
+            if move.empty:
+                return False
             self.outcome.attempts = attempt
-            current = {addr: self.memory.read(addr, JMP_SIZE) for addr in desired}
-            changing = [site for addr, (data, site) in desired.items() if current[addr] != data]
-            rules = self._switch_rules(regions, wanted, changing)
-            maps = read_maps(self.pid)
+            rules = self._switch_rules(regions, wanted, move)
+            self._touch(move)
+            maps = MapIndex(read_maps(self.pid))
             with critical_section(self.policy.realtime), StoppedProcess(self.pid) as stopped:
                 views = self._stop_and_view(stopped, maps)
                 reason = _first_hazard(views, rules) if views is not None else stopped.why_not
                 if reason is None and views is not None:
                     self._hook("stopped")
-                    self._write(regions, wanted, desired, current)
-                    unused = bool(old) and _first_hazard(views, retire_rules) is None
+                    self._write(move, wanted)
                     stopped.release()
                     self.outcome.pause_us = stopped.pause_us
                     if stopped.gone():
                         raise ProcessGoneError(f"process {self.pid} exited during the switch")
                     self._hook("switched")
-                    if unused and not self.policy.keep_old_levels:
-                        # Nothing ran in or would return into the old code at the switch, and
-                        # nothing can enter it since: unmap it with just one thread stopped.
-                        self._unmap(old)
-                    return
+                    # Judged on the views taken while every thread was stopped.
+                    return bool(old) and _first_hazard(views, retire_rules) is None
             if stopped.gone():
                 raise ProcessGoneError(f"process {self.pid} exited")
             time.sleep(backoff)
             backoff = min(backoff * 2, self.policy.max_backoff)
         raise BusyError(f"no safe moment after {self.policy.attempts} attempts: {reason}")
 
-    def _stop_and_view(
-        self, stopped: StoppedProcess, maps: list[Mapping]
-    ) -> list[ThreadView] | None:
+    def _stop_and_view(self, stopped: StoppedProcess, maps: MapIndex) -> list[ThreadView] | None:
         """Stop every thread and capture what the safety check needs; None when some thread
         did not stop in time (the reason is in ``stopped.why_not``; the caller retries)."""
         try:
@@ -226,27 +287,29 @@ class ProcessPatcher:
             ThreadView.capture(t.tid, t.regs, self.memory, maps) for t in stopped.threads.values()
         ]
 
-    def _write(
-        self,
-        regions: list[Region],
-        wanted: Region | None,
-        desired: dict[int, tuple[bytes, SiteRecord]],
-        current: dict[int, bytes],
-    ) -> None:
-        """All threads are stopped: mark intent, write sites, then record the new states."""
-        if wanted is None:
-            for region in regions:
-                if region.state == State.ACTIVE:
-                    set_state(self.memory, region, State.REVERTING)
-        for address, (data, _) in desired.items():
-            if current[address] != data:
-                self.memory.write(address, data)
-                self._hook("site-written")
-        if wanted is not None:
-            set_state(self.memory, wanted, State.ACTIVE)
-        for region in regions:
-            if region is not wanted:
-                set_state(self.memory, region, State.RETIRED)
+    def _touch(self, move: Move) -> None:
+        """Make every page the stop window writes private now, not inside the window (the
+        first write to a page of a file mapping copies it): write back a byte it already holds.
+        Nothing changes for the target; only the patcher writes these bytes."""
+        addresses = [*move.before, *move.after]
+        if move.commit is not None:
+            addresses.append(move.commit.flag_address)
+        for address in {address & ~(PAGE - 1): address for address in addresses}.values():
+            self.memory.write(address, self.memory.read(address, 1))
+
+    def _write(self, move: Move, wanted: Region | None) -> None:
+        """All threads are stopped: entries that keep what runs, the commit, then the rest."""
+        for address, data in move.before.items():
+            self.memory.write(address, data)
+            self._hook("site-written")
+        if move.commit is not None:
+            on = move.commit is wanted
+            self.memory.write(move.commit.flag_address, commit_bytes(on))
+            move.commit.committed = on
+            self._hook("committed")
+        for address, data in move.after.items():
+            self.memory.write(address, data)
+            self._hook("site-written")
 
     @staticmethod
     def _retire_rules(regions: list[Region]) -> SafetyRules:
@@ -264,7 +327,7 @@ class ProcessPatcher:
         backoff = self.policy.first_backoff
         reason: str | None = "no attempt made"
         for _ in range(self.policy.attempts):
-            maps = read_maps(self.pid)
+            maps = MapIndex(read_maps(self.pid))
             with critical_section(self.policy.realtime), StoppedProcess(self.pid) as stopped:
                 views = self._stop_and_view(stopped, maps)
                 reason = _first_hazard(views, rules) if views is not None else stopped.why_not
@@ -320,13 +383,6 @@ def _first_hazard(views: list[ThreadView], rules: SafetyRules) -> str | None:
         if reason is not None:
             return reason
     return None
-
-
-def site_size(region: Region, site: SiteRecord) -> int:
-    for item in region.document["sites"]:
-        if item["patch_address"] == site.patch_address:
-            return int(item.get("size", JMP_SIZE))
-    return JMP_SIZE
 
 
 class _Injection:

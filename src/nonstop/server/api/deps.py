@@ -11,9 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn, cast
 
+import psycopg
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, Row, bindparam, select
+from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 
 from nonstop.server.auth import (
     ADMIN_PREFIX,
@@ -36,17 +39,27 @@ admin_scheme = HTTPBearer(
 Credentials = HTTPAuthorizationCredentials | None
 
 
-# Trivial dependencies are async so FastAPI runs them inline instead of in a worker thread.
-async def get_ctx(request: Request) -> ServerContext:
+def context_of(request: Request) -> ServerContext:
     ctx: ServerContext = request.app.state.ctx
     return ctx
+
+
+def client_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+# Trivial dependencies are async so FastAPI runs them inline instead of in a worker thread.
+# (The check-in, the hottest endpoint, calls context_of and client_of itself: every
+# dependency costs FastAPI a resolution step per request.)
+async def get_ctx(request: Request) -> ServerContext:
+    return context_of(request)
 
 
 Ctx = Annotated[ServerContext, Depends(get_ctx)]
 
 
 async def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
+    return client_of(request)
 
 
 Client = Annotated[str, Depends(client_address)]
@@ -75,28 +88,53 @@ _HOST_BY_ID = select(
     hosts.c.inventory_digest,
     hosts.c.unregistered_at,
 ).where(hosts.c.id == bindparam("host_id"))
+# The same query for the check-in's asyncio psycopg connection (db.autocommit_async).
+_HOST_BY_ID_SQL = str(_HOST_BY_ID.compile(dialect=psycopg_dialect()))  # type: ignore[no-untyped-call]
 
 
-def authenticate_host(
-    ctx: ServerContext, connection: Connection, client: str, credentials: Credentials
-) -> Row[Any]:
-    """The host row (id, feed, sticky, inventory digest) of a valid host token, else 401."""
+def _host_credential(ctx: ServerContext, client: str, credentials: Credentials) -> tuple[str, str]:
+    """(host id, secret) of a well-formed host token, else 401 (429 past the failure limit)."""
     guard_failed_auth(ctx, client)
     parts = split_credential(HOST_PREFIX, credentials.credentials) if credentials else None
     if parts is None:
         refuse(ctx, client, "host", "a host token is required (Authorization: Bearer nsh_...)")
-    host_id, secret = parts
-    row = connection.execute(_HOST_BY_ID, {"host_id": host_id}).first()
+    return parts
+
+
+def _verified(ctx: ServerContext, client: str, row: Any, secret: str) -> Any:
     if (
         row is None
         or row.unregistered_at is not None
         or not secret_matches(secret, row.secret_hash)
     ):
         refuse(ctx, client, "host", "host token is not valid")
-    return cast(Row[Any], row)
+    return row
 
 
-def require_same_host(row: Row[Any], host_id: str) -> None:
+def authenticate_host(
+    ctx: ServerContext, connection: Connection, client: str, credentials: Credentials
+) -> Row[Any]:
+    """The host row (id, feed, sticky, inventory digest) of a valid host token, else 401."""
+    host_id, secret = _host_credential(ctx, client, credentials)
+    row = connection.execute(_HOST_BY_ID, {"host_id": host_id}).first()
+    return cast(Row[Any], _verified(ctx, client, row, secret))
+
+
+async def authenticate_host_async(
+    ctx: ServerContext,
+    connection: psycopg.AsyncConnection[Any],
+    client: str,
+    credentials: Credentials,
+) -> Any:
+    """As ``authenticate_host``, on an asyncio psycopg connection."""
+    host_id, secret = _host_credential(ctx, client, credentials)
+    async with connection.cursor(row_factory=namedtuple_row) as cursor:
+        await cursor.execute(_HOST_BY_ID_SQL, {"host_id": host_id}, prepare=True)
+        row = await cursor.fetchone()
+    return _verified(ctx, client, row, secret)
+
+
+def require_same_host(row: Any, host_id: str) -> None:
     if row.id != host_id:
         raise Forbidden("a host token gives access to its own host only")
 

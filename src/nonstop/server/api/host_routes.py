@@ -7,24 +7,35 @@ token reaches only its own host and only bundles for targets it reported.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from nonstop.server import checkin, hosts
-from nonstop.server.api.common import COMMON_ERRORS, bundle_file, errors
+from nonstop.server.api.common import (
+    COMMON_ERRORS,
+    bundle_file,
+    errors,
+    json_body_doc,
+    parse_json_body,
+)
 from nonstop.server.api.deps import (
     Client,
     Credentials,
     Ctx,
     HostRow,
     authenticate_host,
+    authenticate_host_async,
+    client_of,
+    context_of,
     guard_failed_auth,
     host_scheme,
     refuse,
     require_same_host,
 )
 from nonstop.server.bundles import authorize_download, bundle_bytes
+from nonstop.server.context import ServerContext
 from nonstop.server.errors import TooManyRequests
 from nonstop.server.metrics import CHECKINS, DOWNLOADS, REGISTRATIONS
 from nonstop.server.models import utcnow
@@ -74,26 +85,42 @@ def register_host(body: RegisterRequest, ctx: Ctx, client: Client) -> RegisterRe
     )
 
 
-@router.post("/hosts/{host_id}/checkin", response_model=CheckinResponse)
-def check_in(
-    host_id: str,
-    body: CheckinRequest,
-    ctx: Ctx,
-    client: Client,
-    credentials: HostCredentials,
-) -> Response:
+@router.post(
+    "/hosts/{host_id}/checkin",
+    response_model=CheckinResponse,
+    openapi_extra=json_body_doc(CheckinRequest),
+)
+async def check_in(host_id: str, request: Request, credentials: HostCredentials) -> Response:
     """Report the host's inventory; learn, per target, the bundle to apply or none."""
-    catalog = ctx.catalog.snapshot()
-    with ctx.db.write() as connection:
-        host = authenticate_host(ctx, connection, client, credentials)
-        require_same_host(host, host_id)
-        recorded, targets = checkin.record(ctx.db, connection, host, body)
+    ctx, client = context_of(request), client_of(request)
+    body = await parse_json_body(request, CheckinRequest)
+    catalog = ctx.catalog.fresh()
+    if catalog is None:  # stale: re-read it without blocking the event loop
+        catalog = await run_in_threadpool(ctx.catalog.snapshot)
+    if ctx.db.is_sqlite:
+        host, recorded, targets = await run_in_threadpool(
+            _record_sqlite, ctx, client, credentials, host_id, body
+        )
+    else:
+        async with ctx.db.autocommit_async() as connection:
+            host = await authenticate_host_async(ctx, connection, client, credentials)
+            require_same_host(host, host_id)
+            recorded, targets = await checkin.record_postgresql(connection, host, body)
     CHECKINS.labels("recorded" if recorded else "replayed").inc()
     answer = checkin.answer(
         host, body, targets, catalog, recorded, ctx.settings.checkin_interval_seconds, utcnow()
     )
-    # The answer is built from the model already: serialize once, skip re-validation.
-    return Response(answer.model_dump_json(), media_type="application/json")
+    return Response(answer, media_type="application/json")
+
+
+def _record_sqlite(
+    ctx: ServerContext, client: str, credentials: Credentials, host_id: str, body: CheckinRequest
+) -> tuple[Any, bool, list[checkin.TargetRow]]:
+    """Authenticate and store in one write transaction (in a worker thread: SQLite blocks)."""
+    with ctx.db.write() as connection:
+        host = authenticate_host(ctx, connection, client, credentials)
+        require_same_host(host, host_id)
+        return (host, *checkin.record(ctx.db, connection, host, body))
 
 
 @router.get("/hosts/{host_id}", response_model=HostDetail)
