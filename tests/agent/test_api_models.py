@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from nonstop.agent.api_models import CheckinAnswer, MalformedAnswer, Registration
+from nonstop.agent.online import choose
 
 SHA = "c9" * 32
 GOOD: dict[str, Any] = {
@@ -99,3 +101,40 @@ def test_registration_answer() -> None:
         Registration.parse({**good, "host_id": "../admin"})
     with pytest.raises(MalformedAnswer, match="JSON object"):
         Registration.parse([good])
+
+
+@pytest.mark.parametrize(
+    ("sticky", "delay_hours", "held"),
+    [
+        (None, 0, None),
+        ("level:2", 0, "sticky pin level:2"),
+        ("level:3", 0, None),
+        ("date:2026-11-19", 0, "sticky pin date:2026-11-19"),
+        ("date:2026-11-20", 0, None),
+        (None, 24 * 7, "update_delay_hours = 168"),
+        (None, 24, None),
+    ],
+)
+def test_the_local_policy_holds_back_what_a_server_offers_beyond_it(
+    sticky: str | None, delay_hours: int, held: str | None
+) -> None:
+    """A server that ignores the host's pin or delay still cannot push a level past them."""
+    now = datetime(2026, 11, 22, tzinfo=UTC)  # the offer was published two days earlier
+    choice = choose(
+        CheckinAnswer.parse(GOOD), kernel_supported=True, userspace_enabled=True,
+        sticky=sticky, delay_hours=delay_hours, now=now,
+    )  # fmt: skip
+    if held is None:
+        assert [d.bundle.level for d in choice.offers] == [3] and choice.held == []  # type: ignore[union-attr]
+    else:
+        ((_, reason),) = choice.held
+        assert choice.offers == [] and held in reason
+
+
+def test_userspace_offers_are_ignored_when_userspace_patching_is_off() -> None:
+    choice = choose(
+        CheckinAnswer.parse(GOOD), kernel_supported=True, userspace_enabled=False,
+        sticky=None, delay_hours=0, now=datetime(2026, 11, 22, tzinfo=UTC),
+    )  # fmt: skip
+    ((_, reason),) = choice.ignored
+    assert choice.offers == [] and "disabled" in reason

@@ -67,6 +67,8 @@ def test_env_overrides(tmp_path, monkeypatch):
         ("nonsense = 1\n", "unknown setting"),
         ("auto_update = 'yes'\n", "wrong type"),
         ("update_delay_hours = true\n", "wrong type"),
+        ("update_delay_hours = -1\n", "must be 0 to 8760"),
+        ("update_delay_hours = 9000\n", "must be 0 to 8760"),
         ("[blocklist]\npatterns = ['(']\n", "bad blocklist pattern"),
         ("[blocklist]\nusers = []\n", "blocklist"),
         ("this is = not toml [", "not valid TOML"),

@@ -49,6 +49,7 @@ class AgentConfig:
     server_url: str | None = None
     auto_update: bool = True
     update_delay_hours: int = 0
+    """Bundles published less than this many hours ago are not applied (0 to a year)."""
     sticky: str | None = None
     userspace_enabled: bool = True
     trusted_keys_dir: Path = Path("/etc/nonstop/keys")
@@ -66,6 +67,8 @@ class AgentConfig:
     source: Path | None = None
 
 
+MAX_DELAY_HOURS = 24 * 365
+"""The largest update delay the patch server accepts (docs/api.md)."""
 _PATH_KEYS = {"trusted_keys_dir", "state_dir", "cache_dir"}
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "server_url": str,
@@ -147,6 +150,8 @@ def parse_config(document: dict[str, Any], where: Path) -> AgentConfig:
         if key in _POSITIVE and isinstance(value, int | float) and value <= 0:
             raise ConfigError(f"{where}: setting {key!r} must be positive")
         values[key] = Path(str(value)) if key in _PATH_KEYS else value
+    if not 0 <= values.get("update_delay_hours", 0) <= MAX_DELAY_HOURS:
+        raise ConfigError(f"{where}: update_delay_hours must be 0 to {MAX_DELAY_HOURS}")
     if "sticky" in values:
         try:
             values["sticky"] = normalize_sticky(values["sticky"])

@@ -211,12 +211,23 @@ def collect(
     distro: Distro | None,
     kernel: dict[str, Any] | None,
     libraries: list[dict[str, Any]],
+    sticky: str | None = None,
+    delay_hours: int = 0,
 ) -> dict[str, Any]:
-    """The check-in body (without its check-in id), as docs/api.md describes it."""
-    return {
+    """The check-in body (without its check-in id), as docs/api.md describes it.
+
+    The host's own sticky pin and update delay travel with it, so the server's
+    answer (and what the dashboard shows as pending) already honours them.
+    """
+    body: dict[str, Any] = {
         "agent_version": __version__,
         "hostname": hostname,
         "os": os_report(distro or detect_distro()),
         "kernel": kernel,
         "libraries": libraries,
     }
+    if sticky:
+        body["sticky"] = sticky
+    if delay_hours:
+        body["delay_hours"] = delay_hours
+    return body

@@ -196,6 +196,8 @@ class OnlineAgent:
             distro=None,
             kernel=kernel_report(self.kernel.running, applied.level if applied else None),
             libraries=library_report(uses, LibraryFacts(self.config.cache_dir)),
+            sticky=self.config.sticky,
+            delay_hours=self.config.update_delay_hours,
         )
 
     @contextmanager
