@@ -118,14 +118,28 @@ def run_demo(work: Path) -> None:
         raise DemoFailure("the demo patches a running process with ptrace: run it as root")
     if shutil.which("gcc") is None:
         raise DemoFailure("gcc is needed (make demo installs it)")
+    step("build libvault.so.1 and vault_service with Debian's hardening flags")
+    library, service_program = build_vault(work)
+    say(f"{library.name} and {service_program.name} built in {work}")
+
+    service = Service(service_program)
+    try:
+        _story(work, library, service)
+    finally:
+        service.stop()
+
+
+def build_vault(work: Path) -> tuple[Path, Path]:
+    """The demo's library and service, built as a distribution would (also used by bench/).
+
+    Leaves the library's source and the fixes in WORK for ``write_recipe``.
+    """
     sources = resources.files("nonstop") / "demo_files"
     source = work / "libvault-1.0"
     source.mkdir()
     (source / "libvault.c").write_text((sources / "libvault.c").read_text())
     for name in (*FIXES, "vault_service.c"):
         (work / name).write_text((sources / name).read_text())
-
-    step("build libvault.so.1 and vault_service with Debian's hardening flags")
     build = work / "distro-build"
     shutil.copytree(source, build)
     subprocess.run(
@@ -139,13 +153,7 @@ def run_demo(work: Path) -> None:
     service_program = work / "vault_service"
     _gcc(*HARDENING, "-fPIE", "-pie", "-pthread", "-o", str(service_program),
          str(work / "vault_service.c"), str(library), "-Wl,-rpath,$ORIGIN")  # fmt: skip
-    say(f"{library.name} and {service_program.name} built in {work}")
-
-    service = Service(service_program)
-    try:
-        _story(work, library, service)
-    finally:
-        service.stop()
+    return library, service_program
 
 
 def _story(work: Path, library: Path, service: Service) -> None:
@@ -164,7 +172,7 @@ def _story(work: Path, library: Path, service: Service) -> None:
     trusted = work / "trusted"
     trusted.mkdir()
     shutil.copy(work / "vendor" / "signing.pub", trusted / "vendor.pub")
-    recipe = _write_recipe(work, library)
+    recipe = write_recipe(work, library)
     argv = ["build", "userspace", str(recipe), "--key", str(work / "vendor"),
             "-o", str(work / "bundles"), "--report", str(work / "report.txt")]  # fmt: skip
     say("nonstop " + " ".join(argv).replace(str(work) + "/", ""))
@@ -341,7 +349,7 @@ def _service_story(
         raise DemoFailure("the original code did not come back")
 
 
-def _write_recipe(work: Path, library: Path) -> Path:
+def write_recipe(work: Path, library: Path) -> Path:
     """The vendor's recipe: the library's source, its build, the running binary, two fixes."""
     fixes = "".join(
         f'\n[[fix]]\ntitle = "{title}"\ncves = ["CVE-2099-0042"]\npatch = "{work / name}"\n'
