@@ -12,15 +12,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from importlib import resources
 from pathlib import Path
 
-from nonstop.bundle.identity import userspace_target_of
-from nonstop.bundle.symbols import symbol_map_of
+from nonstop.bundle import TrustedKeys, generate_keypair, open_bundle
+from nonstop.cli import main as nonstop_main
+from nonstop.demo import build_vault, write_recipe
 from nonstop.userspace import Engine, EngineOptions, PatchSpec
+from nonstop.userspace.bundles import spec_from_bundle
 from userspace_common import load_average, require_root
 
-HARDENING = ["-O2", "-fstack-protector-strong", "-fcf-protection", "-D_FORTIFY_SOURCE=2"]
 CLIENT = r"""
 import json, socket, sys, threading, time
 port, seconds, connections = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
@@ -44,29 +44,15 @@ print(json.dumps(latencies))
 
 
 def build(work: Path) -> tuple[Path, PatchSpec]:
-    sources = resources.files("nonstop") / "demo_files"
-    for name in ("libvault.c", "vault_service.c", "vault_patch.c"):
-        (work / name).write_text((sources / name).read_text())
-    library = work / "libvault.so.1"
-    gcc = ["gcc", *HARDENING]
-    subprocess.run([*gcc, "-fPIC", "-shared", "-Wl,-soname,libvault.so.1", "-o", str(library),
-                    str(work / "libvault.c")], check=True)  # fmt: skip
-    subprocess.run([*gcc, "-fPIE", "-pie", "-pthread", "-o", str(work / "vault_service"),
-                    str(work / "vault_service.c"), str(library), "-Wl,-rpath,$ORIGIN"],
-                   check=True)  # fmt: skip
-    patch_flags = ["-O2", "-fPIC", "-ffunction-sections", "-fdata-sections", "-c"]
-    subprocess.run(["gcc", *patch_flags, "-o", str(work / "patch.o"), str(work / "vault_patch.c")],
-                   check=True)  # fmt: skip
-    target = userspace_target_of(library, with_package=False)
-    spec = PatchSpec(
-        build_id=target.build_id,
-        soname=target.soname,
-        level=1,
-        object_bytes=(work / "patch.o").read_bytes(),
-        functions=(("vault_record", "vault_record_fixed"),),
-        symbol_map=symbol_map_of(library),
-    )
-    return work / "vault_service", spec
+    """The demo's service, and level 1 of its library built from the fix by the builder."""
+    library, program = build_vault(work)
+    generate_keypair(work / "vendor")
+    argv = ["build", "userspace", str(write_recipe(work, library)), "--key", str(work / "vendor"),
+            "-o", str(work / "bundles")]  # fmt: skip
+    if nonstop_main(argv) != 0:
+        raise SystemExit("nonstop build userspace failed")
+    trusted = TrustedKeys.from_dir(work / "vendor")  # holds signing.pub
+    return program, spec_from_bundle(open_bundle(work / "bundles" / "libvault-level1.nsb", trusted))
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -4,12 +4,38 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from rich.console import Console
+if TYPE_CHECKING:
+    from rich.console import Console
 
-stdout = Console(highlight=False, soft_wrap=True)
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+
+class _LazyConsole:
+    """A rich Console made on first use: importing rich costs more than a quick command.
+
+    Plain text (``markup=False``, strings only) is written directly: that is
+    what rich would print for it here (no highlighting, no wrapping).
+    """
+
+    def __init__(self, *, stderr: bool) -> None:
+        self._stderr = stderr
+        self._console: Console | None = None
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        if options == {"markup": False} and all(isinstance(o, str) for o in objects):
+            stream = sys.stderr if self._stderr else sys.stdout
+            stream.write(" ".join(objects) + "\n")
+            stream.flush()
+            return
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
+        self._console.print(*objects, **options)
+
+
+stdout = _LazyConsole(stderr=False)
+stderr = _LazyConsole(stderr=True)
 
 
 def emit_json(document: Any) -> None:

@@ -1,13 +1,18 @@
-"""`nonstop demo`: the end-to-end story of the userspace engine on this machine.
+"""`nonstop demo`: the whole service story on this machine.
 
 It builds a small shared library with an off-by-one bug and a multithreaded
 loopback service using it (Debian's hardening flags), shows a bad request
 leaking a secret, builds and signs cumulative level 1 and level 2 bundles from
 the library's source fixes with `nonstop build userspace` (its rebuild
-reproduces the running library, build-id for build-id), applies level 1 live
-with `nonstopctl --lib-update`
-(same process, connection kept, leak closed), replaces it with level 2
-(memory and mappings flat), and unloads (original code back, byte for byte).
+reproduces the running library, build-id for build-id). Then the service
+side: a patch server on its embedded defaults (`nonstop serve`, SQLite in a
+temporary data dir, loopback), an admin token, a registration key pinned to
+level 1, both bundles uploaded (a tampered one refused). The agent registers;
+`nonstopctl --auto-update` patches the running service to level 1 (same
+process, connection kept, leak closed); lifting the pin, the next update
+replaces it with level 2 (memory and mappings flat); `--lib-info` and
+`--status` show it. The daemon then patches a service started afterwards,
+soon after its exec; unload brings the original code back.
 Every step checks what it shows; any surprise ends the demo with exit status 1.
 """
 
@@ -18,10 +23,14 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -43,6 +52,7 @@ FIXES = {
 BAD_REQUEST = "GET 3"
 SECRET = "SECRET"
 NONSTOPCTL = [sys.executable, "-c", "from nonstop.agent.cli import main; raise SystemExit(main())"]
+NONSTOP = [sys.executable, "-c", "from nonstop.cli import main; raise SystemExit(main())"]
 
 
 class DemoFailure(Exception):
@@ -83,6 +93,7 @@ class Service:
     """The running vault service and one long-lived client connection to it."""
 
     def __init__(self, program: Path) -> None:
+        self.program = program
         self.process = subprocess.Popen([str(program), "0"], stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
         match = re.match(r"listening (\d+)", self.process.stdout.readline())
@@ -107,14 +118,28 @@ def run_demo(work: Path) -> None:
         raise DemoFailure("the demo patches a running process with ptrace: run it as root")
     if shutil.which("gcc") is None:
         raise DemoFailure("gcc is needed (make demo installs it)")
+    step("build libvault.so.1 and vault_service with Debian's hardening flags")
+    library, service_program = build_vault(work)
+    say(f"{library.name} and {service_program.name} built in {work}")
+
+    service = Service(service_program)
+    try:
+        _story(work, library, service)
+    finally:
+        service.stop()
+
+
+def build_vault(work: Path) -> tuple[Path, Path]:
+    """The demo's library and service, built as a distribution would (also used by bench/).
+
+    Leaves the library's source and the fixes in WORK for ``write_recipe``.
+    """
     sources = resources.files("nonstop") / "demo_files"
     source = work / "libvault-1.0"
     source.mkdir()
     (source / "libvault.c").write_text((sources / "libvault.c").read_text())
     for name in (*FIXES, "vault_service.c"):
         (work / name).write_text((sources / name).read_text())
-
-    step("build libvault.so.1 and vault_service with Debian's hardening flags")
     build = work / "distro-build"
     shutil.copytree(source, build)
     subprocess.run(
@@ -128,13 +153,7 @@ def run_demo(work: Path) -> None:
     service_program = work / "vault_service"
     _gcc(*HARDENING, "-fPIE", "-pie", "-pthread", "-o", str(service_program),
          str(work / "vault_service.c"), str(library), "-Wl,-rpath,$ORIGIN")  # fmt: skip
-    say(f"{library.name} and {service_program.name} built in {work}")
-
-    service = Service(service_program)
-    try:
-        _story(work, library, service)
-    finally:
-        service.stop()
+    return library, service_program
 
 
 def _story(work: Path, library: Path, service: Service) -> None:
@@ -153,7 +172,7 @@ def _story(work: Path, library: Path, service: Service) -> None:
     trusted = work / "trusted"
     trusted.mkdir()
     shutil.copy(work / "vendor" / "signing.pub", trusted / "vendor.pub")
-    recipe = _write_recipe(work, library)
+    recipe = write_recipe(work, library)
     argv = ["build", "userspace", str(recipe), "--key", str(work / "vendor"),
             "-o", str(work / "bundles"), "--report", str(work / "report.txt")]  # fmt: skip
     say("nonstop " + " ".join(argv).replace(str(work) + "/", ""))
@@ -167,24 +186,107 @@ def _story(work: Path, library: Path, service: Service) -> None:
     config = work / "nonstopctl.toml"
     config.write_text(
         f'trusted_keys_dir = "{trusted}"\nstate_dir = "{work / "state"}"\n'
-        f'cache_dir = "{work / "cache"}"\n'
+        f'cache_dir = "{work / "cache"}"\nserver_attempts = 2\n'
+        "daemon_interval_hours = 24\n"
     )
     env = {**os.environ, "NONSTOP_CONFIG": str(config)}
+
+    step("start a patch server on its embedded defaults: SQLite in a temporary data dir")
+    with _patch_server(work, trusted) as server:
+        _service_story(work, env, server, bundles, service)
+    say("patch server stopped")
+
+
+class PatchServer:
+    """`nonstop serve` on loopback, and what an operator does with it through the admin API."""
+
+    def __init__(self, url: str, data_dir: Path) -> None:
+        self.url = url
+        self.data_dir = data_dir
+        self.token = ""
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> Any:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
+        response = httpx.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
+        if response.status_code >= 300:
+            raise DemoFailure(f"{method} {path}: {response.status_code} {response.text[:200]}")
+        return response.json() if response.content else None
+
+
+@contextmanager
+def _patch_server(work: Path, trusted: Path) -> Iterator[PatchServer]:
+    import httpx
+
+    data_dir = work / "server"
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    server = PatchServer(f"http://127.0.0.1:{port}", data_dir)
+    log = (work / "server.log").open("wb")
+    argv = ["serve", "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}",
+            "--vendor-keys", str(trusted)]  # fmt: skip
+    say("nonstop " + " ".join(argv).replace(str(work) + "/", ""))
+    process = subprocess.Popen([*NONSTOP, *argv], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(server.url + "/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise DemoFailure(f"the patch server did not start (log: {work / 'server.log'})")
+            time.sleep(0.1)
+        say(f"listening on {server.url}")
+        yield server
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def _service_story(
+    work: Path, env: dict[str, str], server: PatchServer, bundles: dict[int, Path], service: Service
+) -> None:
     pid = service.process.pid
+    step("operator: an admin token, a registration key pinned to level 1, the bundles uploaded")
+    done = subprocess.run(
+        [*NONSTOP, "admin", "token", "create", "--data-dir", str(server.data_dir),
+         "--name", "demo", "--scope", "*", "--json"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise DemoFailure(f"nonstop admin token create failed: {done.stderr.strip()}")
+    server.token = json.loads(done.stdout)["token"]
+    key = server.admin(
+        "POST", "/api/v1/admin/keys", json={"name": "demo", "feed": "test", "sticky": "level:1"}
+    )
+    say(f"registration key {key['id']} (feed test, sticky level:1)")
+    tampered = bytearray(bundles[1].read_bytes())
+    tampered[len(tampered) // 2] ^= 0x01
+    try:
+        server.admin("POST", "/api/v1/admin/bundles", content=bytes(tampered),
+                     headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+    except DemoFailure as refused:
+        say(f"a tampered bundle is refused: {str(refused)[:110]}")
+    else:
+        raise DemoFailure("the server accepted a tampered bundle")
+    for level, path in bundles.items():
+        uploaded = server.admin("POST", "/api/v1/admin/bundles", content=path.read_bytes(),
+                                headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+        say(f"uploaded level {level}: {uploaded['sha256'][:16]}... ({uploaded['target_name']})")
 
-    step("a bundle tampered with in transit is refused before any process is touched")
-    tampered = work / "tampered.nsb"
-    data = bytearray(bundles[1].read_bytes())
-    data[len(data) // 2] ^= 0x01
-    tampered.write_bytes(bytes(data))
-    done = _nonstopctl(env, "--lib-update", "--bundle", str(tampered), "--pid", str(pid))
-    if done.returncode == 0:
-        raise DemoFailure("a tampered bundle was accepted")
-    say(done.stderr.strip())
+    step("host: nonstopctl --register KEY --server URL, then --status")
+    registered = _ctl_json(env, "--register", key["key"], "--server", server.url)
+    say(f"registered as host {registered['host_id']} (the token stays in the state dir, 0600)")
+    _expect_status(env, 2)
 
-    step("apply level 1 live: nonstopctl --lib-update --bundle libvault-level1.nsb")
-    entry = _update(env, bundles[1], pid, expected_level=1)
-    say(f"pid {pid}: {entry['result']}, paused {entry['pause_us']} us")
+    step("nonstopctl --auto-update: check in, download, verify, apply to the running service")
+    _auto_update(env, pid, expected_level=1)
     _check_alive(service)
     handled = service.ask(BAD_REQUEST)
     say(f"same connection, {BAD_REQUEST} -> {handled}")
@@ -192,12 +294,10 @@ def _story(work: Path, library: Path, service: Service) -> None:
         raise DemoFailure("level 1 did not fix the leak or broke good requests")
     before = _memory(pid)
     say(f"memory: {before['vmas']} mappings, {before['dirty_kb']} kB private dirty")
-    for line in _nonstopctl(env, "--lib-info").stdout.splitlines():
-        say(line)
 
-    step("apply level 2 over level 1: it replaces level 1, memory stays flat")
-    entry = _update(env, bundles[2], pid, expected_level=2)
-    say(f"pid {pid}: {entry['result']} (level {entry['level_before']} -> {entry['level_after']})")
+    step("operator lifts the pin; the next --auto-update replaces level 1 with level 2")
+    server.admin("PATCH", f"/api/v1/admin/hosts/{registered['host_id']}", json={"sticky": None})
+    _auto_update(env, pid, expected_level=2)
     say(f"{BAD_REQUEST} -> {service.ask(BAD_REQUEST)}")
     after = _memory(pid)
     say(f"memory: {after['vmas']} mappings, {after['dirty_kb']} kB private dirty")
@@ -207,6 +307,35 @@ def _story(work: Path, library: Path, service: Service) -> None:
         raise DemoFailure(f"level 2 did not replace level 1 in place: {before} -> {after}")
     if after["dirty_kb"] > before["dirty_kb"] + 16:
         raise DemoFailure(f"memory grew from level 1 to level 2: {before} -> {after}")
+    for line in _nonstopctl(env, "--lib-info").stdout.splitlines():
+        say(f"--lib-info: {line}")
+    _expect_status(env, 0)
+
+    step("nonstopctl --daemon: a service started now is patched soon after its exec")
+    daemon_log = work / "daemon.log"
+    with daemon_log.open("wb") as log:
+        daemon = subprocess.Popen([*NONSTOPCTL, "--daemon"], env=env, stdout=log, stderr=log)
+    try:
+        _wait_for(daemon_log, r"running: 1 userspace target", daemon)
+        newcomer = Service(service.program)
+        try:
+            found = _wait_for(
+                daemon_log,
+                rf"pid {newcomer.process.pid} .* patched, ([0-9.]+) ms after exec",
+                daemon,
+            )
+            say(f"new service pid {newcomer.process.pid}: level 2, {found.group(1)} ms after exec")
+            answer = newcomer.ask(BAD_REQUEST)
+            say(f"new service, {BAD_REQUEST} -> {answer}")
+            if SECRET in answer:
+                raise DemoFailure("the new service was not patched")
+        finally:
+            newcomer.stop()
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        if daemon.wait(timeout=60) != 0:
+            raise DemoFailure(f"the daemon did not stop cleanly (log: {daemon_log})")
+    say("daemon stopped (SIGTERM)")
 
     step("unload: the original code is back")
     done = _nonstopctl(env, "--lib-unload", "--pid", str(pid), "--json")
@@ -220,7 +349,7 @@ def _story(work: Path, library: Path, service: Service) -> None:
         raise DemoFailure("the original code did not come back")
 
 
-def _write_recipe(work: Path, library: Path) -> Path:
+def write_recipe(work: Path, library: Path) -> Path:
     """The vendor's recipe: the library's source, its build, the running binary, two fixes."""
     fixes = "".join(
         f'\n[[fix]]\ntitle = "{title}"\ncves = ["CVE-2099-0042"]\npatch = "{work / name}"\n'
@@ -243,16 +372,47 @@ def _nonstopctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
     )
 
 
-def _update(env: dict[str, str], bundle: Path, pid: int, expected_level: int) -> dict[str, Any]:
-    done = _nonstopctl(env, "--lib-update", "--bundle", str(bundle), "--pid", str(pid), "--json")
+def _ctl_json(env: dict[str, str], *args: str) -> dict[str, Any]:
+    done = _nonstopctl(env, *args, "--json")
     try:
-        (entry,) = json.loads(done.stdout)["processes"]
-    except (ValueError, KeyError):
-        raise DemoFailure(f"nonstopctl failed: {done.stderr.strip()}") from None
-    if entry["result"] != "patched" or entry["level_after"] != expected_level:
-        raise DemoFailure(f"level {expected_level} was not applied: {entry}")
-    result: dict[str, Any] = entry
-    return result
+        document: dict[str, Any] = json.loads(done.stdout)
+    except ValueError:
+        raise DemoFailure(f"nonstopctl {args[0]} failed: {done.stderr.strip()}") from None
+    if done.returncode != 0:
+        raise DemoFailure(f"nonstopctl {args[0]} failed: {done.stderr.strip()}")
+    return document
+
+
+def _expect_status(env: dict[str, str], expected: int) -> None:
+    status = _nonstopctl(env, "--status")
+    say(f"nonstopctl --status -> exit {status.returncode} ({status.stdout.strip()})")
+    if status.returncode != expected:
+        raise DemoFailure(f"--status should have exited {expected}: {status.stderr.strip()}")
+
+
+def _auto_update(env: dict[str, str], pid: int, expected_level: int) -> None:
+    document = _ctl_json(env, "--auto-update")
+    applied = document["online"].get("applied", [])
+    entries = [p for item in applied for p in item["processes"] if p["pid"] == pid]
+    if len(entries) != 1 or entries[0]["result"] != "patched":
+        raise DemoFailure(f"level {expected_level} was not applied: {document['online']}")
+    entry = entries[0]
+    if entry["level_after"] != expected_level:
+        raise DemoFailure(f"expected level {expected_level}, got {entry['level_after']}")
+    say(f"pid {pid}: level {entry['level_before'] or '-'} -> {entry['level_after']}, "
+        f"paused {entry['pause_us']} us")  # fmt: skip
+
+
+def _wait_for(log: Path, pattern: str, process: subprocess.Popen[bytes]) -> re.Match[str]:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = re.search(pattern, log.read_text(errors="replace"))
+        if found:
+            return found
+        if process.poll() is not None:
+            break
+        time.sleep(0.02)
+    raise DemoFailure(f"the daemon did not report {pattern!r} (log: {log})")
 
 
 def _check_alive(service: Service) -> None:

@@ -51,7 +51,7 @@ def test_unconfirmed_level_is_blocked_after_the_crash(crash: Results) -> None:
     assert info["level"] is None  # a fresh kernel: nothing loaded yet
     assert info["guard"]["state"] == "blocked"
     assert info["guard"]["pending"]["unconfirmed_across_reboot"] is True
-    auto = crash.json("auto1")
+    auto = crash.json("auto1")["kernel"]  # the boot step of --auto-update
     assert auto["guard_tripped"]["level"] == 3
     assert "machine went down" in auto["guard_tripped"]["reason"]
     # Fallback to the last confirmed level, never the blocked one.
@@ -70,7 +70,7 @@ def test_explicit_update_of_blocked_level_is_refused(crash: Results) -> None:
 
 def test_clearing_the_guard_lets_auto_update_load_the_level(crash: Results) -> None:
     assert crash.json("clear")["cleared"][0]["level"] == 3
-    auto = crash.json("auto2")
+    auto = crash.json("auto2")["kernel"]
     assert auto["action"] == "applied" and auto["level"] == 3
     assert auto["transition"]["replaced"] == ["nonstop_example_l2"]
     assert crash.text("auto2", "cmdline") == "nonstop example: level 3\n"

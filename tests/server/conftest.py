@@ -12,6 +12,7 @@ import itertools
 import json
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,14 +119,11 @@ def start_server(
     ).start()
 
 
-@pytest.fixture(scope="module")
-def server(
-    backend: str,
-    new_database_url: Callable[[str], str],
-    tmp_path_factory: pytest.TempPathFactory,
-    trusted_dir: Path,
+@contextmanager
+def live_server(
+    tmp_path_factory: pytest.TempPathFactory, url: str, trusted_dir: Path
 ) -> Iterator[LiveServer]:
-    url = new_database_url(backend)
+    """A server on URL without rate limits, with an admin token holding every scope."""
     process = start_server(
         tmp_path_factory,
         url,
@@ -139,6 +137,17 @@ def server(
         yield LiveServer(process, url, create_admin_token(process.data_dir, url))
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def server(
+    backend: str,
+    new_database_url: Callable[[str], str],
+    tmp_path_factory: pytest.TempPathFactory,
+    trusted_dir: Path,
+) -> Iterator[LiveServer]:
+    with live_server(tmp_path_factory, new_database_url(backend), trusted_dir) as running:
+        yield running
 
 
 # --- building blocks for API tests ----------------------------------------------------------

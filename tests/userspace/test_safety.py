@@ -63,6 +63,27 @@ def test_wide_ranges_use_wider_windows_and_are_still_found():
     assert ThreadView(5, 0x1000, stack_of(0x7F10_0000_0001)).hazard(wide) is None
 
 
+def test_many_hazards_in_one_window_share_its_suffix():
+    """Forty stacked levels of patch code: a few windows, not forty suffixes or none."""
+    levels = [(PATCH + i * 0x4000, PATCH + i * 0x4000 + 0x3000, f"level {i}") for i in range(40)]
+    many = SafetyRules.build([], levels, [], False)
+    assert 1 <= len(many.suffixes) <= 32  # 64 KiB windows: 10 of them
+    view = ThreadView(6, 0x1000, stack_of(PATCH + 39 * 0x4000 + 0x10))
+    assert view.hazard(many) == "thread 6 may be returning into level 39, which is being removed"
+
+
+def test_hazards_spread_over_the_address_space_check_every_aligned_word():
+    """Too many windows even at 1 TiB granularity: the scan decodes every word, and ends."""
+    spread = [(w << 40, (w << 40) + 0x1000, f"code {w}") for w in range(1, 40)]
+    rules_ = SafetyRules.build([], spread, [], False)
+    assert rules_.suffixes == []
+    assert ThreadView(7, 0x1000, stack_of(0x1234_5678)).hazard(rules_) is None
+    hit = ThreadView(7, 0x1000, stack_of((38 << 40) + 0x800)).hazard(rules_)
+    assert hit == "thread 7 may be returning into code 38, which is being removed"
+    misaligned = ThreadView(7, 0x1000, stack_of((38 << 40) + 0x800, misalign=True))
+    assert misaligned.hazard(rules_) is None
+
+
 def test_overlapping_hazards_merge_into_disjoint_ranges():
     ranges = HazardRanges([Hazard(10, 20, "a"), Hazard(15, 30, "b"), Hazard(40, 41, "c")])
     assert [(h.start, h.end) for h in ranges.ranges] == [(10, 30), (40, 41)]

@@ -11,12 +11,14 @@ import argparse
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from nonstop.agent.bundle_cache import BundleCache
 from nonstop.agent.config import AgentConfig
 from nonstop.agent.state import StateStore
-from nonstop.bundle import TrustedKeys
+
+if TYPE_CHECKING:  # loaded by the commands that verify bundles (cryptography is slow to import)
+    from nonstop.agent.bundle_cache import BundleCache
+    from nonstop.bundle import TrustedKeys
 
 
 class AgentError(Exception):
@@ -36,6 +38,8 @@ class AgentContext:
     """The argument of the action flag itself, for flags like ``--register KEY``."""
 
     def trusted_keys(self) -> TrustedKeys:
+        from nonstop.bundle import TrustedKeys
+
         return TrustedKeys.from_dir(self.config.trusted_keys_dir)
 
     @property
@@ -44,6 +48,8 @@ class AgentContext:
 
     @property
     def bundle_cache(self) -> BundleCache:
+        from nonstop.agent.bundle_cache import BundleCache
+
         return BundleCache(self.config.cache_dir)
 
 

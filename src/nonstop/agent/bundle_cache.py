@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from nonstop.bundle import Bundle, TrustedKeys, open_bundle
+if TYPE_CHECKING:
+    from nonstop.bundle import Bundle, TrustedKeys
 
 
 class BundleCache:
@@ -21,6 +23,8 @@ class BundleCache:
 
     def store(self, bundle_bytes: bytes, trusted: TrustedKeys) -> Bundle:
         """Verify BUNDLE_BYTES and keep them; return the verified bundle."""
+        from nonstop.bundle import open_bundle
+
         bundle = open_bundle(bundle_bytes, trusted)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         target = self.path_for(bundle.sha256)
@@ -31,4 +35,6 @@ class BundleCache:
 
     def load(self, sha256: str, trusted: TrustedKeys) -> Bundle:
         """The cached bundle with this digest, verified again (BundleError if bad or absent)."""
+        from nonstop.bundle import open_bundle
+
         return open_bundle(self.path_for(sha256), trusted)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from nonstop import __version__
-from nonstop.agent import kernel_commands, lib_commands
+from nonstop.agent import kernel_commands, lib_commands, online_commands
 from nonstop.agent.actions import Action, AgentArea, AgentContext, AgentError
 from nonstop.agent.config import ConfigError, load_config
 from nonstop.agent.state import StateError
@@ -20,7 +20,7 @@ from nonstop.bundle.errors import BundleError
 from nonstop.console import fail
 
 TOOL = "nonstopctl"
-AREAS: list[AgentArea] = [kernel_commands, lib_commands]
+AREAS: list[AgentArea] = [kernel_commands, lib_commands, online_commands]
 
 
 class _Choose(argparse.Action):

@@ -3,6 +3,10 @@
 Order of precedence: `--config FILE`, then env `NONSTOP_CONFIG`, then the
 default path (a missing default file means all defaults). Env
 `NONSTOP_TRUSTED_KEYS` overrides the trusted keys directory.
+
+Settings changed by flags (``--enable-lib``/``--disable-lib``,
+``--set-sticky-patch``) are kept in ``settings.json`` in the state dir and
+override the file, so a package upgrade that rewrites the file keeps them.
 """
 
 from __future__ import annotations
@@ -11,10 +15,16 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field, fields, replace
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
+from nonstop.agent.state import StateStore
+
 DEFAULT_CONFIG_PATH = Path("/etc/nonstop/nonstopctl.toml")
+OVERRIDES = "settings"
+"""The state document holding settings changed by flags."""
+OVERRIDABLE = ("userspace_enabled", "sticky")
 
 
 class ConfigError(Exception):
@@ -39,15 +49,26 @@ class AgentConfig:
     server_url: str | None = None
     auto_update: bool = True
     update_delay_hours: int = 0
+    """Bundles published less than this many hours ago are not applied (0 to a year)."""
     sticky: str | None = None
     userspace_enabled: bool = True
     trusted_keys_dir: Path = Path("/etc/nonstop/keys")
     state_dir: Path = Path("/var/lib/nonstop")
     cache_dir: Path = Path("/var/cache/nonstop")
     blocklist: Blocklist = field(default_factory=Blocklist)
+    server_timeout_seconds: float = 30.0
+    """Per request: connect, and each read (a stalled server is given up on after this)."""
+    server_attempts: int = 4
+    """Tries per request for transient failures (backoff with full jitter in between)."""
+    daemon_interval_hours: float = 4.0
+    """The daemon's periodic auto-update (each wait is jittered by +-10 %)."""
+    daemon_rescan_seconds: float = 60.0
+    """The daemon's /proc rescan, the fallback for exec events it missed."""
     source: Path | None = None
 
 
+MAX_DELAY_HOURS = 24 * 365
+"""The largest update delay the patch server accepts (docs/api.md)."""
 _PATH_KEYS = {"trusted_keys_dir", "state_dir", "cache_dir"}
 _TYPES: dict[str, type | tuple[type, ...]] = {
     "server_url": str,
@@ -58,7 +79,43 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "trusted_keys_dir": str,
     "state_dir": str,
     "cache_dir": str,
+    "server_timeout_seconds": (int, float),
+    "server_attempts": int,
+    "daemon_interval_hours": (int, float),
+    "daemon_rescan_seconds": (int, float),
 }
+_POSITIVE = {
+    "server_timeout_seconds",
+    "server_attempts",
+    "daemon_interval_hours",
+    "daemon_rescan_seconds",
+}
+
+
+def normalize_sticky(value: str | int | None) -> str | None:
+    """A sticky pin as the server spells it: ``level:N`` or ``date:YYYY-MM-DD``; None unpins.
+
+    Accepts a level (``3``, ``level:3``), an ISO date (``2026-01-15``,
+    ``date:2026-01-15``) or kcarectl's DDMMYY (``150126``); empty or ``none`` unpins.
+    ValueError with a one-line reason otherwise.
+    """
+    text = str(value).strip().lower() if value is not None else ""
+    if text in ("", "none", "unset"):
+        return None
+    kind, _, arg = text.rpartition(":")
+    if kind not in ("", "level", "date"):
+        raise ValueError(f"sticky patch {value!r} is not a level or a date")
+    try:
+        if kind == "date" or re.fullmatch(r"\d{4}-\d{2}-\d{2}", arg):
+            return f"date:{date.fromisoformat(arg).isoformat()}"
+        if kind == "" and re.fullmatch(r"\d{6}", arg):
+            return f"date:{datetime.strptime(arg, '%d%m%y').date().isoformat()}"
+        level = int(arg)
+    except ValueError:
+        raise ValueError(f"sticky patch {value!r} is not a level or a date") from None
+    if not 1 <= level <= 999_999_999:
+        raise ValueError(f"sticky level {level} is out of range")
+    return f"level:{level}"
 
 
 def _parse_blocklist(value: Any, where: Path) -> Blocklist:
@@ -88,12 +145,37 @@ def parse_config(document: dict[str, Any], where: Path) -> AgentConfig:
             continue
         expected = _TYPES[key]
         # bool is a subclass of int in Python; do not let `true` pass as a number.
-        if not isinstance(value, expected) or (isinstance(value, bool) and expected is int):
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             raise ConfigError(f"{where}: setting {key!r} has the wrong type")
+        if key in _POSITIVE and isinstance(value, int | float) and value <= 0:
+            raise ConfigError(f"{where}: setting {key!r} must be positive")
         values[key] = Path(str(value)) if key in _PATH_KEYS else value
+    if not 0 <= values.get("update_delay_hours", 0) <= MAX_DELAY_HOURS:
+        raise ConfigError(f"{where}: update_delay_hours must be 0 to {MAX_DELAY_HOURS}")
     if "sticky" in values:
-        values["sticky"] = str(values["sticky"])
+        try:
+            values["sticky"] = normalize_sticky(values["sticky"])
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     return AgentConfig(**values)
+
+
+def with_overrides(config: AgentConfig) -> AgentConfig:
+    """CONFIG with the settings that flags changed (``settings.json`` in its state dir)."""
+    document = StateStore(config.state_dir).read(OVERRIDES)
+    changes = {key: document[key] for key in OVERRIDABLE if key in document}
+    return replace(config, **changes) if changes else config
+
+
+def set_override(config: AgentConfig, key: str, value: Any) -> None:
+    """Persist a flag-changed setting; it overrides the configuration file from now on."""
+    if key not in OVERRIDABLE:
+        raise ValueError(f"{key} cannot be changed by a flag")
+    store = StateStore(config.state_dir)
+    with store.locked(OVERRIDES):
+        document = store.read(OVERRIDES)
+        document[key] = value
+        store.write(OVERRIDES, document)
 
 
 def load_config(explicit: Path | None = None) -> AgentConfig:
@@ -115,4 +197,4 @@ def load_config(explicit: Path | None = None) -> AgentConfig:
     keys_override = os.environ.get("NONSTOP_TRUSTED_KEYS")
     if keys_override:
         config = replace(config, trusted_keys_dir=Path(keys_override))
-    return config
+    return with_overrides(config)

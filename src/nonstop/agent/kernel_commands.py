@@ -1,10 +1,11 @@
 """`nonstopctl` kernel area: kcarectl-style flags for kernel livepatch levels.
 
-``--update --bundle FILE``, ``--unload``, ``--info``, ``--patch-info``,
-``--uname``, ``--auto-update`` (boot: re-apply the cached level, no network)
-and ``--clear-crash-guard``. The work is done by
-:class:`nonstop.kernel.manager.KernelManager`; this module turns flags into
-calls and results into text or one JSON document.
+``--update [--bundle FILE]`` (without a bundle: from the patch server),
+``--unload``, ``--info``, ``--patch-info``, ``--uname`` and
+``--clear-crash-guard``; :func:`restore` is the boot step of
+``--auto-update`` (re-apply the cached level, no network). The work is done
+by :class:`nonstop.kernel.manager.KernelManager`; this module turns flags
+into calls and results into text or one JSON document.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from nonstop.agent.actions import Action, AgentContext, AgentError
-from nonstop.bundle import open_bundle
-from nonstop.bundle.container import read_bundle_bytes
 from nonstop.bundle.errors import BundleError
 from nonstop.bundle.identity import IdentityError, running_kernel_target
 from nonstop.console import emit_json, stdout
@@ -64,6 +63,11 @@ def _require_root(flag: str) -> None:
         raise AgentError(f"{flag} needs root (it loads and removes kernel modules)")
 
 
+_REFUSALS = (KernelPatchError, GuardBlockedError, LivepatchError, BundleError)
+KERNEL_FAILURES = (TransitionTimeout, *_REFUSALS)
+"""What a kernel apply can fail with, each with a one-line message; the kernel is unchanged."""
+
+
 @contextmanager
 def _kernel_errors(context: AgentContext) -> Iterator[None]:
     """Kernel-side refusals become one-line agent errors (with a JSON document under --json)."""
@@ -83,13 +87,13 @@ def _kernel_errors(context: AgentContext) -> Iterator[None]:
         if context.json:
             emit_json({"action": "rolled_back", "error": str(exc)})
         raise AgentError(str(exc)) from None
-    except (KernelPatchError, GuardBlockedError, LivepatchError, BundleError) as exc:
+    except _REFUSALS as exc:
         if context.json:
             emit_json({"action": "refused", "error": str(exc)})
         raise AgentError(str(exc)) from None
 
 
-def _timeout(context: AgentContext) -> float:
+def transition_timeout(context: AgentContext) -> float:
     timeout: float = context.args.transition_timeout
     if timeout <= 0:
         raise AgentError("--transition-timeout must be positive")
@@ -111,8 +115,8 @@ def _blocked_dict(entry: Blocked) -> dict[str, Any]:
     return {"level": entry.ref.level, "module": entry.ref.module, "reason": entry.reason}
 
 
-def _print_result(context: AgentContext, result: ApplyResult) -> int:
-    document = {
+def apply_document(result: ApplyResult) -> dict[str, Any]:
+    return {
         "action": result.action,
         "level": result.ref.level if result.ref else None,
         "module": result.ref.module if result.ref else None,
@@ -122,6 +126,9 @@ def _print_result(context: AgentContext, result: ApplyResult) -> int:
         "blocked": [_blocked_dict(entry) for entry in result.blocked],
         "message": result.message,
     }
+
+
+def apply_lines(result: ApplyResult) -> list[str]:
     lines = []
     if result.tripped:
         lines.append(f"crash-loop guard: blocked {result.tripped.reason}")
@@ -133,7 +140,11 @@ def _print_result(context: AgentContext, result: ApplyResult) -> int:
         )
     if result.message:
         lines.append(result.message)
-    return _output(context, document, lines)
+    return lines
+
+
+def _print_result(context: AgentContext, result: ApplyResult) -> int:
+    return _output(context, apply_document(result), apply_lines(result))
 
 
 def _output(context: AgentContext, document: dict[str, Any], lines: list[str]) -> int:
@@ -148,10 +159,15 @@ def _output(context: AgentContext, document: dict[str, Any], lines: list[str]) -
 
 def run_update(context: AgentContext) -> int:
     _require_root("--update")
+    timeout = transition_timeout(context)
     if context.args.bundle is None:
-        raise AgentError("--update needs --bundle FILE (no patch server is configured)")
-    timeout = _timeout(context)
+        from nonstop.agent import online_commands
+
+        return online_commands.online_update(context, "kernel", timeout)
     manager = manager_for(context)
+    from nonstop.bundle import open_bundle
+    from nonstop.bundle.container import read_bundle_bytes
+
     with _kernel_errors(context):
         data = read_bundle_bytes(context.args.bundle)
         bundle = open_bundle(data, context.trusted_keys())
@@ -159,20 +175,18 @@ def run_update(context: AgentContext) -> int:
     return _print_result(context, result)
 
 
-def run_auto_update(context: AgentContext) -> int:
-    _require_root("--auto-update")
-    if not context.config.auto_update:
-        result = ApplyResult("skipped", message="auto_update is off in the configuration")
-    else:
-        with _kernel_errors(context):
-            result = manager_for(context).auto_update(timeout=_timeout(context))
-    return _print_result(context, result)
+def restore(context: AgentContext) -> tuple[ApplyResult | None, str]:
+    """Boot step: re-apply the cached, verified kernel level (no network); or why it failed."""
+    try:
+        return manager_for(context).auto_update(timeout=transition_timeout(context)), ""
+    except KERNEL_FAILURES as exc:
+        return None, str(exc)
 
 
 def run_unload(context: AgentContext) -> int:
     _require_root("--unload")
     with _kernel_errors(context):
-        reports = manager_for(context).unload(timeout=_timeout(context))
+        reports = manager_for(context).unload(timeout=transition_timeout(context))
     document = {"action": "unloaded", "patches": [_report_dict(r) for r in reports]}
     lines = [f"unloaded {r.patch} in {r.seconds:.2f} s" for r in reports]
     return _output(context, document, lines or ["no kernel patch was loaded"])
@@ -226,16 +240,15 @@ def run_uname(context: AgentContext) -> int:
 
 
 ACTIONS = [
-    Action("--update", "apply the kernel patch level in --bundle FILE", run_update),
+    Action(
+        "--update",
+        "apply the kernel patch level the patch server offers, or the one in --bundle FILE",
+        run_update,
+    ),
     Action("--unload", "disable and unload the kernel patches (rollback)", run_unload),
     Action("--info", "kernel patch level, module, transition, guard state", run_info),
     Action("--patch-info", "fixes, CVEs and functions of the applied level", run_patch_info),
     Action("--uname", "the effective kernel version (what scanners should read)", run_uname),
-    Action(
-        "--auto-update",
-        "at boot: re-apply the cached verified kernel level (respects the crash-loop guard)",
-        run_auto_update,
-    ),
     Action(
         "--clear-crash-guard",
         "unblock kernel levels the crash-loop guard stopped from loading",

@@ -2,10 +2,12 @@
 
 - ``--lib-update --bundle FILE [--pid PID ...] [--strict]``: verify the bundle
   against the trusted keys, then patch every process mapping its target
-  build-id (or only the PIDs given);
+  build-id (or only the PIDs given); without ``--bundle``: every library the
+  patch server has a level for (``online``);
 - ``--lib-info``: processes with live patches, read from the processes;
 - ``--lib-patch-info``: the fixes and functions those patches apply;
-- ``--lib-unload [--pid PID ...]``: take the patches out again.
+- ``--lib-unload [--pid PID ...]``: take the patches out again (without
+  ``--pid``, the levels are also forgotten, so nothing re-applies them).
 
 With ``--json`` each prints one JSON document; per process: ``pid``,
 ``result`` (patched, already, busy, refused, gone; reverted for unload),
@@ -16,20 +18,16 @@ Exit status: 0 when no process ended busy or refused, 3 otherwise.
 from __future__ import annotations
 
 import argparse
-import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nonstop.agent.actions import Action, AgentContext, AgentError, require_root
-from nonstop.bundle.container import read_bundle_bytes
 from nonstop.console import emit_json, stdout
-from nonstop.userspace import Engine, EngineOptions, ProcessResult
-from nonstop.userspace.bundles import spec_from_bundle
-from nonstop.userspace.errors import RefusedError
-from nonstop.userspace.procfs import executable_of
 
-STATE_NAME = "userspace"
+if TYPE_CHECKING:  # the engine is imported by the commands that use it, not by every nonstopctl
+    from nonstop.userspace import Engine, ProcessResult
+
 EXIT_PARTIAL = 3
-_FAILED = {"busy", "refused"}
+FAILED = {"busy", "refused"}
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -41,16 +39,18 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _engine(ctx: AgentContext) -> Engine:
+    from nonstop.userspace import Engine, EngineOptions
+
     return Engine(
         EngineOptions(strict=bool(ctx.args.strict), cache_dir=ctx.config.cache_dir / "elf")
     )
 
 
 def _exit_code(results: list[ProcessResult]) -> int:
-    return EXIT_PARTIAL if any(r.result in _FAILED for r in results) else 0
+    return EXIT_PARTIAL if any(r.result in FAILED for r in results) else 0
 
 
-def _print_results(results: list[ProcessResult]) -> None:
+def print_results(results: list[ProcessResult]) -> None:
     if not results:
         stdout.print("no matching process", markup=False)
     for r in results:
@@ -61,30 +61,26 @@ def _print_results(results: list[ProcessResult]) -> None:
 
 
 def lib_update(ctx: AgentContext) -> int:
+    from nonstop.agent import lib_levels
+    from nonstop.bundle.container import read_bundle_bytes
+    from nonstop.userspace.errors import RefusedError
+
     require_root("--lib-update")
-    if ctx.args.bundle is None:
-        raise AgentError("--lib-update needs --bundle FILE")
     if not ctx.config.userspace_enabled:
-        raise AgentError("userspace patching is disabled in the configuration")
+        raise AgentError(
+            "userspace patching is disabled (configuration or nonstopctl --disable-lib)"
+        )
+    if ctx.args.bundle is None:
+        from nonstop.agent import online_commands
+
+        return online_commands.online_update(ctx, "userspace", 0.0)
     bundle = ctx.bundle_cache.store(read_bundle_bytes(ctx.args.bundle), ctx.trusted_keys())
     try:
-        spec = spec_from_bundle(bundle)
+        spec, results = lib_levels.apply_bundle(
+            _engine(ctx), ctx.state, bundle, ctx.config.blocklist, ctx.args.pid or None
+        )
     except RefusedError as exc:
         raise AgentError(str(exc)) from None
-    engine = _engine(ctx)
-    pids = ctx.args.pid or engine.processes_mapping(spec.build_id)
-    results = []
-    for pid in pids:
-        executable = executable_of(pid)
-        if executable and ctx.config.blocklist.blocks(executable):
-            results.append(
-                ProcessResult(
-                    pid, "refused", "blocklisted", executable=executable, build_id=spec.build_id
-                )
-            )
-            continue
-        results.append(engine.apply(pid, spec))
-    _remember(ctx, spec.build_id, bundle.sha256, spec.level, results)
     if ctx.json:
         emit_json(
             {
@@ -100,21 +96,8 @@ def lib_update(ctx: AgentContext) -> int:
         )
     else:
         stdout.print(f"{spec.soname} level {spec.level} (build-id {spec.build_id})", markup=False)
-        _print_results(results)
+        print_results(results)
     return _exit_code(results)
-
-
-def _remember(
-    ctx: AgentContext, build_id: str, sha256: str, level: int, results: list[ProcessResult]
-) -> None:
-    """Note the newest bundle applied per target (the processes themselves remain the truth)."""
-    if not any(r.result == "patched" for r in results):
-        return
-    with ctx.state.locked(STATE_NAME):
-        document = ctx.state.read(STATE_NAME)
-        targets = document.setdefault("targets", {})
-        targets[build_id] = {"level": level, "bundle_sha256": sha256, "applied": int(time.time())}
-        ctx.state.write(STATE_NAME, document)
 
 
 def _live(ctx: AgentContext) -> list[dict[str, Any]]:
@@ -195,19 +178,26 @@ def lib_patch_info(ctx: AgentContext) -> int:
 
 
 def lib_unload(ctx: AgentContext) -> int:
+    from nonstop.agent import lib_levels
+
     require_root("--lib-unload")
     engine = _engine(ctx)
     results = [engine.revert(pid) for pid in ctx.args.pid or engine.processes_with_patches()]
+    if not ctx.args.pid:
+        # Unloaded everywhere: neither the daemon nor --auto-update may bring it back.
+        lib_levels.forget(ctx.state, {w.build_id for w in lib_levels.wanted_levels(ctx.state)})
     if ctx.json:
         emit_json({"action": "lib-unload", "processes": [r.to_dict() for r in results]})
     else:
-        _print_results(results)
+        print_results(results)
     return _exit_code(results)
 
 
 ACTIONS = [
     Action(
-        "--lib-update", "apply a userspace bundle (--bundle FILE) to running processes", lib_update
+        "--lib-update",
+        "apply published userspace patches (or the one in --bundle FILE) to running processes",
+        lib_update,
     ),
     Action("--lib-info", "show processes with live userspace patches", lib_info),
     Action(

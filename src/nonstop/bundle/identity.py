@@ -16,13 +16,12 @@ import shutil
 import struct
 import subprocess
 from pathlib import Path
-
-from elftools.common.exceptions import ELFError
-from elftools.elf.dynamic import DynamicSection
-from elftools.elf.elffile import ELFFile
-from elftools.elf.sections import NoteSection
+from typing import TYPE_CHECKING
 
 from nonstop.bundle.manifest import KernelTarget, PackageInfo, UserspaceTarget
+
+if TYPE_CHECKING:  # pyelftools is imported where an ELF file is parsed, not by every command
+    from elftools.elf.elffile import ELFFile
 
 NT_GNU_BUILD_ID = 3
 
@@ -47,6 +46,8 @@ def parse_build_id_notes(blob: bytes) -> str | None:
 
 
 def elf_build_id(elf: ELFFile) -> str | None:
+    from elftools.elf.sections import NoteSection
+
     for section in elf.iter_sections():
         if not isinstance(section, NoteSection):
             continue
@@ -59,6 +60,8 @@ def elf_build_id(elf: ELFFile) -> str | None:
 
 
 def elf_soname(elf: ELFFile) -> str | None:
+    from elftools.elf.dynamic import DynamicSection
+
     for section in elf.iter_sections():
         if isinstance(section, DynamicSection):
             for tag in section.iter_tags():
@@ -90,50 +93,74 @@ def distro_label(os_release: dict[str, str]) -> str | None:
 
 def owning_package(path: Path) -> PackageInfo | None:
     """The dpkg or rpm package that installed PATH, when a package manager knows it."""
+    return owning_packages([path]).get(path)
+
+
+def owning_packages(paths: list[Path]) -> dict[Path, PackageInfo]:
+    """The dpkg or rpm package of each of PATHS that one is known for (one query for all)."""
     distro = distro_label(read_os_release())
-    candidates = dict.fromkeys([str(path), os.path.realpath(path)])
-    for candidate in candidates:
-        if shutil.which("dpkg-query"):
-            found = _dpkg_owner(candidate)
-            if found:
-                return PackageInfo(name=found[0], version=found[1], distro=distro)
-        if shutil.which("rpm"):
-            found = _rpm_owner(candidate)
-            if found:
-                return PackageInfo(name=found[0], version=found[1], distro=distro)
-    return None
+    # usrmerge: dpkg may record /lib/... for a file found at /usr/lib/..., or under
+    # the name a symlink resolves to.
+    queries: dict[str, Path] = {}
+    for path in paths:
+        for name in dict.fromkeys([str(path), os.path.realpath(path)]):
+            for query in dict.fromkeys([name, name.removeprefix("/usr")]):
+                queries.setdefault(query, path)
+    found: dict[Path, PackageInfo] = {}
+    for owners in (_dpkg_owners, _rpm_owners):
+        missing = [query for query, path in queries.items() if path not in found]
+        if not missing:
+            break
+        for query, (name, version) in owners(missing).items():
+            found.setdefault(queries[query], PackageInfo(name=name, version=version, distro=distro))
+    return found
 
 
-def _run_quiet(argv: list[str]) -> str | None:
+def _run_quiet(argv: list[str]) -> str:
+    """ARGV's standard output ('' when it cannot run); a non-zero exit may still carry answers."""
     try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False)
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
+        return ""
+    return done.stdout
 
 
-def _dpkg_owner(path: str) -> tuple[str, str] | None:
-    # usrmerge: dpkg may record /lib/... for a file found at /usr/lib/...
-    for query in dict.fromkeys([path, path.removeprefix("/usr")]):
-        out = _run_quiet(["dpkg-query", "-S", query])
-        if out:
-            package = out.splitlines()[0].split(":", 1)[0].split(",")[0].strip()
-            version = _run_quiet(["dpkg-query", "-W", "-f=${Version}", package])
-            if version:
-                return package, version
-    return None
+def _dpkg_owners(paths: list[str]) -> dict[str, tuple[str, str]]:
+    if not shutil.which("dpkg-query"):
+        return {}
+    owners: dict[str, str] = {}
+    for line in _run_quiet(["dpkg-query", "-S", *paths]).splitlines():
+        packages, sep, path = line.partition(": ")
+        if sep and not line.startswith("diversion ") and path in paths:
+            owners.setdefault(path, packages.split(",")[0].strip().split(":")[0])
+    if not owners:
+        return {}
+    versions = {}
+    listing = _run_quiet(["dpkg-query", "-W", "-f=${Package}\t${Version}\n", *set(owners.values())])
+    for line in listing.splitlines():
+        name, _, version = line.partition("\t")
+        if version:
+            versions[name] = version
+    return {path: (name, versions[name]) for path, name in owners.items() if name in versions}
 
 
-def _rpm_owner(path: str) -> tuple[str, str] | None:
-    out = _run_quiet(["rpm", "-qf", "--qf", "%{NAME}\t%{VERSION}-%{RELEASE}\n", path])
-    if out and "\t" in out:
-        name, version = out.splitlines()[0].split("\t", 1)
-        return name, version
-    return None
+def _rpm_owners(paths: list[str]) -> dict[str, tuple[str, str]]:
+    if not shutil.which("rpm"):
+        return {}
+    found = {}
+    for path in paths:  # one query each: a file owned by two packages answers two lines
+        out = _run_quiet(["rpm", "-qf", "--qf", "%{NAME}\t%{VERSION}-%{RELEASE}\n", path])
+        name, tab, version = out.partition("\n")[0].partition("\t")
+        if tab:
+            found[path] = (name, version)
+    return found
 
 
 def userspace_target_of(path: Path, *, with_package: bool = True) -> UserspaceTarget:
     """Identity of the shared library at PATH."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
     try:
         with path.open("rb") as handle:
             elf = ELFFile(handle)

@@ -11,10 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from functools import cache
-from importlib import resources
 from typing import Any, Literal
-
-import jsonschema
 
 from nonstop.bundle.errors import ManifestSchemaError, UnsupportedFormatVersionError
 
@@ -25,6 +22,8 @@ PayloadRole = Literal["object", "symbols", "module", "source"]
 
 @cache
 def manifest_schema() -> dict[str, Any]:
+    from importlib import resources
+
     text = resources.files("nonstop.bundle").joinpath("manifest.schema.json").read_text()
     schema: dict[str, Any] = json.loads(text)
     return schema
@@ -200,6 +199,8 @@ def validate_manifest_dict(document: Any) -> None:
         raise UnsupportedFormatVersionError(
             f"unsupported bundle format version {version!r} (this reader knows {FORMAT_VERSION})"
         )
+    import jsonschema  # a quarter second to import: only when a manifest is read
+
     validator = jsonschema.Draft202012Validator(manifest_schema())
     error = jsonschema.exceptions.best_match(validator.iter_errors(document))
     if error is not None:

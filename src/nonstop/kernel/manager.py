@@ -16,12 +16,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nonstop.agent.bundle_cache import BundleCache
 from nonstop.agent.state import StateStore
-from nonstop.bundle import Bundle, KernelTarget, LevelAction, TrustedKeys, decide_level
-from nonstop.bundle.manifest import utc_now
+from nonstop.bundle.levels import LevelAction, decide_level
+from nonstop.bundle.manifest import KernelTarget, utc_now
 from nonstop.kernel import guard
 from nonstop.kernel.livepatch import (
     LivepatchDriver,
@@ -31,6 +30,10 @@ from nonstop.kernel.livepatch import (
 )
 from nonstop.kernel.modinfo import ModinfoError, read_modinfo
 from nonstop.kernel.state import STATE_NAME, Blocked, KernelState, LevelRef
+
+if TYPE_CHECKING:  # reports (--info, --uname) run without the signature machinery
+    from nonstop.agent.bundle_cache import BundleCache
+    from nonstop.bundle import Bundle, TrustedKeys
 
 PROC_VERSION = Path("/proc/version")
 

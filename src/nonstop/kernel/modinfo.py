@@ -9,9 +9,6 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
 
 class ModinfoError(Exception):
     """The file is not a kernel module with a readable .modinfo section."""
@@ -42,6 +39,9 @@ class ModuleInfo:
 
 def read_modinfo(image: bytes) -> ModuleInfo:
     """Parse the .modinfo section of the module IMAGE (bytes of a .ko file)."""
+    from elftools.common.exceptions import ELFError  # only commands that load a module need it
+    from elftools.elf.elffile import ELFFile
+
     try:
         section = ELFFile(io.BytesIO(image)).get_section_by_name(".modinfo")
         data = section.data() if section is not None else None

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 from bisect import bisect_right
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 PROC = Path("/proc")
 
 
-@dataclass(frozen=True)
-class Mapping:
+class Mapping(NamedTuple):
+    """One line of /proc/PID/maps. (A tuple: maps are read often, inside patch runs.)"""
+
     start: int
     end: int
     perms: str

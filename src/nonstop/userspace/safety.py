@@ -106,15 +106,19 @@ class SafetyRules:
 
 
 def _suffixes(hazards: list[Hazard]) -> tuple[list[bytes], int]:
+    """The distinct windows the hazards touch, at the finest granularity that keeps them
+    few; ([], 0) when they are spread over the whole address space (decode every word)."""
     for bits in (16, 24, 32, 40):
         spans = [(h.start >> bits, (h.end - 1) >> bits) for h in hazards]
-        if sum(last - first + 1 for first, last in spans) <= MAX_SUFFIXES:
-            windows = {w for first, last in spans for w in range(first, last + 1)}
+        if sum(last - first + 1 for first, last in spans) > MAX_SUFFIXES * len(hazards):
+            continue  # some range is too wide to enumerate at this granularity
+        windows = {w for first, last in spans for w in range(first, last + 1)}
+        if len(windows) <= MAX_SUFFIXES:
             skip = bits // 8
             # Bytes 6 and 7 of a user-space address are 0: searching for them too would make
             # bytes.find crawl through the many zeros of a stack.
             return [struct.pack("<Q", w << bits)[skip:6] for w in sorted(windows)], skip
-    return [b""], 0  # hazards spread over the whole address space: decode every word
+    return [], 0
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,12 @@ class ThreadView:
         if found is not None:
             return f"thread {self.tid} is {found.what}"
         stack, skip = self.stack, rules.suffix_at
+        if not rules.suffixes:  # no few windows to search for: look at every aligned word
+            for (word,) in struct.iter_unpack("<Q", stack[: len(stack) & ~7]):
+                found = rules.stack.find(word)
+                if found is not None:
+                    return f"thread {self.tid} may be {found.what}"
+            return None
         for suffix in rules.suffixes:
             match = suffix.search(stack)
             while match is not None:

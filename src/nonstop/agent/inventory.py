@@ -1,0 +1,233 @@
+"""What a host reports at check-in: who it is, its kernel, and every library its processes map.
+
+Libraries are found the way the engine finds targets: every ELF file mapped
+by a running process (other than the process's own executable), identified by
+its build-id through /proc/PID/map_files. Per build-id the report carries the
+soname, a path, the owning dpkg or rpm package, how many processes map it and
+the level applied to them, read from the processes themselves (lowest level;
+none when any process still runs the unpatched code). Soname and package are
+cached per build-id in the cache dir, because asking dpkg or rpm is slow and
+the answer never changes for one build.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nonstop import __version__
+from nonstop.agent.config import Blocklist
+from nonstop.agent.host_info import Distro, detect_distro
+from nonstop.agent.new_processes import all_process_maps
+from nonstop.bundle import KernelTarget
+from nonstop.userspace import Engine
+from nonstop.userspace.image import BuildIdCache
+from nonstop.userspace.procfs import PROC, executable_of, map_file_path
+
+MAX_LIBRARIES = 4096
+"""The API's limit per check-in; past it the libraries mapped by fewest processes are left out."""
+_CONTROL = re.compile(r"[\x00-\x1f]")
+
+
+@dataclass
+class LibraryUse:
+    build_id: str
+    path: str
+    opener: Path
+    """Opens the very file (through one process's map_files)."""
+    same_namespace: bool
+    """Mapped from this agent's mount namespace, so dpkg/rpm here know its path."""
+    pids: set[int] = field(default_factory=set)
+    levels: dict[int, int | None] = field(default_factory=dict)
+    """Applied level per process that may be patched (blocklisted processes left out)."""
+
+    @property
+    def applied_level(self) -> int | None:
+        values = list(self.levels.values())
+        if not values or any(level is None for level in values):
+            return None
+        return min(level for level in values if level is not None)
+
+
+def _mount_namespace(pid: int | str) -> str | None:
+    try:
+        return os.readlink(PROC / str(pid) / "ns" / "mnt")
+    except OSError:
+        return None
+
+
+def libraries_in_use(
+    engine: Engine, blocklist: Blocklist, build_ids: BuildIdCache | None = None
+) -> dict[str, LibraryUse]:
+    """Every mapped ELF library by build-id, with its processes and their applied levels."""
+    ids = build_ids or engine.build_ids
+    own_namespace = _mount_namespace("self")
+    found: dict[str, LibraryUse] = {}
+    for pid, maps in all_process_maps(set()):
+        executable = executable_of(pid)
+        namespace = _mount_namespace(pid)
+        seen: set[str] = set()
+        for mapping in maps:
+            if mapping.offset != 0 or not mapping.inode or not mapping.path.startswith("/"):
+                continue
+            if mapping.path.removesuffix(" (deleted)") == executable:
+                continue
+            build_id = ids.get(pid, mapping)
+            if build_id is None or build_id in seen:
+                continue
+            seen.add(build_id)
+            use = found.setdefault(
+                build_id,
+                LibraryUse(
+                    build_id,
+                    mapping.path,
+                    map_file_path(pid, mapping),
+                    namespace == own_namespace,
+                ),
+            )
+            use.pids.add(pid)
+            if not (executable and blocklist.blocks(executable)):
+                use.levels[pid] = None
+        if seen:
+            for patch in engine.live_patches(pid):
+                use_of = found.get(patch.region.build_id)
+                if use_of is not None and pid in use_of.levels:
+                    use_of.levels[pid] = patch.region.level
+    return found
+
+
+class LibraryFacts:
+    """Soname and owning package per build-id, cached on disk (``inventory-libraries.json``)."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.path = cache_dir / "inventory-libraries.json"
+        self._facts: dict[str, dict[str, Any]] = {}
+        with contextlib.suppress(OSError, ValueError):
+            loaded = json.loads(self.path.read_text())
+            if isinstance(loaded, dict):
+                self._facts = loaded
+        self._dirty = False
+
+    def learn(self, uses: list[LibraryUse]) -> None:
+        """Find soname and package of the build-ids not known yet (one package query)."""
+        new = [use for use in uses if use.build_id not in self._facts]
+        if not new:
+            return
+        from nonstop.bundle.identity import owning_packages
+
+        # This host's dpkg/rpm know neither another mount namespace's files nor deleted ones.
+        local = {Path(u.path): u for u in new if u.same_namespace and " (deleted)" not in u.path}
+        packages = owning_packages(list(local))
+        for use in new:
+            package = packages.get(Path(use.path)) if Path(use.path) in local else None
+            self._facts[use.build_id] = {
+                "soname": _soname(use),
+                "package": {
+                    "name": _clean(package.name, 255),
+                    "version": _clean(package.version, 255),
+                }
+                if package
+                else None,
+            }
+        self._dirty = True
+
+    def of(self, build_id: str) -> dict[str, Any]:
+        return self._facts[build_id]
+
+    def save(self) -> None:
+        if not self._dirty:
+            return
+        with contextlib.suppress(OSError):
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            temporary = self.path.with_suffix(f".tmp.{os.getpid()}")
+            temporary.write_text(json.dumps(self._facts, sort_keys=True))
+            os.replace(temporary, self.path)
+        self._dirty = False
+
+
+def _soname(use: LibraryUse) -> str:
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+
+    from nonstop.bundle.identity import elf_soname
+
+    name = None
+    with contextlib.suppress(OSError, ELFError), open(use.opener, "rb") as handle:
+        name = elf_soname(ELFFile(handle))
+    return _clean(name or Path(use.path.removesuffix(" (deleted)")).name, 255)
+
+
+def _clean(text: str, limit: int) -> str:
+    return _CONTROL.sub("?", text)[:limit] or "?"
+
+
+def os_report(distro: Distro) -> dict[str, Any]:
+    os_id = re.sub(r"[^a-z0-9._-]", "-", distro.id.lower())[:64] or "linux"
+    return {
+        "id": os_id,
+        "version_id": _clean(distro.version_id, 64) if distro.version_id else None,
+        "pretty_name": _clean(distro.pretty_name, 255) if distro.pretty_name else None,
+    }
+
+
+def kernel_report(running: KernelTarget, applied_level: int | None) -> dict[str, Any]:
+    return {
+        "release": _clean(running.release, 255),
+        "build_id": running.build_id,
+        "version_digest": running.version_digest,
+        "applied_level": applied_level,
+    }
+
+
+def library_report(uses: dict[str, LibraryUse], facts: LibraryFacts) -> list[dict[str, Any]]:
+    ordered = sorted(uses.values(), key=lambda use: (-len(use.pids), use.build_id))
+    kept = ordered[:MAX_LIBRARIES]
+    facts.learn(kept)
+    report = []
+    for use in kept:
+        known = facts.of(use.build_id)
+        report.append(
+            {
+                "build_id": use.build_id,
+                "soname": known["soname"],
+                "path": use.path.removesuffix(" (deleted)")[:4096],
+                "package": known["package"],
+                "processes": len(use.pids),
+                "applied_level": use.applied_level,
+            }
+        )
+    facts.save()
+    return report
+
+
+def collect(
+    *,
+    hostname: str,
+    distro: Distro | None,
+    kernel: dict[str, Any] | None,
+    libraries: list[dict[str, Any]],
+    sticky: str | None = None,
+    delay_hours: int = 0,
+) -> dict[str, Any]:
+    """The check-in body (without its check-in id), as docs/api.md describes it.
+
+    The host's own sticky pin and update delay travel with it, so the server's
+    answer (and what the dashboard shows as pending) already honours them.
+    """
+    body: dict[str, Any] = {
+        "agent_version": __version__,
+        "hostname": hostname,
+        "os": os_report(distro or detect_distro()),
+        "kernel": kernel,
+        "libraries": libraries,
+    }
+    if sticky:
+        body["sticky"] = sticky
+    if delay_hours:
+        body["delay_hours"] = delay_hours
+    return body

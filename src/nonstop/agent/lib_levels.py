@@ -1,0 +1,119 @@
+"""The userspace levels this host wants, and applying one to every process that maps its target.
+
+``userspace.json`` in the state dir records, per target build-id, the newest
+level applied and its bundle's SHA-256 (the bundle itself stays in the
+verified cache). The processes remain the truth about what is live; the record
+is what the daemon and ``--auto-update`` re-apply to processes that do not
+have it yet (started after the patch, or after a reboot).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from nonstop.agent import lib_commands
+from nonstop.agent.bundle_cache import BundleCache
+from nonstop.agent.config import Blocklist
+from nonstop.agent.new_processes import RelroCache, still_starting
+from nonstop.agent.state import StateStore
+from nonstop.bundle import Bundle, TrustedKeys
+from nonstop.userspace import Engine, PatchSpec, ProcessResult
+from nonstop.userspace.bundles import spec_from_bundle
+from nonstop.userspace.procfs import executable_of
+
+STATE_NAME = "userspace"
+FAILED = lib_commands.FAILED
+
+
+@dataclass(frozen=True)
+class WantedLevel:
+    build_id: str
+    level: int
+    bundle_sha256: str
+
+
+def wanted_levels(store: StateStore) -> list[WantedLevel]:
+    targets = store.read(STATE_NAME).get("targets", {})
+    return [
+        WantedLevel(build_id, int(entry["level"]), str(entry["bundle_sha256"]))
+        for build_id, entry in sorted(targets.items())
+    ]
+
+
+def remember(store: StateStore, spec: PatchSpec, sha256: str, results: list[ProcessResult]) -> None:
+    """Record SPEC as wanted unless every process refused it or was busy.
+
+    With no process mapping the target right now, it is still wanted: the
+    daemon patches the next process that maps it.
+    """
+    if results and all(r.result in FAILED | {"gone"} for r in results):
+        return
+    with store.locked(STATE_NAME):
+        document = store.read(STATE_NAME)
+        targets: dict[str, Any] = document.setdefault("targets", {})
+        known = targets.get(spec.build_id)
+        if known is not None and known["level"] > spec.level:
+            return  # an explicit older level for some processes does not lower the wish
+        targets[spec.build_id] = {
+            "level": spec.level,
+            "bundle_sha256": sha256,
+            "applied": int(time.time()),
+        }
+        store.write(STATE_NAME, document)
+
+
+def forget(store: StateStore, build_ids: set[str]) -> None:
+    """Unloaded everywhere: nothing re-applies these targets any more."""
+    with store.locked(STATE_NAME):
+        document = store.read(STATE_NAME)
+        targets = document.get("targets", {})
+        for build_id in build_ids:
+            targets.pop(build_id, None)
+        store.write(STATE_NAME, document)
+
+
+def load_spec(cache: BundleCache, trusted: TrustedKeys, wanted: WantedLevel) -> PatchSpec:
+    """The wanted level's patch, from the cache and verified again (BundleError if not)."""
+    return spec_from_bundle(cache.load(wanted.bundle_sha256, trusted))
+
+
+_RELRO = RelroCache()
+
+
+def apply_to_processes(
+    engine: Engine, spec: PatchSpec, blocklist: Blocklist, pids: list[int] | None = None
+) -> list[ProcessResult]:
+    """Apply SPEC to PIDS, or to every process mapping its target.
+
+    Blocklisted processes are refused; a process that ld.so is still
+    relocating is left alone (``busy``: the daemon or the next run takes it)."""
+    results = []
+    for pid in pids if pids is not None else engine.processes_mapping(spec.build_id):
+        executable = executable_of(pid)
+        skip = None
+        if executable and blocklist.blocks(executable):
+            skip = ProcessResult(pid, "refused", "blocklisted")
+        elif still_starting(pid, spec.build_id, engine.build_ids, _RELRO):
+            skip = ProcessResult(pid, "busy", "still starting: ld.so has not finished relocating")
+        if skip is not None:
+            skip.executable, skip.build_id = executable, spec.build_id
+            results.append(skip)
+            continue
+        results.append(engine.apply(pid, spec))
+    return results
+
+
+def apply_bundle(
+    engine: Engine,
+    store: StateStore,
+    bundle: Bundle,
+    blocklist: Blocklist,
+    pids: list[int] | None = None,
+) -> tuple[PatchSpec, list[ProcessResult]]:
+    """Apply a verified userspace BUNDLE everywhere (or to PIDS) and record it as wanted."""
+    spec = spec_from_bundle(bundle)
+    results = apply_to_processes(engine, spec, blocklist, pids)
+    remember(store, spec, bundle.sha256, results)
+    return spec, results

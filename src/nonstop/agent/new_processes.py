@@ -1,0 +1,224 @@
+"""New processes: when a freshly exec'd process may be patched, and following it until then.
+
+A process started after a library was patched maps the unpatched file. Right
+after exec only the executable and the dynamic loader are mapped; ld.so then
+maps every library, relocates them (dependencies first, the executable last)
+and only then runs constructors and ``main``. Patching earlier is unsafe: the
+engine links the patch against the process's GOTs, IFUNC choices and link map,
+which ld.so is still filling in.
+
+The signal used is one every hardened distro binary gives for free: after
+relocating an object, ld.so makes its RELRO range (PT_GNU_RELRO: GOT,
+.dynamic, .init_array) read-only. So a process is *ready* for a target when
+the target's RELRO range shows read-only in /proc/PID/maps and the
+executable's does too (the executable is relocated last, so startup
+relocation is over). An executable or target without an observable RELRO
+range gives no such signal: the exec path then leaves the process to the
+daemon's periodic rescan, which only touches processes older than
+:data:`RESCAN_MIN_AGE`.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from nonstop.userspace.image import BuildIdCache
+from nonstop.userspace.procfs import Mapping, list_pids, map_file_path, read_maps, start_time
+
+PT_LOAD, PT_GNU_RELRO = 1, 0x6474E552
+PAGE = 4096
+FIRST_DELAY = 0.002
+MAX_DELAY = 0.05
+WATCH_SECONDS = 2.0
+"""How long after exec a process is followed for its libraries (later dlopens: the rescan)."""
+RESCAN_MIN_AGE = 1.0
+
+
+@dataclass(frozen=True)
+class Relro:
+    first_load: int
+    """p_vaddr of the first PT_LOAD, page-aligned (the load bias is mapping start minus this)."""
+    start: int
+    end: int
+    """The page range ld.so protects, as virtual addresses of the file (empty: not observable)."""
+
+
+def read_relro(path: Path) -> Relro | None:
+    """The RELRO page range of the ELF file at PATH (None: no RELRO or not an ELF file)."""
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(64)
+            if len(header) < 64 or header[:4] != b"\x7fELF" or header[4] != 2:
+                return None
+            (phoff,) = struct.unpack_from("<Q", header, 32)
+            phentsize, phnum = struct.unpack_from("<HH", header, 54)
+            handle.seek(phoff)
+            table = handle.read(phentsize * phnum)
+    except OSError:
+        return None
+    first_load = None
+    relro = None
+    for index in range(min(phnum, len(table) // max(phentsize, 1))):
+        p_type, _, _, p_vaddr, _, _, p_memsz = struct.unpack_from(
+            "<IIQQQQQ", table, index * phentsize
+        )
+        if p_type == PT_LOAD and first_load is None:
+            first_load = p_vaddr & ~(PAGE - 1)
+        elif p_type == PT_GNU_RELRO:
+            relro = (p_vaddr & ~(PAGE - 1), (p_vaddr + p_memsz) & ~(PAGE - 1))
+    if first_load is None or relro is None or relro[0] >= relro[1]:
+        return None
+    return Relro(first_load, relro[0], relro[1])
+
+
+class RelroCache:
+    """RELRO ranges per build-id (one read of the program headers per file, ever)."""
+
+    def __init__(self) -> None:
+        self._ranges: dict[str, Relro | None] = {}
+
+    def get(self, build_id: str, opener: Path) -> Relro | None:
+        if build_id not in self._ranges:
+            self._ranges[build_id] = read_relro(opener)
+        return self._ranges[build_id]
+
+
+@dataclass
+class MappedFile:
+    build_id: str
+    mappings: list[Mapping]
+    opener: Path
+
+
+def mapped_files(pid: int, maps: list[Mapping], build_ids: BuildIdCache) -> list[MappedFile]:
+    """The ELF files PID maps, each with all its mappings (grouped by device and inode)."""
+    grouped: dict[tuple[str, int], list[Mapping]] = {}
+    for mapping in maps:
+        is_file = mapping.inode and mapping.path.startswith("/")
+        if is_file and not mapping.path.startswith("/memfd:"):
+            grouped.setdefault((mapping.dev, mapping.inode), []).append(mapping)
+    files = []
+    for group in grouped.values():
+        first = min(group, key=lambda m: m.start)
+        if first.offset != 0:
+            continue
+        build_id = build_ids.get(pid, first)
+        if build_id is not None:
+            files.append(MappedFile(build_id, group, map_file_path(pid, first)))
+    return files
+
+
+def relocated(file: MappedFile, relro: Relro | None) -> bool | None:
+    """True once ld.so has protected FILE's RELRO range; None when that cannot be observed."""
+    if relro is None:
+        return None
+    base = min(m.start for m in file.mappings) - relro.first_load
+    start, end = base + relro.start, base + relro.end
+    covering = [m for m in file.mappings if m.start < end and m.end > start]
+    if not covering or min(m.start for m in covering) > start or max(m.end for m in covering) < end:
+        return False  # not all mapped yet
+    return all("w" not in m.perms for m in covering)
+
+
+def executable_path(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""
+
+
+@dataclass
+class Followed:
+    """A process followed since its exec."""
+
+    pid: int
+    start: int
+    """Its start time: with the pid, a name that survives pid reuse."""
+    seen_at: float
+    next_check: float
+    delay: float = FIRST_DELAY
+
+
+class NewProcessQueue:
+    """Processes seen exec'ing, each checked again with a growing delay until it is decided."""
+
+    def __init__(self) -> None:
+        self._followed: dict[int, Followed] = {}
+
+    def add(self, pid: int, now: float) -> None:
+        try:
+            start = start_time(pid)
+        except (OSError, IndexError, ValueError):
+            return  # already gone
+        self._followed[pid] = Followed(pid, start, now, now)
+
+    def due(self, now: float) -> list[Followed]:
+        return [f for f in self._followed.values() if f.next_check <= now]
+
+    def later(self, followed: Followed, now: float) -> None:
+        """Check FOLLOWED again after a growing delay, or drop it once its window is over."""
+        if now - followed.seen_at > WATCH_SECONDS:
+            self.drop(followed)
+            return
+        followed.next_check = now + followed.delay
+        followed.delay = min(MAX_DELAY, followed.delay * 2)
+
+    def drop(self, followed: Followed) -> None:
+        self._followed.pop(followed.pid, None)
+
+    def next_deadline(self) -> float | None:
+        return min((f.next_check for f in self._followed.values()), default=None)
+
+    def __len__(self) -> int:
+        return len(self._followed)
+
+
+def process_age(pid: int) -> float:
+    """Seconds since PID started (0 when it is gone)."""
+    try:
+        started = start_time(pid) / os.sysconf("SC_CLK_TCK")
+        with open("/proc/uptime") as handle:
+            return float(handle.read().split()[0]) - started
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def still_starting(pid: int, build_id: str, build_ids: BuildIdCache, relro: RelroCache) -> bool:
+    """True while ld.so may still be relocating PID's copy of BUILD_ID (or its program).
+
+    Without an observable RELRO range, a process younger than RESCAN_MIN_AGE
+    counts as starting."""
+    maps = readable_maps(pid)
+    if maps is None:
+        return False  # gone: the engine reports it
+    files = mapped_files(pid, maps, build_ids)
+    program = executable_path(pid).removesuffix(" (deleted)")
+    states = [
+        relocated(f, relro.get(f.build_id, f.opener))
+        for f in files
+        if f.build_id == build_id or f.mappings[0].path.removesuffix(" (deleted)") == program
+    ]
+    if False in states:
+        return True
+    return None in states and process_age(pid) < RESCAN_MIN_AGE
+
+
+def readable_maps(pid: int) -> list[Mapping] | None:
+    try:
+        return read_maps(pid)
+    except (OSError, ValueError):
+        return None  # exited meanwhile, or a kernel thread
+
+
+def all_process_maps(skip: set[int]) -> Iterator[tuple[int, list[Mapping]]]:
+    """Every process but SKIP (and this one) with its memory map, one pass over /proc."""
+    skip = skip | {os.getpid()}
+    for pid in list_pids():
+        if pid not in skip:
+            maps = readable_maps(pid)
+            if maps:
+                yield pid, maps

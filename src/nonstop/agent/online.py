@@ -1,0 +1,382 @@
+"""One online update: check in, choose, download, verify, then apply kernel and userspace.
+
+The order is what keeps a host consistent when the server or the network
+misbehaves:
+
+1. check in with the inventory (``inventory``) and read one decision per target;
+2. keep the decisions this host acts on: enabled areas only (userspace can be
+   switched off, a kernel without livepatch takes no kernel bundle), and the
+   local sticky pin and update delay enforced again here, whatever the server said;
+3. download every offered bundle not already in the verified cache and verify
+   each (signature, digest equal to what the server announced, target equal to
+   the decision's). One bad bundle stops the whole update before anything is
+   applied: a server that sends one tampered file is not trusted for the others;
+4. apply the kernel level (``KernelManager``), then each userspace level to
+   every process mapping its target (``lib_levels``), recording each as it goes.
+
+Each process ends fully at the new level or untouched (the engine's rule),
+and the last good state stays recorded when any step fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from nonstop.agent import lib_levels, registration
+from nonstop.agent.actions import AgentContext, AgentError
+from nonstop.agent.api_models import CheckinAnswer, Decision
+from nonstop.agent.client import ServerClient, ServerError
+from nonstop.agent.inventory import LibraryFacts, collect, kernel_report, library_report
+from nonstop.agent.inventory import libraries_in_use as scan_libraries
+from nonstop.bundle import Bundle, UserspaceTarget, open_bundle
+from nonstop.bundle.errors import BundleError
+from nonstop.bundle.manifest import utc_now
+from nonstop.kernel.manager import KernelManager
+from nonstop.userspace import Engine, EngineOptions
+
+STATE_NAME = "online"
+MAX_BUNDLE_BYTES = 64 << 20
+NO_BUNDLE = "no bundle for this target"
+
+# --status exit codes (kcarectl's).
+STATUS_UP_TO_DATE, STATUS_NO_PATCHES, STATUS_UPDATES, STATUS_UNSUPPORTED = 0, 1, 2, 3
+
+
+@dataclass
+class Choice:
+    """The decisions of one check-in that this host acts on, and those it holds back."""
+
+    offers: list[Decision] = field(default_factory=list)
+    held: list[tuple[Decision, str]] = field(default_factory=list)
+    ignored: list[tuple[Decision, str]] = field(default_factory=list)
+    """Offers for an area that is off here (userspace disabled, no kernel livepatch)."""
+
+
+@dataclass
+class Fetched:
+    decision: Decision
+    data: bytes
+    bundle: Bundle
+
+
+def local_hold(
+    decision: Decision, sticky: str | None, delay_hours: int, now: datetime
+) -> str | None:
+    """Why the local policy holds back DECISION's bundle (None: it may be applied).
+
+    The server applies the same policy when it knows it; this is the host's
+    own guarantee. A pin by date or a delay needs the bundle's publication
+    time, which servers send with each offer.
+    """
+    bundle = decision.bundle
+    if bundle is None:
+        return None
+    kind, _, arg = (sticky or "").partition(":")
+    if kind == "level" and bundle.level > int(arg):
+        return f"held back by the local sticky pin {sticky}"
+    published = bundle.published_at
+    if published is not None:
+        published = published if published.tzinfo else published.replace(tzinfo=UTC)
+        if kind == "date":
+            day = date.fromisoformat(arg)
+            end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+            if published >= end:
+                return f"held back by the local sticky pin {sticky}"
+        if published > now - timedelta(hours=delay_hours):
+            return f"not yet released here (update_delay_hours = {delay_hours})"
+    return None
+
+
+def choose(
+    answer: CheckinAnswer,
+    *,
+    kernel_supported: bool,
+    userspace_enabled: bool,
+    sticky: str | None,
+    delay_hours: int,
+    now: datetime,
+) -> Choice:
+    choice = Choice()
+    for decision in answer.targets:
+        if decision.action != "apply":
+            continue
+        if decision.kind == "userspace" and not userspace_enabled:
+            choice.ignored.append((decision, "userspace patching is disabled"))
+            continue
+        if decision.kind == "kernel" and not kernel_supported:
+            choice.ignored.append((decision, "this kernel has no livepatch support"))
+            continue
+        held = local_hold(decision, sticky, delay_hours, now)
+        if held:
+            choice.held.append((decision, held))
+        else:
+            choice.offers.append(decision)
+    return choice
+
+
+def host_status(answer: CheckinAnswer, choice: Choice, kernel_supported: bool, lib: bool) -> int:
+    """kcarectl's --status: 0 up to date, 1 no patches, 2 updates available, 3 unsupported.
+
+    Only the areas this host patches count: the kernel when it supports
+    livepatch, libraries when userspace patching is on.
+    """
+    if choice.offers:
+        return STATUS_UPDATES
+    if not kernel_supported and not lib:
+        return STATUS_UNSUPPORTED  # nothing on this host can be live patched
+    relevant = [
+        d
+        for d in answer.targets
+        if (d.kind == "kernel" and kernel_supported) or (d.kind == "userspace" and lib)
+    ]
+    if any(d.applied_level is not None for d in relevant):
+        return STATUS_UP_TO_DATE
+    return STATUS_NO_PATCHES
+
+
+class OnlineAgent:
+    """The online side of one nonstopctl run (or one daemon cycle)."""
+
+    def __init__(self, context: AgentContext, notify: Callable[[str], None]) -> None:
+        self.context = context
+        self.config = context.config
+        self.store = context.state
+        self.notify = notify
+        self.registration = registration.require(self.store)
+        self._kernel: KernelManager | None = None
+        self._engine: Engine | None = None
+
+    # -- parts ----------------------------------------------------------------
+
+    @property
+    def kernel(self) -> KernelManager:
+        if self._kernel is None:
+            from nonstop.agent.kernel_commands import manager_for
+
+            self._kernel = manager_for(self.context)
+        return self._kernel
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = Engine(
+                EngineOptions(
+                    strict=bool(getattr(self.context.args, "strict", False)),
+                    cache_dir=self.config.cache_dir / "elf",
+                )
+            )
+        return self._engine
+
+    def client(self) -> ServerClient:
+        return ServerClient(
+            self.registration.server_url,
+            token=self.registration.token,
+            timeout=self.config.server_timeout_seconds,
+            attempts=self.config.server_attempts,
+            notify=self.notify,
+        )
+
+    @property
+    def kernel_supported(self) -> bool:
+        return self.kernel.driver.available()
+
+    # -- steps ------------------------------------------------------------------
+
+    def inventory(self) -> dict[str, Any]:
+        state = self.kernel.load_state()
+        applied = state.current if self.kernel.loaded(state.current) else None
+        uses = scan_libraries(self.engine, self.config.blocklist)
+        return collect(
+            hostname=self.registration.hostname,
+            distro=None,
+            kernel=kernel_report(self.kernel.running, applied.level if applied else None),
+            libraries=library_report(uses, LibraryFacts(self.config.cache_dir)),
+            sticky=self.config.sticky,
+            delay_hours=self.config.update_delay_hours,
+        )
+
+    @contextmanager
+    def recording_errors(self) -> Iterator[None]:
+        """A server failure is kept in online.json (``--server-info`` shows it), then raised."""
+        try:
+            yield
+        except ServerError as exc:
+            self._record(error=str(exc))
+            raise
+
+    def check_in(self) -> CheckinAnswer:
+        """Report the inventory and read the decisions; the outcome is recorded either way."""
+        body = self.inventory()
+        with self.recording_errors(), self.client() as client:
+            answer = client.check_in(self.registration.host_id, body)
+        self._record(answer=answer)
+        return answer
+
+    def choose(self, answer: CheckinAnswer) -> Choice:
+        return choose(
+            answer,
+            kernel_supported=self.kernel_supported,
+            userspace_enabled=self.config.userspace_enabled,
+            sticky=self.config.sticky,
+            delay_hours=self.config.update_delay_hours,
+            now=datetime.now(UTC),
+        )
+
+    def fetch(self, offers: list[Decision]) -> list[Fetched]:
+        """Every offered bundle, verified; ServerError before anything is applied if one is bad."""
+        trusted = self.context.trusted_keys()
+        cache = self.context.bundle_cache
+        fetched = []
+        with self.recording_errors(), self.client() as client:
+            for decision in offers:
+                ref = decision.bundle
+                assert ref is not None  # an "apply" decision always carries one
+                path = cache.path_for(ref.sha256)
+                data = path.read_bytes() if path.exists() else None
+                if data is None or hashlib.sha256(data).hexdigest() != ref.sha256:
+                    data = client.download(ref.url, min(MAX_BUNDLE_BYTES, max(ref.size, 1)))
+                fetched.append(Fetched(decision, data, self._verify(decision, data, trusted)))
+        for item in fetched:
+            cache.store(item.data, trusted)
+        return fetched
+
+    def _verify(self, decision: Decision, data: bytes, trusted: Any) -> Bundle:
+        ref = decision.bundle
+        assert ref is not None
+        where = f"bundle {ref.sha256[:16]} for {decision.name}"
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != ref.sha256:
+            raise ServerError(
+                f"{where} from the patch server is not the announced file "
+                f"(SHA-256 {digest[:16]}); nothing was applied"
+            )
+        try:
+            bundle = open_bundle(data, trusted)
+        except BundleError as exc:
+            raise ServerError(
+                f"{where} from the patch server does not verify: {exc}; nothing was applied"
+            ) from None
+        target = bundle.manifest.target
+        same = (
+            target.key == decision.target
+            if isinstance(target, UserspaceTarget)
+            else decision.kind == "kernel" and target.matches(self.kernel.running)
+        )
+        if not same or bundle.manifest.level != ref.level:
+            raise ServerError(
+                f"{where} from the patch server is for {target.key} level "
+                f"{bundle.manifest.level}, not what was offered; nothing was applied"
+            )
+        return bundle
+
+    def apply(self, fetched: list[Fetched], timeout: float) -> list[dict[str, Any]]:
+        """Kernel first, then userspace; one report entry per bundle."""
+        reports = []
+        for item in sorted(fetched, key=lambda f: f.decision.kind != "kernel"):
+            if item.decision.kind == "kernel":
+                reports.append(self._apply_kernel(item, timeout))
+            else:
+                reports.append(self.apply_userspace(item.bundle))
+        return reports
+
+    def _apply_kernel(self, item: Fetched, timeout: float) -> dict[str, Any]:
+        from nonstop.agent.kernel_commands import KERNEL_FAILURES, apply_document
+
+        try:
+            result = self.kernel.update(item.data, item.bundle, timeout=timeout)
+        except KERNEL_FAILURES as exc:
+            return {
+                "kind": "kernel",
+                "target": item.decision.target,
+                "action": "failed",
+                "level": item.bundle.manifest.level,
+                "error": str(exc),
+            }
+        return {"kind": "kernel", "target": item.decision.target, **apply_document(result)}
+
+    def apply_userspace(self, bundle: Bundle) -> dict[str, Any]:
+        spec, results = lib_levels.apply_bundle(
+            self.engine, self.store, bundle, self.config.blocklist
+        )
+        failed = any(r.result in lib_levels.FAILED for r in results)
+        return {
+            "kind": "userspace",
+            "target": f"userspace:{spec.build_id}",
+            "soname": spec.soname,
+            "level": spec.level,
+            "bundle_sha256": bundle.sha256,
+            "action": "failed" if failed else "applied",
+            "processes": [r.to_dict() for r in results],
+        }
+
+    # -- state --------------------------------------------------------------------
+
+    def _record(self, answer: CheckinAnswer | None = None, error: str | None = None) -> None:
+        with self.store.locked(STATE_NAME):
+            document = self.store.read(STATE_NAME)
+            if answer is not None:
+                document["last_checkin"] = {
+                    "at": utc_now(),
+                    "server": self.registration.server_url,
+                    "feed": answer.feed,
+                    "next_checkin_seconds": answer.next_checkin_seconds,
+                    "offers": [
+                        {"target": d.target, "name": d.name, "level": d.bundle.level}
+                        for d in answer.targets
+                        if d.bundle is not None and d.action == "apply"
+                    ],
+                }
+                document.pop("last_error", None)
+            if error is not None:
+                document["last_error"] = {"at": utc_now(), "message": error}
+            self.store.write(STATE_NAME, document)
+
+
+def last_checkin(context: AgentContext) -> dict[str, Any]:
+    return context.state.read(STATE_NAME)
+
+
+def run_update(
+    context: AgentContext, kinds: set[str], notify: Callable[[str], None], timeout: float
+) -> dict[str, Any]:
+    """Check in and apply what is offered for KINDS; the report of what happened."""
+    agent = OnlineAgent(context, notify)
+    answer = agent.check_in()
+    choice = agent.choose(answer)
+    offers = [d for d in choice.offers if d.kind in kinds]
+    fetched = agent.fetch(offers)
+    applied = agent.apply(fetched, timeout)
+    return {
+        "server": agent.registration.server_url,
+        "feed": answer.feed,
+        "applied": applied,
+        "held_back": [
+            {
+                "target": d.target,
+                "name": d.name,
+                "level": d.bundle.level if d.bundle else None,
+                "reason": why,
+            }
+            for d, why in choice.held
+        ],
+        "ignored": [
+            {"target": d.target, "name": d.name, "reason": why} for d, why in choice.ignored
+        ],
+        "up_to_date": [
+            {"target": d.target, "name": d.name, "reason": d.reason}
+            for d in answer.targets
+            if d.action == "none" and d.reason != NO_BUNDLE
+        ],
+    }
+
+
+def require_registered(context: AgentContext) -> None:
+    if registration.load(context.state) is None:
+        raise AgentError(
+            "no patch server: register this host (nonstopctl --register KEY) or pass --bundle FILE"
+        )

@@ -1,0 +1,395 @@
+"""`nonstopctl` online area: registration, updates from the patch server, status, settings.
+
+Flags (kcarectl's names): ``--register KEY [--server URL]``, ``--unregister``,
+``--auto-update``, ``--check``, ``--status``, ``--server-info``,
+``--enable-lib``/``--disable-lib``, ``--set-sticky-patch LEVEL|DATE`` and
+``--daemon``. ``--update`` and ``--lib-update`` without ``--bundle`` come
+here too (:func:`online_update`). Exit codes and behaviour: docs/agent.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from nonstop.agent import kernel_commands, registration
+from nonstop.agent.actions import Action, AgentContext, AgentError, require_root
+from nonstop.agent.config import normalize_sticky, set_override
+from nonstop.agent.lib_commands import FAILED
+from nonstop.console import emit_json, fail, stderr, stdout
+
+if TYPE_CHECKING:
+    from nonstop.userspace import Engine
+
+EXIT_UPDATES_FAILED = 3
+"""Some bundle could not be applied everywhere (busy or refused processes, a kernel refusal)."""
+_STATUS_TEXT = {
+    0: "up to date",
+    1: "no patches for this host",
+    2: "updates available",
+    3: "unsupported: this kernel has no livepatch support and userspace patching is off",
+}
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    online = parser.add_argument_group("online options")
+    online.add_argument(
+        "--server", metavar="URL", help="--register: the patch server (default: server_url)"
+    )
+
+
+def _notify(line: str) -> None:
+    stderr.print(f"nonstopctl: {line}", markup=False)
+
+
+def _output(context: AgentContext, document: dict[str, Any], lines: list[str]) -> None:
+    if context.json:
+        emit_json(document)
+    else:
+        for line in lines:
+            stdout.print(line, markup=False)
+
+
+def _engine(context: AgentContext) -> Engine:
+    from nonstop.userspace import Engine, EngineOptions
+
+    return Engine(
+        EngineOptions(
+            strict=bool(getattr(context.args, "strict", False)),
+            cache_dir=context.config.cache_dir / "elf",
+        )
+    )
+
+
+# -- registration --------------------------------------------------------------------------
+
+
+def run_register(context: AgentContext) -> int:
+    from nonstop.agent.client import ServerClient
+
+    key = context.value or ""
+    key_id = registration.key_id_of(key)
+    store = context.state
+    known = registration.load(store)
+    if known is not None:
+        raise AgentError(
+            f"this host is already registered with {known.server_url} as {known.host_id}; "
+            "run nonstopctl --unregister first"
+        )
+    url = registration.server_url_for(context.config, context.args.server)
+    hostname = registration.host_name()
+    config = context.config
+    with ServerClient(
+        url, timeout=config.server_timeout_seconds, attempts=config.server_attempts, notify=_notify
+    ) as client:
+        answer = client.register(key, hostname)
+    record = registration.new_record(url, key, answer.host_id, answer.token, answer.feed, hostname)
+    registration.save(store, record)
+    _output(
+        context,
+        {"action": "registered", **record.public_view()},
+        [
+            f"registered {hostname} with {url} as host {record.host_id} "
+            f"(key {key_id}, feed {record.feed})"
+        ],
+    )
+    return 0
+
+
+def run_unregister(context: AgentContext) -> int:
+    from nonstop.agent.client import ServerClient, ServerError
+
+    store = context.state
+    known = registration.require(store)
+    config = context.config
+    with ServerClient(
+        known.server_url,
+        token=known.token,
+        timeout=config.server_timeout_seconds,
+        attempts=config.server_attempts,
+        notify=_notify,
+    ) as client:
+        try:
+            client.unregister(known.host_id)
+        except ServerError as exc:
+            if exc.status not in (401, 404):
+                raise  # the server may still count this host: keep the registration to retry
+    registration.drop(store)
+    store.path("online").unlink(missing_ok=True)
+    _output(
+        context,
+        {"action": "unregistered", "host_id": known.host_id, "server_url": known.server_url},
+        [f"unregistered host {known.host_id} from {known.server_url}; live patches stay applied"],
+    )
+    return 0
+
+
+def run_server_info(context: AgentContext) -> int:
+    from nonstop.agent.online import last_checkin
+
+    known = registration.require(context.state)
+    history = last_checkin(context)
+    checkin = history.get("last_checkin") or {}
+    error = history.get("last_error")
+    document = {
+        "server": known.server_url,
+        "registration_key_id": known.key_id,
+        "host_id": known.host_id,
+        "hostname": known.hostname,
+        "feed": checkin.get("feed", known.feed),
+        "registered_at": known.registered_at,
+        "last_checkin": checkin.get("at"),
+        "last_error": error,
+        "sticky": context.config.sticky,
+        "update_delay_hours": context.config.update_delay_hours,
+        "userspace_enabled": context.config.userspace_enabled,
+    }
+    lines = [
+        f"server:            {known.server_url}",
+        f"registration key:  {known.key_id}",
+        f"host id:           {known.host_id} ({known.hostname})",
+        f"feed:              {document['feed']}",
+        f"registered:        {known.registered_at}",
+        f"last check-in:     {document['last_checkin'] or 'never'}",
+        f"sticky patch:      {context.config.sticky or 'none'}",
+        f"update delay:      {context.config.update_delay_hours} h",
+        f"userspace patches: {'enabled' if context.config.userspace_enabled else 'disabled'}",
+    ]
+    if error:
+        lines.append(f"last error:        {error['at']}: {error['message']}")
+    _output(context, document, lines)
+    return 0
+
+
+# -- settings ------------------------------------------------------------------------------
+
+
+def _set_lib(context: AgentContext, enabled: bool) -> int:
+    set_override(context.config, "userspace_enabled", enabled)
+    word = "enabled" if enabled else "disabled"
+    note = "" if enabled else "; live patches stay until nonstopctl --lib-unload"
+    _output(context, {"userspace_enabled": enabled}, [f"userspace patching {word}{note}"])
+    return 0
+
+
+def run_enable_lib(context: AgentContext) -> int:
+    return _set_lib(context, True)
+
+
+def run_disable_lib(context: AgentContext) -> int:
+    return _set_lib(context, False)
+
+
+def run_set_sticky(context: AgentContext) -> int:
+    try:
+        sticky = normalize_sticky(context.value)
+    except ValueError as exc:
+        raise AgentError(str(exc)) from None
+    set_override(context.config, "sticky", sticky)
+    text = f"sticky patch set to {sticky}" if sticky else "sticky patch removed"
+    _output(context, {"sticky": sticky}, [text])
+    return 0
+
+
+# -- updates -------------------------------------------------------------------------------
+
+
+def _online_lines(report: dict[str, Any]) -> list[str]:
+    lines = [f"checked in with {report['server']} (feed {report['feed']})"]
+    for item in report["applied"]:
+        if item["kind"] == "kernel":
+            lines.append(f"kernel level {item.get('level')}: {item['action']}")
+            if item.get("error"):
+                lines.append(f"  {item['error']}")
+            continue
+        counts: dict[str, int] = {}
+        for process in item["processes"]:
+            counts[process["result"]] = counts.get(process["result"], 0) + 1
+        summary = ", ".join(f"{n} {result}" for result, n in sorted(counts.items()))
+        lines.append(f"{item['soname']} level {item['level']}: {summary or 'no process maps it'}")
+    for held in report["held_back"]:
+        lines.append(f"held back: {held['name']} level {held['level']}: {held['reason']}")
+    lines += [f"not applied: {i['name']}: {i['reason']}" for i in report["ignored"]]
+    if not report["applied"]:
+        lines.append("nothing new to apply")
+    return lines
+
+
+def _failed(report: dict[str, Any]) -> bool:
+    return any(item["action"] == "failed" for item in report["applied"])
+
+
+def online_update(context: AgentContext, kind: str, timeout: float) -> int:
+    """``--update`` / ``--lib-update`` without ``--bundle``: what the server offers for KIND."""
+    from nonstop.agent.online import run_update
+
+    if registration.load(context.state) is None:
+        flag = "--update" if kind == "kernel" else "--lib-update"
+        raise AgentError(
+            f"{flag} needs --bundle FILE or a registration with a patch server "
+            "(nonstopctl --register KEY)"
+        )
+    report = run_update(context, {kind}, _notify, timeout)
+    _output(context, {"action": "update", **report}, _online_lines(report))
+    return EXIT_UPDATES_FAILED if _failed(report) else 0
+
+
+def restore_userspace(context: AgentContext, engine: Engine) -> list[dict[str, Any]]:
+    """Boot step: every recorded userspace level, from the verified cache, to every process
+    mapping its target that lacks it (no network)."""
+    from nonstop.agent import lib_levels
+    from nonstop.bundle.errors import BundleError
+    from nonstop.userspace.errors import RefusedError
+
+    if not context.config.userspace_enabled:
+        return []
+    trusted = context.trusted_keys()
+    restored = []
+    for wanted in lib_levels.wanted_levels(context.state):
+        entry: dict[str, Any] = {"build_id": wanted.build_id, "level": wanted.level}
+        try:
+            spec = lib_levels.load_spec(context.bundle_cache, trusted, wanted)
+        except (BundleError, RefusedError) as exc:
+            entry["error"] = f"cached bundle {wanted.bundle_sha256[:16]}: {exc}"
+            restored.append(entry)
+            continue
+        results = lib_levels.apply_to_processes(engine, spec, context.config.blocklist)
+        entry["soname"] = spec.soname
+        entry["processes"] = [r.to_dict() for r in results]
+        restored.append(entry)
+    return restored
+
+
+def _restore_lines(restored: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for entry in restored:
+        if "error" in entry:
+            lines.append(f"userspace {entry['build_id'][:16]}: {entry['error']}")
+            continue
+        patched = sum(1 for p in entry["processes"] if p["result"] == "patched")
+        lines.append(
+            f"{entry['soname']} level {entry['level']}: re-applied to {patched} of "
+            f"{len(entry['processes'])} processes"
+        )
+    return lines
+
+
+def run_auto_update(context: AgentContext) -> int:
+    """Boot re-apply (kernel, then userspace) before any network access; then the online update."""
+    from nonstop.agent.client import ServerError
+    from nonstop.agent.online import run_update
+
+    require_root("--auto-update")
+    if not context.config.auto_update:
+        skipped = "auto_update is off in the configuration"
+        _output(context, {"action": "skipped", "message": skipped}, [skipped])
+        return 0
+    timeout = kernel_commands.transition_timeout(context)
+    failed = False
+    kernel, kernel_error = kernel_commands.restore(context)
+    kernel_document = (
+        kernel_commands.apply_document(kernel)
+        if kernel
+        else {"action": "failed", "error": kernel_error}
+    )
+    lines = kernel_commands.apply_lines(kernel) if kernel else [f"kernel: {kernel_error}"]
+    failed |= kernel is None
+    restored = restore_userspace(context, _engine(context))
+    lines += _restore_lines(restored)
+    failed |= any(
+        "error" in entry or any(p["result"] in FAILED for p in entry["processes"])
+        for entry in restored
+    )
+    document: dict[str, Any] = {"kernel": kernel_document, "userspace": restored}
+    server_error = None
+    if registration.load(context.state) is None:
+        document["online"] = {"skipped": "not registered with a patch server"}
+    else:
+        try:
+            report = run_update(context, {"kernel", "userspace"}, _notify, timeout)
+        except ServerError as exc:
+            document["online"] = {"error": str(exc)}
+            server_error = exc
+        else:
+            document["online"] = report
+            lines += _online_lines(report)
+            failed |= _failed(report)
+    _output(context, document, lines)
+    if server_error is not None:
+        # The boot steps above are reported; the server's failure is the one error line.
+        fail("nonstopctl", str(server_error), server_error.exit_code)
+    return EXIT_UPDATES_FAILED if failed else 0
+
+
+def _decisions(context: AgentContext) -> tuple[int, dict[str, Any]]:
+    from nonstop.agent.online import OnlineAgent, host_status
+
+    require_root("--check and --status")  # the inventory reads every process's memory map
+    agent = OnlineAgent(context, _notify)
+    answer = agent.check_in()
+    choice = agent.choose(answer)
+    code = host_status(answer, choice, agent.kernel_supported, context.config.userspace_enabled)
+    document = {
+        "status": code,
+        "meaning": _STATUS_TEXT[code],
+        "feed": answer.feed,
+        "available": [
+            {
+                "target": d.target,
+                "name": d.name,
+                "applied_level": d.applied_level,
+                "level": d.bundle.level if d.bundle else None,
+            }
+            for d in choice.offers
+        ],
+        "held_back": [{"target": d.target, "name": d.name, "reason": r} for d, r in choice.held],
+    }
+    return code, document
+
+
+def run_check(context: AgentContext) -> int:
+    _, document = _decisions(context)
+    available = document["available"]
+    lines = [f"{a['name']}: level {a['level']} available" for a in available]
+    _output(context, {"update_available": bool(available), **document}, lines or ["no new patch"])
+    return 0 if available else 1
+
+
+def run_status(context: AgentContext) -> int:
+    code, document = _decisions(context)
+    _output(context, document, [document["meaning"]])
+    return code
+
+
+def run_daemon(context: AgentContext) -> int:
+    from nonstop.agent.daemon import Daemon
+
+    require_root("--daemon")
+    return Daemon(context).run()
+
+
+ACTIONS = [
+    Action("--register", "register this host with a patch server", run_register, metavar="KEY"),
+    Action("--unregister", "unregister this host from its patch server", run_unregister),
+    Action(
+        "--auto-update",
+        "re-apply cached levels (kernel, then userspace), then check in and apply what is new",
+        run_auto_update,
+    ),
+    Action("--check", "exit 0 if a newer patch is available, 1 if not", run_check),
+    Action(
+        "--status",
+        "exit 0 up to date, 1 no patches for this host, 2 updates available, 3 unsupported",
+        run_status,
+    ),
+    Action("--server-info", "patch server, key id, host id, feed, last check-in", run_server_info),
+    Action("--enable-lib", "turn userspace (library) patching on", run_enable_lib),
+    Action("--disable-lib", "turn userspace (library) patching off", run_disable_lib),
+    Action(
+        "--set-sticky-patch",
+        "stay at a level (N) or at the patches of a date (YYYY-MM-DD, DDMMYY); '' unsticks",
+        run_set_sticky,
+        metavar="LEVEL|DATE",
+    ),
+    Action("--daemon", "run the agent service: boot re-apply, new processes, updates", run_daemon),
+]
