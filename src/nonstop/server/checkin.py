@@ -1,14 +1,15 @@
 """The check-in: record a host's inventory and answer, per target, what to apply.
 
-The hot path of a fleet. After authentication (one primary-key read) it
-records the check-in id (an INSERT that ignores a duplicate: a retried
+The hot path of a fleet. It authenticates the host (a primary-key read), records
+the check-in id (an INSERT that ignores a duplicate: a retried
 check-in is answered again but recorded once), updates the host row, and only
 when the inventory changed since the last check-in (compared by digest)
 replaces the host's target rows. All of it commits together or not at all:
 
-- on PostgreSQL as ONE statement (data-modifying CTEs, the target rows passed
-  as one JSON array), sent in autocommit mode from the event loop: one round
-  trip, no BEGIN or COMMIT, no worker thread;
+- on PostgreSQL as ONE statement, authentication included (data-modifying
+  CTEs, the target rows passed as one array per column), sent in autocommit
+  mode from the event loop: one round trip, no BEGIN or COMMIT, no worker
+  thread;
 - on SQLite (in-process, no round trips to save) as a few statements in one
   write transaction.
 
@@ -29,6 +30,7 @@ from pydantic_core import to_json
 from sqlalchemy import Connection, Insert, Row, bindparam, delete, insert, update
 
 from nonstop.bundle.manifest import KernelTarget, UserspaceTarget
+from nonstop.server.auth import hash_secret
 from nonstop.server.catalog import CatalogSnapshot
 from nonstop.server.db import Database
 from nonstop.server.models import UTCDateTime, checkins, host_targets, hosts, utcnow
@@ -105,11 +107,7 @@ def _userspace_key(build_id: str) -> str:
 
 def inventory_digest(targets: list[TargetRow]) -> str:
     """Identifies the stored target rows, so an unchanged inventory skips rewriting them."""
-    return _digest(json.dumps(targets))
-
-
-def _digest(rows_json: str) -> str:
-    return hashlib.sha256(rows_json.encode()).hexdigest()
+    return hashlib.sha256(json.dumps(targets).encode()).hexdigest()
 
 
 # Built once: the hot path only binds values (no statement construction per request).
@@ -183,17 +181,27 @@ def _host_values(
     }
 
 
-# The whole check-in write in one PostgreSQL statement. Its parts see one snapshot and
-# run in no set order, so they touch disjoint rows: target rows still reported are
-# upserted, the others deleted. Nothing is written unless the check-in id is new. The
-# target rows arrive as one JSON array of TargetRow tuples (the text the digest hashes).
+# The whole check-in in one PostgreSQL statement, authentication included: the host
+# row is found by id AND secret hash (a wrong, unknown or unregistered token matches no
+# row, so nothing is written and no row comes back). Comparing SHA-256 digests of the
+# secret in SQL leaks, by timing, at most how much of the digest of a guess matches,
+# which says nothing about the secret (see auth.py). Its parts see one snapshot and run
+# in no set order, so they touch disjoint rows: target rows still reported are upserted,
+# the others deleted, and only when the inventory digest changed. Nothing is written
+# unless the check-in id is new. The target rows arrive as one array per column
+# (unnest is cheaper for PostgreSQL than extracting fields from JSON).
 _RECORD_POSTGRESQL = """
-WITH recorded AS (
+WITH host AS (
+    SELECT id, feed, sticky, inventory_digest FROM hosts
+    WHERE id = %(h_id)s AND secret_hash = %(secret_hash)s AND unregistered_at IS NULL
+), recorded AS (
     INSERT INTO checkins (host_id, checkin_id, received_at, agent_version)
-    VALUES (%(h_id)s, %(checkin_id)s, %(h_now)s, %(h_agent_version)s)
+    SELECT id, %(checkin_id)s, %(h_now)s, %(h_agent_version)s FROM host
     ON CONFLICT (host_id, checkin_id) DO NOTHING
     RETURNING id
-), host AS (
+), changed AS (
+    SELECT FROM host, recorded WHERE host.inventory_digest IS DISTINCT FROM %(h_digest)s
+), updated AS (
     UPDATE hosts SET
         hostname = %(h_hostname)s, distro_id = %(h_distro_id)s,
         distro_version = %(h_distro_version)s, kernel_release = %(h_kernel_release)s,
@@ -203,14 +211,16 @@ WITH recorded AS (
         last_checkin_at = %(h_now)s, checkin_count = checkin_count + 1
     WHERE id = %(h_id)s AND EXISTS (SELECT FROM recorded)
 ), incoming AS (
-    SELECT t->>0 AS target_key, t->>1 AS alt_target_key, t->>2 AS kind, t->>3 AS name,
-           t->>4 AS package_name, t->>5 AS package_version,
-           (t->>6)::int AS processes, (t->>7)::int AS applied_level
-    FROM json_array_elements(%(targets)s::json) AS t
-    WHERE EXISTS (SELECT FROM recorded)
+    SELECT * FROM unnest(
+        %(t_key)s::text[], %(t_alt)s::text[], %(t_kind)s::text[], %(t_name)s::text[],
+        %(t_package)s::text[], %(t_version)s::text[], %(t_processes)s::int[],
+        %(t_level)s::int[]
+    ) AS t(target_key, alt_target_key, kind, name, package_name, package_version,
+           processes, applied_level)
+    WHERE EXISTS (SELECT FROM changed)
 ), dropped AS (
     DELETE FROM host_targets
-    WHERE host_id = %(h_id)s AND %(replace)s AND EXISTS (SELECT FROM recorded)
+    WHERE host_id = %(h_id)s AND EXISTS (SELECT FROM changed)
       AND target_key NOT IN (SELECT target_key FROM incoming)
 ), kept AS (
     INSERT INTO host_targets (host_id, target_key, alt_target_key, kind, name,
@@ -222,31 +232,48 @@ WITH recorded AS (
         package_version = excluded.package_version, processes = excluded.processes,
         applied_level = excluded.applied_level
 )
-SELECT count(*) FROM recorded
+SELECT id, feed, sticky, EXISTS (SELECT FROM recorded) AS recorded FROM host
 """
+# The statement's parameters for TargetRow's fields, in order.
+_TARGET_COLUMNS = (
+    "t_key",
+    "t_alt",
+    "t_kind",
+    "t_name",
+    "t_package",
+    "t_version",
+    "t_processes",
+    "t_level",
+)
+
+
+class CheckedInHost(NamedTuple):
+    """What the check-in statement returns about the host: enough to answer it."""
+
+    id: str
+    feed: str
+    sticky: str | None
+    recorded: bool
 
 
 async def record_postgresql(
-    connection: psycopg.AsyncConnection[Any], host: Any, request: CheckinRequest
-) -> tuple[bool, list[TargetRow]]:
-    """As ``record``, as one autocommitted statement on an asyncio psycopg connection."""
+    connection: psycopg.AsyncConnection[Any], host_id: str, secret: str, request: CheckinRequest
+) -> tuple[CheckedInHost | None, list[TargetRow]]:
+    """As ``record``, authentication included, as one autocommitted statement on an asyncio
+    psycopg connection; the host is None when the secret is not that host's (nothing stored).
+    """
     targets = inventory_targets(request)
-    rows = json.dumps(targets)
-    digest = _digest(rows)
-    replace = digest != host.inventory_digest
-    values = _host_values(host.id, request, digest, utcnow()) | {
-        "checkin_id": str(request.checkin_id),
-        "replace": replace,
-        "targets": rows if replace else "[]",
-    }
+    columns = zip(*targets, strict=True) if targets else ((),) * len(_TARGET_COLUMNS)
+    values = _host_values(host_id, request, inventory_digest(targets), utcnow())
+    values |= dict(zip(_TARGET_COLUMNS, map(list, columns), strict=True))
+    values |= {"secret_hash": hash_secret(secret), "checkin_id": str(request.checkin_id)}
     cursor = await connection.execute(_RECORD_POSTGRESQL, values, prepare=True)
-    recorded = await cursor.fetchone()
-    assert recorded is not None
-    return recorded[0] == 1, targets
+    row = await cursor.fetchone()
+    return (None if row is None else CheckedInHost(*row)), targets
 
 
 def answer(
-    host: Row[Any],
+    host: Any,
     request: CheckinRequest,
     targets: list[TargetRow],
     catalog: CatalogSnapshot,
