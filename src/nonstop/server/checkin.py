@@ -7,7 +7,7 @@ when the inventory changed since the last check-in (compared by digest)
 replaces the host's target rows. All of it commits together or not at all:
 
 - on PostgreSQL as ONE statement, authentication included (data-modifying
-  CTEs, the target rows passed as one array per column), sent in autocommit
+  CTEs, the target rows passed as one JSON array), sent in autocommit
   mode from the event loop: one round trip, no BEGIN or COMMIT, no worker
   thread;
 - on SQLite (in-process, no round trips to save) as a few statements in one
@@ -105,9 +105,14 @@ def _userspace_key(build_id: str) -> str:
     return UserspaceTarget(build_id=build_id, soname="").key
 
 
-def inventory_digest(targets: list[TargetRow]) -> str:
+def inventory_json(targets: list[TargetRow]) -> str:
+    """The target rows as a JSON array of objects keyed by host_targets' column names."""
+    return json.dumps([target._asdict() for target in targets])
+
+
+def inventory_digest(targets_json: str) -> str:
     """Identifies the stored target rows, so an unchanged inventory skips rewriting them."""
-    return hashlib.sha256(json.dumps(targets).encode()).hexdigest()
+    return hashlib.sha256(targets_json.encode()).hexdigest()
 
 
 # Built once: the hot path only binds values (no statement construction per request).
@@ -153,7 +158,7 @@ def record(
     targets = inventory_targets(request)
     if inserted is None:
         return False, targets
-    digest = inventory_digest(targets)
+    digest = inventory_digest(inventory_json(targets))
     if digest != host.inventory_digest:
         if host.inventory_digest is not None:  # a first check-in has no rows to replace
             connection.execute(_DELETE_TARGETS, {"h_id": host.id})
@@ -188,8 +193,9 @@ def _host_values(
 # which says nothing about the secret (see auth.py). Its parts see one snapshot and run
 # in no set order, so they touch disjoint rows: target rows still reported are upserted,
 # the others deleted, and only when the inventory digest changed. Nothing is written
-# unless the check-in id is new. The target rows arrive as one array per column
-# (unnest is cheaper for PostgreSQL than extracting fields from JSON).
+# unless the check-in id is new. The target rows arrive as one JSON array of objects
+# (the text the digest hashes), read by json_populate_recordset in one pass: cheaper
+# for PostgreSQL than a field extraction per value, and for Python than array params.
 _RECORD_POSTGRESQL = """
 WITH host AS (
     SELECT id, feed, sticky, inventory_digest FROM hosts
@@ -211,12 +217,9 @@ WITH host AS (
         last_checkin_at = %(h_now)s, checkin_count = checkin_count + 1
     WHERE id = %(h_id)s AND EXISTS (SELECT FROM recorded)
 ), incoming AS (
-    SELECT * FROM unnest(
-        %(t_key)s::text[], %(t_alt)s::text[], %(t_kind)s::text[], %(t_name)s::text[],
-        %(t_package)s::text[], %(t_version)s::text[], %(t_processes)s::int[],
-        %(t_level)s::int[]
-    ) AS t(target_key, alt_target_key, kind, name, package_name, package_version,
-           processes, applied_level)
+    SELECT target_key, alt_target_key, kind, name, package_name, package_version,
+           processes, applied_level
+    FROM json_populate_recordset(NULL::host_targets, %(targets)s::json)
     WHERE EXISTS (SELECT FROM changed)
 ), dropped AS (
     DELETE FROM host_targets
@@ -234,19 +237,9 @@ WITH host AS (
 )
 SELECT id, feed, sticky, EXISTS (SELECT FROM recorded) AS recorded FROM host
 """
+
+
 # The statement's parameters for TargetRow's fields, in order.
-_TARGET_COLUMNS = (
-    "t_key",
-    "t_alt",
-    "t_kind",
-    "t_name",
-    "t_package",
-    "t_version",
-    "t_processes",
-    "t_level",
-)
-
-
 class CheckedInHost(NamedTuple):
     """What the check-in statement returns about the host: enough to answer it."""
 
@@ -263,10 +256,12 @@ async def record_postgresql(
     psycopg connection; the host is None when the secret is not that host's (nothing stored).
     """
     targets = inventory_targets(request)
-    columns = zip(*targets, strict=True) if targets else ((),) * len(_TARGET_COLUMNS)
-    values = _host_values(host_id, request, inventory_digest(targets), utcnow())
-    values |= dict(zip(_TARGET_COLUMNS, map(list, columns), strict=True))
-    values |= {"secret_hash": hash_secret(secret), "checkin_id": str(request.checkin_id)}
+    rows = inventory_json(targets)
+    values = _host_values(host_id, request, inventory_digest(rows), utcnow()) | {
+        "secret_hash": hash_secret(secret),
+        "checkin_id": str(request.checkin_id),
+        "targets": rows,
+    }
     cursor = await connection.execute(_RECORD_POSTGRESQL, values, prepare=True)
     row = await cursor.fetchone()
     return (None if row is None else CheckedInHost(*row)), targets
