@@ -186,16 +186,18 @@ def _host_values(
     }
 
 
-# The whole check-in in one PostgreSQL statement, authentication included: the host
-# row is found by id AND secret hash (a wrong, unknown or unregistered token matches no
-# row, so nothing is written and no row comes back). Comparing SHA-256 digests of the
-# secret in SQL leaks, by timing, at most how much of the digest of a guess matches,
-# which says nothing about the secret (see auth.py). Its parts see one snapshot and run
-# in no set order, so they touch disjoint rows: target rows still reported are upserted,
-# the others deleted, and only when the inventory digest changed. Nothing is written
-# unless the check-in id is new. The target rows arrive as one JSON array of objects
-# (the text the digest hashes), read by json_populate_recordset in one pass: cheaper
-# for PostgreSQL than a field extraction per value, and for Python than array params.
+# The whole check-in in one PostgreSQL statement, authentication included: the host row
+# is found by id AND secret hash (a wrong, unknown or unregistered token matches no row,
+# so nothing is written and no row comes back). Comparing SHA-256 digests of the secret
+# in SQL leaks, by timing, at most how much of the digest of a guess matches, which says
+# nothing about the secret (see auth.py). Its parts see one snapshot and run in no set
+# order, so they touch disjoint rows: target rows still reported are upserted, the
+# others deleted, and only when the inventory digest changed. A host's first inventory
+# (no digest yet: no target rows) is a plain INSERT, cheaper than an upsert. Nothing is
+# written unless the check-in id is new. The target rows arrive as one JSON array of
+# objects (the text the digest hashes), read by json_populate_recordset in one pass:
+# cheaper for PostgreSQL than a field extraction per value, and for Python than array
+# params.
 _RECORD_POSTGRESQL = """
 WITH host AS (
     SELECT id, feed, sticky, inventory_digest FROM hosts
@@ -225,10 +227,14 @@ WITH host AS (
     DELETE FROM host_targets
     WHERE host_id = %(h_id)s AND EXISTS (SELECT FROM changed)
       AND target_key NOT IN (SELECT target_key FROM incoming)
+), first AS (
+    INSERT INTO host_targets (host_id, target_key, alt_target_key, kind, name,
+                              package_name, package_version, processes, applied_level)
+    SELECT %(h_id)s, * FROM incoming WHERE (SELECT inventory_digest FROM host) IS NULL
 ), kept AS (
     INSERT INTO host_targets (host_id, target_key, alt_target_key, kind, name,
                               package_name, package_version, processes, applied_level)
-    SELECT %(h_id)s, * FROM incoming
+    SELECT %(h_id)s, * FROM incoming WHERE (SELECT inventory_digest FROM host) IS NOT NULL
     ON CONFLICT (host_id, target_key) DO UPDATE SET
         alt_target_key = excluded.alt_target_key, kind = excluded.kind,
         name = excluded.name, package_name = excluded.package_name,
