@@ -20,7 +20,6 @@ target.
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import datetime
 from functools import cache, lru_cache
 from typing import Any, NamedTuple
@@ -105,14 +104,17 @@ def _userspace_key(build_id: str) -> str:
     return UserspaceTarget(build_id=build_id, soname="").key
 
 
-def inventory_json(targets: list[TargetRow]) -> str:
-    """The target rows as a JSON array of objects keyed by host_targets' column names."""
-    return json.dumps([target._asdict() for target in targets])
+def inventory_json(targets: list[TargetRow]) -> bytes:
+    """The target rows as a JSON array of objects keyed by host_targets' column names.
+
+    Serialized by pydantic-core: several times faster than json.dumps and _asdict here.
+    """
+    return to_json([dict(zip(TargetRow._fields, target, strict=True)) for target in targets])
 
 
-def inventory_digest(targets_json: str) -> str:
+def inventory_digest(targets_json: bytes) -> str:
     """Identifies the stored target rows, so an unchanged inventory skips rewriting them."""
-    return hashlib.sha256(targets_json.encode()).hexdigest()
+    return hashlib.sha256(targets_json).hexdigest()
 
 
 # Built once: the hot path only binds values (no statement construction per request).
@@ -266,7 +268,7 @@ async def record_postgresql(
     values = _host_values(host_id, request, inventory_digest(rows), utcnow()) | {
         "secret_hash": hash_secret(secret),
         "checkin_id": str(request.checkin_id),
-        "targets": rows,
+        "targets": rows.decode(),
     }
     cursor = await connection.execute(_RECORD_POSTGRESQL, values, prepare=True)
     row = await cursor.fetchone()
