@@ -281,6 +281,8 @@ def test_registration_key_host_limit_and_revocation(server: LiveServer) -> None:
     with first.client(server) as client:
         assert client.delete(f"/api/v1/hosts/{first.id}").status_code == 204
         assert client.get(f"/api/v1/hosts/{first.id}").status_code == 401
+        refused = client.post(f"/api/v1/hosts/{first.id}/checkin", json=inventory("gone"))
+        assert refused.status_code == 401
     register(server, key["key"])
     with server.admin() as admin:
         assert admin.get(f"/api/v1/admin/keys/{key['id']}").json()["host_count"] == 2
