@@ -281,6 +281,8 @@ def test_registration_key_host_limit_and_revocation(server: LiveServer) -> None:
     with first.client(server) as client:
         assert client.delete(f"/api/v1/hosts/{first.id}").status_code == 204
         assert client.get(f"/api/v1/hosts/{first.id}").status_code == 401
+        refused = client.post(f"/api/v1/hosts/{first.id}/checkin", json=inventory("gone"))
+        assert refused.status_code == 401
     register(server, key["key"])
     with server.admin() as admin:
         assert admin.get(f"/api/v1/admin/keys/{key['id']}").json()["host_count"] == 2
@@ -301,6 +303,27 @@ def test_checkin_replay_is_answered_but_recorded_once(server: LiveServer) -> Non
     assert history[1]["checkin_id"] == body["checkin_id"]
     # The newest inventory (no libraries) replaced the previous one.
     assert detail["targets"] == []
+
+
+def test_changed_inventory_updates_kept_targets_and_drops_the_rest(server: LiveServer) -> None:
+    """The second inventory keeps one library (now patched), drops one and adds one."""
+    host = register(server, create_key(server)["key"])
+    kept, dropped, added = hexid(), hexid(), hexid()
+    checkin(server, host, inventory("c", [library(kept), library(dropped, soname="libold.so")]))
+    second = [library(kept, applied_level=2, processes=9), library(added, soname="libnew.so")]
+    checkin(server, host, inventory("c", second))
+    with host.client(server) as client:
+        targets = client.get(f"/api/v1/hosts/{host.id}").json()["targets"]
+    assert sorted(
+        (t["target"], t["name"], t["processes"], t["applied_level"]) for t in targets
+    ) == (
+        sorted(
+            [
+                (f"userspace:{kept}", "libdemo.so.1", 9, 2),
+                (f"userspace:{added}", "libnew.so", 4, None),
+            ]
+        )
+    )
 
 
 def test_inventory_is_stored_and_reported(server: LiveServer, make_bundle) -> None:
@@ -375,7 +398,7 @@ def test_metrics_healthz_and_logs_hold_no_secret(server: LiveServer) -> None:
         health = client.get("/healthz").json()
         metrics = client.get("/metrics").text
         schema = client.get("/openapi.json").json()
-    assert health == {"status": "ok", "schema_revision": "0002"}
+    assert health == {"status": "ok", "schema_revision": "0003"}
     assert 'nonstop_checkins_total{result="recorded"}' in metrics
     assert 'nonstop_hosts{state="active"}' in metrics
     assert "nonstop_http_request_duration_seconds_bucket" in metrics

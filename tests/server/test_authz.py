@@ -119,9 +119,16 @@ def test_host_token_cannot_call_admin_endpoints(world: World, method: str, path:
 def test_requests_without_or_with_forged_host_tokens_are_refused(world: World) -> None:
     alice = world.alice
     forged = f"nsh_{alice.id}_{'A' * 43}"
+    with world.server.admin() as admin:
+        before = admin.get(f"/api/v1/admin/hosts/{alice.id}").json()["checkin_count"]
     for token in (None, forged, world.server.admin_token, "garbage"):
         assert status(world, token, "GET", f"/api/v1/hosts/{alice.id}") == 401
         assert status(world, token, "GET", f"/api/v1/bundles/{world.alice_bundle}") == 401
+        checkin_path = f"/api/v1/hosts/{alice.id}/checkin"
+        assert status(world, token, "POST", checkin_path, json=inventory("forged")) == 401
+    # A refused check-in stored nothing.
+    with world.server.admin() as admin:
+        assert admin.get(f"/api/v1/admin/hosts/{alice.id}").json()["checkin_count"] == before
 
 
 def test_revoked_key_cannot_register(world: World) -> None:

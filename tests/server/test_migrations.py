@@ -25,9 +25,9 @@ def test_upgrade_empty_database_matches_models(
 ) -> None:
     url = new_database_url(backend)
     done = nonstop_command("db", "upgrade", "--database-url", url, "--data-dir", str(tmp_path))
-    assert "(empty) -> 0002" in done.stdout
+    assert "(empty) -> 0003" in done.stdout
     current = json.loads(nonstop_command("db", "current", "--json", "--database-url", url).stdout)
-    assert current == {"current": "0002", "head": "0002"}
+    assert current == {"current": "0003", "head": "0003"}
     database = Database(url)
     try:
         with database.engine.connect() as connection:
@@ -89,7 +89,7 @@ def test_upgrade_from_previous_revision_keeps_data(
     assert "revision 0001" in refused.stderr and "nonstop db upgrade" in refused.stderr
 
     done = nonstop_command("db", "upgrade", "--database-url", url, "--data-dir", str(tmp_path))
-    assert "0001 -> 0002" in done.stdout
+    assert "0001 -> 0003" in done.stdout
     database = Database(url)
     with database.engine.connect() as connection:
         row = connection.execute(

@@ -120,7 +120,8 @@ hosts = Table(
     # SHA-256 of the last inventory: an unchanged inventory skips rewriting host_targets.
     Column("inventory_digest", String(SHA256_HEX)),
     Column("registered_at", UTCDateTime, nullable=False),
-    Column("last_checkin_at", UTCDateTime, index=True),
+    # Not indexed: the check-in updates it every time (see migration 0003).
+    Column("last_checkin_at", UTCDateTime),
     Column("checkin_count", Integer, nullable=False, server_default="0"),
     Column("unregistered_at", UTCDateTime),
 )
@@ -139,8 +140,8 @@ host_targets = Table(
     Column("package_version", String(255)),
     Column("processes", Integer, nullable=False, server_default="0"),
     Column("applied_level", Integer),
+    # The primary key is the only index: one entry per row written (see migration 0003).
     PrimaryKeyConstraint("host_id", "target_key"),
-    Index("ix_host_targets_target_key_applied_level", "target_key", "applied_level"),
 )
 
 bundles = Table(

@@ -92,7 +92,7 @@ _HOST_BY_ID = select(
 _HOST_BY_ID_SQL = str(_HOST_BY_ID.compile(dialect=psycopg_dialect()))  # type: ignore[no-untyped-call]
 
 
-def _host_credential(ctx: ServerContext, client: str, credentials: Credentials) -> tuple[str, str]:
+def host_credential(ctx: ServerContext, client: str, credentials: Credentials) -> tuple[str, str]:
     """(host id, secret) of a well-formed host token, else 401 (429 past the failure limit)."""
     guard_failed_auth(ctx, client)
     parts = split_credential(HOST_PREFIX, credentials.credentials) if credentials else None
@@ -101,13 +101,17 @@ def _host_credential(ctx: ServerContext, client: str, credentials: Credentials) 
     return parts
 
 
+def refuse_host(ctx: ServerContext, client: str) -> NoReturn:
+    refuse(ctx, client, "host", "host token is not valid")
+
+
 def _verified(ctx: ServerContext, client: str, row: Any, secret: str) -> Any:
     if (
         row is None
         or row.unregistered_at is not None
         or not secret_matches(secret, row.secret_hash)
     ):
-        refuse(ctx, client, "host", "host token is not valid")
+        refuse_host(ctx, client)
     return row
 
 
@@ -115,7 +119,7 @@ def authenticate_host(
     ctx: ServerContext, connection: Connection, client: str, credentials: Credentials
 ) -> Row[Any]:
     """The host row (id, feed, sticky, inventory digest) of a valid host token, else 401."""
-    host_id, secret = _host_credential(ctx, client, credentials)
+    host_id, secret = host_credential(ctx, client, credentials)
     row = connection.execute(_HOST_BY_ID, {"host_id": host_id}).first()
     return cast(Row[Any], _verified(ctx, client, row, secret))
 
@@ -127,7 +131,7 @@ async def authenticate_host_async(
     credentials: Credentials,
 ) -> Any:
     """As ``authenticate_host``, on an asyncio psycopg connection."""
-    host_id, secret = _host_credential(ctx, client, credentials)
+    host_id, secret = host_credential(ctx, client, credentials)
     async with connection.cursor(row_factory=namedtuple_row) as cursor:
         await cursor.execute(_HOST_BY_ID_SQL, {"host_id": host_id}, prepare=True)
         row = await cursor.fetchone()

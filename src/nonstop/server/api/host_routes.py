@@ -30,8 +30,10 @@ from nonstop.server.api.deps import (
     client_of,
     context_of,
     guard_failed_auth,
+    host_credential,
     host_scheme,
     refuse,
+    refuse_host,
     require_same_host,
 )
 from nonstop.server.bundles import authorize_download, bundle_bytes
@@ -102,15 +104,28 @@ async def check_in(host_id: str, request: Request, credentials: HostCredentials)
             _record_sqlite, ctx, client, credentials, host_id, body
         )
     else:
-        async with ctx.db.autocommit_async() as connection:
-            host = await authenticate_host_async(ctx, connection, client, credentials)
-            require_same_host(host, host_id)
-            recorded, targets = await checkin.record_postgresql(connection, host, body)
+        host, recorded, targets = await _record_postgresql(ctx, client, credentials, host_id, body)
     CHECKINS.labels("recorded" if recorded else "replayed").inc()
     answer = checkin.answer(
         host, body, targets, catalog, recorded, ctx.settings.checkin_interval_seconds, utcnow()
     )
     return Response(answer, media_type="application/json")
+
+
+async def _record_postgresql(
+    ctx: ServerContext, client: str, credentials: Credentials, host_id: str, body: CheckinRequest
+) -> tuple[Any, bool, list[checkin.TargetRow]]:
+    """Authenticate and store in one statement (one round trip to PostgreSQL)."""
+    token_host, secret = host_credential(ctx, client, credentials)
+    async with ctx.db.autocommit_async() as connection:
+        if token_host != host_id:  # 401 if the token is not valid at all, else 403
+            require_same_host(
+                await authenticate_host_async(ctx, connection, client, credentials), host_id
+            )
+        host, targets = await checkin.record_postgresql(connection, host_id, secret, body)
+    if host is None:
+        refuse_host(ctx, client)
+    return host, host.recorded, targets
 
 
 def _record_sqlite(
