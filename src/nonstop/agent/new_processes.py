@@ -21,15 +21,14 @@ daemon's periodic rescan, which only touches processes older than
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from nonstop.userspace.elfmodel import PT_GNU_RELRO, PT_LOAD, read_program_headers
 from nonstop.userspace.image import BuildIdCache
 from nonstop.userspace.procfs import Mapping, list_pids, map_file_path, read_maps, start_time
 
-PT_LOAD, PT_GNU_RELRO = 1, 0x6474E552
 PAGE = 4096
 FIRST_DELAY = 0.002
 MAX_DELAY = 0.05
@@ -51,28 +50,16 @@ def read_relro(path: Path) -> Relro | None:
     """The RELRO page range of the ELF file at PATH (None: no RELRO or not an ELF file)."""
     try:
         with open(path, "rb") as handle:
-            header = handle.read(64)
-            if len(header) < 64 or header[:4] != b"\x7fELF" or header[4] != 2:
-                return None
-            (phoff,) = struct.unpack_from("<Q", header, 32)
-            phentsize, phnum = struct.unpack_from("<HH", header, 54)
-            handle.seek(phoff)
-            table = handle.read(phentsize * phnum)
+            segments = read_program_headers(handle)
     except OSError:
         return None
-    first_load = None
-    relro = None
-    for index in range(min(phnum, len(table) // max(phentsize, 1))):
-        p_type, _, _, p_vaddr, _, _, p_memsz = struct.unpack_from(
-            "<IIQQQQQ", table, index * phentsize
-        )
-        if p_type == PT_LOAD and first_load is None:
-            first_load = p_vaddr & ~(PAGE - 1)
-        elif p_type == PT_GNU_RELRO:
-            relro = (p_vaddr & ~(PAGE - 1), (p_vaddr + p_memsz) & ~(PAGE - 1))
-    if first_load is None or relro is None or relro[0] >= relro[1]:
+    loads = [s.vaddr & ~(PAGE - 1) for s in segments or [] if s.type == PT_LOAD]
+    relros = [s for s in segments or [] if s.type == PT_GNU_RELRO]
+    if not loads or not relros:
         return None
-    return Relro(first_load, relro[0], relro[1])
+    start = relros[0].vaddr & ~(PAGE - 1)
+    end = (relros[0].vaddr + relros[0].memsz) & ~(PAGE - 1)
+    return Relro(loads[0], start, end) if start < end else None
 
 
 class RelroCache:

@@ -12,7 +12,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
@@ -132,23 +132,44 @@ class ElfModel:
         )
 
 
-def read_build_id(handle: BinaryIO) -> str | None:
-    """The GNU build-id from the program headers only: cheap enough to run on every mapping."""
+class ProgramHeader(NamedTuple):
+    type: int
+    offset: int
+    vaddr: int
+    filesz: int
+    memsz: int
+
+
+PT_LOAD, PT_NOTE, PT_GNU_RELRO = 1, 4, 0x6474E552
+
+
+def read_program_headers(handle: BinaryIO) -> list[ProgramHeader] | None:
+    """The program headers of a 64-bit ELF file, with two plain reads (None: not one)."""
     handle.seek(0)
     header = handle.read(64)
     if len(header) < 64 or header[:4] != b"\x7fELF" or header[4] != 2:
         return None
     (phoff,) = struct.unpack_from("<Q", header, 32)
-    phentsize, phnum = struct.unpack_from("<HH", header, 54)
+    size, count = struct.unpack_from("<HH", header, 54)
+    if size < 56:
+        return None
     handle.seek(phoff)
-    table = handle.read(phentsize * phnum)
-    for index in range(phnum):
-        p_type, _, p_offset, _, _, p_filesz = struct.unpack_from(
-            "<IIQQQQ", table, index * phentsize
+    table = handle.read(size * count)
+    headers = []
+    for index in range(len(table) // size):
+        p_type, _, offset, vaddr, _, filesz, memsz = struct.unpack_from(
+            "<IIQQQQQ", table, index * size
         )
-        if p_type == 4 and 0 < p_filesz <= 65536:  # PT_NOTE
-            handle.seek(p_offset)
-            found = parse_build_id_notes(handle.read(p_filesz))
+        headers.append(ProgramHeader(p_type, offset, vaddr, filesz, memsz))
+    return headers
+
+
+def read_build_id(handle: BinaryIO) -> str | None:
+    """The GNU build-id from the program headers only: cheap enough to run on every mapping."""
+    for segment in read_program_headers(handle) or []:
+        if segment.type == PT_NOTE and 0 < segment.filesz <= 65536:
+            handle.seek(segment.offset)
+            found = parse_build_id_notes(handle.read(segment.filesz))
             if found:
                 return found
     return None
