@@ -410,6 +410,22 @@ def test_metrics_healthz_and_logs_hold_no_secret(server: LiveServer) -> None:
         assert secret.split("_", 2)[2] not in log
 
 
+def test_only_the_checkin_route_is_taken_ahead_of_fastapi(server: LiveServer) -> None:
+    # CheckinFastPath answers what the check-in route matches, under the route's metrics
+    # label; a request beside it keeps FastAPI's answer.
+    host = register(server, create_key(server)["key"])
+    path = f"/api/v1/hosts/{host.id}/checkin"
+    with host.client(server) as client:
+        assert client.post(path, json=inventory("beside")).status_code == 200
+        assert client.get(path).status_code == 405
+        assert client.post(f"{path}/", json=inventory("beside")).status_code == 307
+        assert client.post(f"{path}/more", json=inventory("beside")).status_code == 404
+        assert client.post("/api/v1/hosts//checkin", json=inventory("beside")).status_code == 404
+        metrics = client.get("/metrics").text
+    label = 'route="/api/v1/hosts/{host_id}/checkin",status="200"'
+    assert f"nonstop_http_responses_total{{{label}}}" in metrics
+
+
 def test_limit_set_on_a_key_in_use_counts_its_hosts(server: LiveServer) -> None:
     key = create_key(server)
     for _ in range(2):

@@ -23,6 +23,7 @@ from nonstop import __version__
 from nonstop.server.api import ROUTERS
 from nonstop.server.api.admin_bundles import UPLOAD_PATH
 from nonstop.server.api.common import RAW_BODY_MODELS
+from nonstop.server.checkin_path import CheckinFastPath
 from nonstop.server.context import ServerContext
 from nonstop.server.errors import ApiError
 from nonstop.server.logs import logger
@@ -93,12 +94,13 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
             return settings.max_bundle_bytes
         return settings.max_request_bytes
 
+    app.add_middleware(CheckinFastPath, fastapi_app=app)
     app.add_middleware(RequestGuard, limit_for=limit_for, access_log=settings.access_log)
     return app
 
 
 def _document_raw_bodies(app: FastAPI) -> None:
-    """Put the models of bodies read by ``parse_json_body`` into the OpenAPI components."""
+    """Put the models of bodies read by ``parse_json`` into the OpenAPI components."""
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:

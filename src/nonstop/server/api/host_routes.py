@@ -18,7 +18,7 @@ from nonstop.server.api.common import (
     bundle_file,
     errors,
     json_body_doc,
-    parse_json_body,
+    parse_json,
 )
 from nonstop.server.api.deps import (
     Client,
@@ -94,8 +94,29 @@ def register_host(body: RegisterRequest, ctx: Ctx, client: Client) -> RegisterRe
 )
 async def check_in(host_id: str, request: Request, credentials: HostCredentials) -> Response:
     """Report the host's inventory; learn, per target, the bundle to apply or none."""
-    ctx, client = context_of(request), client_of(request)
-    body = await parse_json_body(request, CheckinRequest)
+    # Normally answered by CheckinFastPath (checkin_path.py) before FastAPI routing: this
+    # route documents the endpoint and serves it only if the fast path lets a request by.
+    answer = await check_in_answer(
+        context_of(request),
+        client_of(request),
+        credentials,
+        host_id,
+        await request.body(),
+        request.headers.get("content-type", ""),
+    )
+    return Response(answer, media_type="application/json")
+
+
+async def check_in_answer(
+    ctx: ServerContext,
+    client: str,
+    credentials: Credentials,
+    host_id: str,
+    raw_body: bytes,
+    content_type: str,
+) -> bytes:
+    """The check-in's JSON answer; ``ApiError`` or ``RequestValidationError`` if refused."""
+    body = parse_json(raw_body, content_type, CheckinRequest)
     catalog = ctx.catalog.fresh()
     if catalog is None:  # stale: re-read it without blocking the event loop
         catalog = await run_in_threadpool(ctx.catalog.snapshot)
@@ -106,10 +127,9 @@ async def check_in(host_id: str, request: Request, credentials: HostCredentials)
     else:
         host, recorded, targets = await _record_postgresql(ctx, client, credentials, host_id, body)
     CHECKINS.labels("recorded" if recorded else "replayed").inc()
-    answer = checkin.answer(
+    return checkin.answer(
         host, body, targets, catalog, recorded, ctx.settings.checkin_interval_seconds, utcnow()
     )
-    return Response(answer, media_type="application/json")
 
 
 async def _record_postgresql(
