@@ -29,9 +29,10 @@ def _missing_tools() -> list[str]:
 def kernel_tree() -> KernelTree:
     missing = _missing_tools()
     if missing:
-        pytest.skip(f"KERNEL SUITE NOT RUN: missing {', '.join(missing)} (make test installs them)")
+        tools = ", ".join(missing)
+        pytest.skip(reason=f"KERNEL SUITE NOT RUN: missing {tools} (make test installs them)")
     if os.geteuid() != 0:
-        pytest.skip("KERNEL SUITE NOT RUN: needs root to fetch kernel packages and run guests")
+        pytest.skip(reason="KERNEL SUITE NOT RUN: root is needed to fetch kernels and run guests")
     return harness.kernel_tree()
 
 

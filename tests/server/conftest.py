@@ -32,7 +32,7 @@ def pg_cluster() -> Iterator[PostgresCluster]:
     try:
         cluster = PostgresCluster({"fsync": "off", "full_page_writes": "off"}).start()
     except PostgresUnavailable as exc:
-        pytest.skip(str(exc))
+        pytest.skip(reason=str(exc))
     try:
         yield cluster
     finally:

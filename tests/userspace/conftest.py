@@ -37,7 +37,7 @@ NONSTOPCTL = [sys.executable, "-c", "from nonstop.agent.cli import main; raise S
 @pytest.fixture(scope="session", autouse=True)
 def _needs_root() -> None:
     if os.geteuid() != 0:
-        pytest.skip("userspace engine tests need root (ptrace and /proc of other processes)")
+        pytest.skip(reason="userspace engine tests need root (ptrace and /proc of other processes)")
 
 
 @dataclass(frozen=True)

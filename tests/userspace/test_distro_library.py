@@ -50,7 +50,7 @@ def wait_for(process: subprocess.Popen[str], expected: str, timeout: float = 5.0
 @pytest.fixture
 def expat_bundle(tmp_path: Path, key_dir: Path) -> Path:
     if not PYTHON.exists() or not LIBEXPAT.exists():
-        pytest.skip("Debian's python3.11 and libexpat1 are needed (scripts/install-system-deps.sh)")
+        pytest.skip(reason="needs Debian's python3.11 and libexpat1 (install-system-deps.sh)")
     patch = tmp_path / "expat_patch.o"
     subprocess.run(
         ["gcc", "-O2", "-fPIC", "-ffunction-sections", "-fdata-sections", "-c", "-o", str(patch),
