@@ -121,9 +121,10 @@ def start_server(
 
 @contextmanager
 def live_server(
-    tmp_path_factory: pytest.TempPathFactory, url: str, trusted_dir: Path
+    tmp_path_factory: pytest.TempPathFactory, url: str, trusted_dir: Path, *extra: str
 ) -> Iterator[LiveServer]:
-    """A server on URL without rate limits, with an admin token holding every scope."""
+    """A server on URL without rate limits (EXTRA: more `nonstop serve` options), with an
+    admin token holding every scope."""
     process = start_server(
         tmp_path_factory,
         url,
@@ -132,6 +133,7 @@ def live_server(
         "0",
         "--failed-auth-per-minute",
         "0",
+        *extra,
     )
     try:
         yield LiveServer(process, url, create_admin_token(process.data_dir, url))

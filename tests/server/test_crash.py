@@ -21,7 +21,14 @@ from sqlalchemy import func, select
 
 from nonstop.server.db import Database
 from nonstop.server.models import checkins, hosts
-from tests.server.conftest import LiveServer, create_key, inventory, register, start_server
+from tests.server.conftest import (
+    LiveServer,
+    create_admin_token,
+    create_key,
+    inventory,
+    register,
+    start_server,
+)
 
 HOSTS = 12
 
@@ -56,8 +63,6 @@ def test_sigkill_during_checkin_burst_loses_and_duplicates_nothing(
     url = new_database_url(backend)
     process = start_server(tmp_path_factory, url, trusted_dir, "--registrations-per-minute", "0")
     try:
-        from tests.server.conftest import create_admin_token
-
         live = LiveServer(process, url, create_admin_token(process.data_dir, url))
         key = create_key(live)
         fleet = [register(live, key["key"]) for _ in range(HOSTS)]

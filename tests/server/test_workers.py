@@ -7,15 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.server.conftest import (
-    LiveServer,
-    checkin,
-    create_admin_token,
-    create_key,
-    inventory,
-    register,
-    start_server,
-)
+from tests.server.conftest import checkin, create_key, inventory, live_server, register
 
 
 def test_two_workers_share_database_and_sum_metrics(
@@ -25,9 +17,7 @@ def test_two_workers_share_database_and_sum_metrics(
     trusted_dir: Path,
 ) -> None:
     url = new_database_url(backend)
-    process = start_server(tmp_path_factory, url, trusted_dir, "--workers", "2")
-    try:
-        live = LiveServer(process, url, create_admin_token(process.data_dir, url))
+    with live_server(tmp_path_factory, url, trusted_dir, "--workers", "2") as live:
         host = register(live, create_key(live)["key"])
         for _ in range(6):
             checkin(live, host, inventory("w"))  # new connections: spread over both workers
@@ -38,5 +28,3 @@ def test_two_workers_share_database_and_sum_metrics(
         for text in scrapes:
             assert 'nonstop_checkins_total{result="recorded"} 6.0' in text
             assert 'nonstop_hosts{state="active"}' in text
-    finally:
-        process.stop()
