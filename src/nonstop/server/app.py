@@ -9,6 +9,7 @@ the newest schema revision: ``nonstop serve`` sees to that before it starts.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -39,7 +40,14 @@ See docs/api.md for the workflow with examples.
 """
 
 
-def create_app(settings: ServerSettings, context: ServerContext | None = None) -> FastAPI:
+# Allocations between first-generation passes (Python's default: 700).
+GC_FIRST_GENERATION = 10_000
+
+
+def create_app(
+    settings: ServerSettings, context: ServerContext | None = None, owns_process: bool = False
+) -> FastAPI:
+    """The app; OWNS_PROCESS (``nonstop serve``): also tune this process's garbage collector."""
     ctx = context or ServerContext.create(settings)
 
     @asynccontextmanager
@@ -55,6 +63,8 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
             },
         )
         await ctx.db.open_async_pool()
+        if owns_process:
+            _settle_heap()
         pruner = asyncio.create_task(prune_forever(ctx.db, settings.checkin_history_days))
         yield
         pruner.cancel()
@@ -99,6 +109,20 @@ def create_app(settings: ServerSettings, context: ServerContext | None = None) -
     return app
 
 
+def _settle_heap() -> None:
+    """Keep the garbage collector's full passes short, once the app is built.
+
+    A worker holds ~135,000 long-lived objects (FastAPI, pydantic, SQLAlchemy), and
+    the objects of requests in flight get promoted, so full passes came every second
+    or so under load and each walked the whole heap: 70-130 ms stalls, the whole p99
+    of check-ins. Frozen objects are skipped by every pass; a larger first generation
+    promotes fewer objects of requests still in flight.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_FIRST_GENERATION, 10, 10)
+
+
 def _document_raw_bodies(app: FastAPI) -> None:
     """Put the models of bodies read by ``parse_json`` into the OpenAPI components."""
     generate = app.openapi
@@ -118,4 +142,4 @@ def _document_raw_bodies(app: FastAPI) -> None:
 
 
 def app_from_environment() -> FastAPI:
-    return create_app(ServerSettings.from_environment())
+    return create_app(ServerSettings.from_environment(), owns_process=True)

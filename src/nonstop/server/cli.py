@@ -236,7 +236,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.workers == 1:
         from nonstop.server.app import create_app
 
-        uvicorn.run(create_app(settings), **options)  # type: ignore[arg-type]
+        uvicorn.run(create_app(settings, owns_process=True), **options)  # type: ignore[arg-type]
         return 0
     # Workers import the app by name and read their settings from the environment;
     # their metrics are summed through files in a directory private to this run.
