@@ -184,12 +184,16 @@ def checkin_requests(hosts: list[tuple[str, str]], libraries: int, seed: int) ->
 
 
 async def drive_httpx(
-    url: str, requests: list[Prepared], concurrency: int, keep_answers: bool
+    url: str, requests: list[Prepared], concurrency: int, keep_answers: bool, per_host: bool
 ) -> Phase:
-    """httpx as lean as it goes: one client, keep-alive, bodies and headers built beforehand."""
+    """httpx as lean as it goes: one client, bodies and headers built beforehand.
+
+    PER_HOST: every request on a new connection (``Connection: close``), else keep-alive.
+    """
     headers = [
         {"Content-Type": "application/json"}
         | ({"Authorization": f"Bearer {token}"} if token else {})
+        | ({"Connection": "close"} if per_host else {})
         for _, token, _ in requests
     ]
     latencies: list[float] = []
@@ -222,9 +226,11 @@ async def drive_httpx(
 
 
 async def drive_lean(
-    url: str, requests: list[Prepared], concurrency: int, keep_answers: bool
+    url: str, requests: list[Prepared], concurrency: int, keep_answers: bool, per_host: bool
 ) -> Phase:
-    """The lean client: one keep-alive connection per request in flight, requests as bytes."""
+    """The lean client, requests as bytes: PER_HOST, a new connection for every request
+    (its latency includes connecting), else one keep-alive connection per request in flight.
+    """
     address = httpx.URL(url)
     host, port = address.host, address.port or 80
     raw = [
@@ -247,6 +253,9 @@ async def drive_lean(
         nonlocal errors
         for request in queue:
             started = time.perf_counter()
+            if per_host:
+                await connection.close()
+                connection = await LeanConnection.open(host, port)
             status, body = await connection.send(request)
             latencies.append(time.perf_counter() - started)
             if status not in (200, 201):
@@ -276,22 +285,23 @@ def build_requests(spec: Spec, libraries: int) -> list[Prepared]:
     return checkin_requests(first, libraries, second)
 
 
-def client_share(args: tuple[str, str, Spec, int, int, bool]) -> Phase:
+def client_share(args: tuple[str, str, Spec, int, int, bool, bool]) -> Phase:
     """Run in its own process, so the CPU it reports is the client's alone.
 
     Requests are built before the clock starts: the figures weigh sending them.
     """
-    client, url, spec, libraries, concurrency, keep_answers = args
+    client, url, spec, libraries, concurrency, keep_answers, per_host = args
     requests = build_requests(spec, libraries)
-    return asyncio.run(DRIVERS[client](url, requests, concurrency, keep_answers))
+    return asyncio.run(DRIVERS[client](url, requests, concurrency, keep_answers, per_host))
 
 
 def run_clients(
-    client: str, url: str, specs: list[Spec], libraries: int, concurrency: int, keep: bool
+    client: str, url: str, specs: list[Spec], options: argparse.Namespace, keep: bool
 ) -> list[Phase]:
-    """One client process per spec, CONCURRENCY requests in flight in all."""
-    per_process = max(1, concurrency // len(specs))
-    jobs = [(client, url, spec, libraries, per_process, keep) for spec in specs]
+    """One client process per spec, ``--concurrency`` requests in flight in all."""
+    per_process = max(1, options.concurrency // len(specs))
+    per_host = not options.shared_connections
+    jobs = [(client, url, spec, options.libraries, per_process, keep, per_host) for spec in specs]
     with ProcessPoolExecutor(len(specs)) as pool:
         return list(pool.map(client_share, jobs))
 
@@ -302,9 +312,7 @@ def client_floor(client: str, options: argparse.Namespace) -> float:
     hosts = [(f"{n:032x}", f"nsh_{n:032x}_secret") for n in range(count)]
     server = FixedAnswerServer(free_port(), sample_answer(options.libraries))
     try:
-        phases = run_clients(
-            client, server.url, [("checkin", hosts, 0)], options.libraries, 32, False
-        )
+        phases = run_clients(client, server.url, [("checkin", hosts, 0)], options, False)
     finally:
         server.stop()
     return phases[0].client_cpu * 1000 / count
@@ -333,7 +341,7 @@ def measure(
     assert server.process is not None
     server_cpu = tree_cpu_seconds(server.process.pid)
     database_cpu = tree_cpu_seconds(database_pid) if database_pid else 0.0
-    phases = run_clients(client, server.url, specs, options.libraries, options.concurrency, keep)
+    phases = run_clients(client, server.url, specs, options, keep)
     server_cpu = tree_cpu_seconds(server.process.pid) - server_cpu
     database_cpu = (tree_cpu_seconds(database_pid) - database_cpu) if database_pid else 0.0
     return phases, server_cpu, database_cpu
@@ -439,6 +447,17 @@ def main() -> int:
     parser.add_argument("--client-processes", type=int, default=1)
     parser.add_argument("--libraries", type=int, default=20, help="libraries per host inventory")
     parser.add_argument("--pool-size", type=int, default=10, help="database connections per worker")
+    parser.add_argument(
+        "--shared-connections",
+        action="store_true",
+        help="send every host's requests over --concurrency shared keep-alive connections "
+        "(default: each request on a new connection, as hosts checking in do)",
+    )
+    parser.add_argument(
+        "--pg-socket",
+        action="store_true",
+        help="reach PostgreSQL over its Unix socket (same machine) instead of TCP on loopback",
+    )
     options = parser.parse_args()
 
     options.floors = {client: round(client_floor(client, options), 3) for client in options.client}
@@ -455,7 +474,7 @@ def main() -> int:
         ):
             if backend == "postgresql":
                 assert cluster is not None
-                url = cluster.create_database(f"fleet_{number}")
+                url = cluster.create_database(f"fleet_{number}", options.pg_socket)
             else:
                 url = f"sqlite:///{tempfile.mkdtemp(prefix='nonstop-fleet-db-')}/fleet.db"
             database_pid = cluster.pid if backend == "postgresql" and cluster else None

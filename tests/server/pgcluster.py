@@ -98,15 +98,18 @@ class PostgresCluster:
         """The postmaster's process id (its children are the backends)."""
         return int((self.data / "postmaster.pid").read_text().splitlines()[0])
 
-    def url(self, database: str = "postgres") -> str:
+    def url(self, database: str = "postgres", unix_socket: bool = False) -> str:
+        """The URL of DATABASE over TCP on loopback, or over the cluster's Unix socket."""
+        if unix_socket:
+            return f"postgresql+psycopg://{PG_USER}@/{database}?host={self.root}&port={self.port}"
         return f"postgresql+psycopg://{PG_USER}@127.0.0.1:{self.port}/{database}"
 
-    def create_database(self, name: str) -> str:
+    def create_database(self, name: str, unix_socket: bool = False) -> str:
         with psycopg.connect(
             host="127.0.0.1", port=self.port, user=PG_USER, dbname="postgres", autocommit=True
         ) as connection:
             connection.execute(f'CREATE DATABASE "{name}"')
-        return self.url(name)
+        return self.url(name, unix_socket)
 
     def stop(self) -> None:
         try:
