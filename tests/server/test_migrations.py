@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
+import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
@@ -19,15 +21,37 @@ from nonstop.server.models import metadata
 from tests.server.conftest import inventory
 from tests.server.serverproc import ServerProcess, nonstop_command
 
+# The target row a host reported before revision 0004, and how the API shows it after.
+OLD_ROW = {
+    "target_key": "userspace:ab",
+    "alt_target_key": None,
+    "kind": "userspace",
+    "name": "libold.so",
+    "package_name": None,
+    "package_version": None,
+    "processes": 2,
+    "applied_level": 1,
+}
+OLD_TARGET = {
+    "target": "userspace:ab",
+    "kind": "userspace",
+    "name": "libold.so",
+    "package_name": None,
+    "package_version": None,
+    "processes": 2,
+    "applied_level": 1,
+}
+NEW_LIBRARY = {"build_id": "cd" * 20, "soname": "libnew.so.1", "processes": 1}
+
 
 def test_upgrade_empty_database_matches_models(
     backend: str, new_database_url: Callable[[str], str], tmp_path: Path
 ) -> None:
     url = new_database_url(backend)
     done = nonstop_command("db", "upgrade", "--database-url", url, "--data-dir", str(tmp_path))
-    assert "(empty) -> 0003" in done.stdout
+    assert "(empty) -> 0004" in done.stdout
     current = json.loads(nonstop_command("db", "current", "--json", "--database-url", url).stdout)
-    assert current == {"current": "0003", "head": "0003"}
+    assert current == {"current": "0004", "head": "0004"}
     database = Database(url)
     try:
         with database.engine.connect() as connection:
@@ -41,12 +65,18 @@ def test_upgrade_empty_database_matches_models(
         database.dispose()
 
 
+@pytest.mark.parametrize("start", ["0001", "0003"])
 def test_upgrade_from_previous_revision_keeps_data(
-    backend: str, new_database_url: Callable[[str], str], tmp_path: Path, trusted_dir: Path
+    backend: str,
+    start: str,
+    new_database_url: Callable[[str], str],
+    tmp_path: Path,
+    trusted_dir: Path,
 ) -> None:
+    """From the first revision, and from the one before head (target rows still a table)."""
     url = new_database_url(backend)
     database = Database(url)
-    assert migrate.upgrade(database.engine, "0001") == "0001"
+    assert migrate.upgrade(database.engine, start) == start
     host = new_credential(HOST_PREFIX)
     seen = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     with database.engine.begin() as connection:
@@ -86,35 +116,78 @@ def test_upgrade_from_previous_revision_keeps_data(
         "serve", "--database-url", url, "--data-dir", str(tmp_path), check=False
     )
     assert refused.returncode == 1
-    assert "revision 0001" in refused.stderr and "nonstop db upgrade" in refused.stderr
+    assert f"revision {start}" in refused.stderr and "nonstop db upgrade" in refused.stderr
 
     done = nonstop_command("db", "upgrade", "--database-url", url, "--data-dir", str(tmp_path))
-    assert "0001 -> 0003" in done.stdout
+    assert f"{start} -> 0004" in done.stdout
     database = Database(url)
     with database.engine.connect() as connection:
         row = connection.execute(
             text("SELECT hostname, checkin_count, labels FROM hosts WHERE id = :id"),
             {"id": host.id},
         ).one()
-        targets = connection.execute(text("SELECT count(*) FROM host_targets")).scalar()
     database.dispose()
-    assert (row.hostname, row.checkin_count, targets) == ("veteran", 1, 1)
+    # Revision 0002 counted one check-in for hosts seen before it; 0003 inserted none.
+    counted = 1 if start == "0001" else 0
+    assert (row.hostname, row.checkin_count) == ("veteran", counted)
     labels = json.loads(row.labels) if isinstance(row.labels, str) else row.labels
     assert labels == {"dc": "x"}
 
-    # The host registered before the upgrade keeps working with its token.
+    # The host registered before the upgrade keeps working with its token, and its
+    # inventory (a target row before 0004) is carried over until its next check-in.
     server = ServerProcess(tmp_path, url, "--vendor-keys", str(trusted_dir)).start()
     try:
         headers = {"Authorization": f"Bearer {host.token}"}
-        body = inventory("veteran")
+        detail = httpx.get(f"{server.url}/api/v1/hosts/{host.id}", headers=headers).json()
+        assert detail["targets"] == [OLD_TARGET]
+        body = inventory("veteran", [NEW_LIBRARY])
         answer = httpx.post(
             f"{server.url}/api/v1/hosts/{host.id}/checkin", json=body, headers=headers
         )
         assert answer.status_code == 200 and answer.json()["recorded"] is True
         detail = httpx.get(f"{server.url}/api/v1/hosts/{host.id}", headers=headers).json()
-        assert detail["checkin_count"] == 2 and detail["labels"] == {"dc": "x"}
+        assert detail["checkin_count"] == counted + 1 and detail["labels"] == {"dc": "x"}
+        assert [target["name"] for target in detail["targets"]] == ["libnew.so.1"]
     finally:
         server.stop()
+
+
+def test_downgrade_from_head_restores_target_rows(
+    backend: str, new_database_url: Callable[[str], str]
+) -> None:
+    url = new_database_url(backend)
+    database = Database(url)
+    try:
+        migrate.upgrade(database.engine)
+        host = new_credential(HOST_PREFIX)
+        stored = [{**OLD_ROW, "target_key": f"userspace:{n}"} for n in ("aa", "bb")]
+        with database.engine.begin() as connection:
+            connection.execute(
+                text(
+                    "INSERT INTO hosts (id, secret_hash, hostname, feed, labels, registered_at,"
+                    " inventory, inventory_digest) VALUES (:id, :hash, 'h', 'test', '{}', :now,"
+                    " :inventory, 'd')"
+                ),
+                {
+                    "id": host.id,
+                    "hash": host.secret_hash,
+                    "now": datetime.now(UTC),
+                    "inventory": json.dumps(stored),
+                },
+            )
+        with database.engine.connect() as connection:
+            command.downgrade(migrate.alembic_config(connection), "0003")
+            connection.commit()
+            rows = connection.execute(
+                text("SELECT target_key, name, processes, applied_level FROM host_targets")
+            ).all()
+        assert sorted(tuple(row) for row in rows) == [
+            ("userspace:aa", "libold.so", 2, 1),
+            ("userspace:bb", "libold.so", 2, 1),
+        ]
+        assert migrate.current_revision(database.engine) == "0003"
+    finally:
+        database.dispose()
 
 
 def test_server_refuses_a_database_that_is_not_nonstops(

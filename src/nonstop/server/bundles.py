@@ -12,14 +12,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, Row, exists, insert, or_, select, update
+from sqlalchemy import Connection, Row, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from nonstop.bundle import BundleError, TrustedKeys, open_bundle
 from nonstop.server import audit
 from nonstop.server.blobstore import BlobStore
 from nonstop.server.errors import BadRequest, Conflict, Forbidden, Gone, NotFound
-from nonstop.server.models import bundles, host_targets, utcnow
+from nonstop.server.inventory import stored_targets
+from nonstop.server.models import bundles, hosts, utcnow
 from nonstop.server.schemas import BundleDetail, BundleView
 
 
@@ -144,18 +145,10 @@ def authorize_download(connection: Connection, host_id: str, sha256: str) -> Non
         raise NotFound(f"no bundle {sha256}")
     if row.retired_at is not None:
         raise Gone(f"bundle {sha256} has been retired")
-    owns = connection.execute(
-        select(
-            exists().where(
-                host_targets.c.host_id == host_id,
-                or_(
-                    host_targets.c.target_key == row.target_key,
-                    host_targets.c.alt_target_key == row.target_key,
-                ),
-            )
-        )
-    ).scalar()
-    if not owns:
+    inventory = connection.execute(
+        select(hosts.c.inventory).where(hosts.c.id == host_id)
+    ).scalar_one_or_none()
+    if not any(row.target_key in target.identities() for target in stored_targets(inventory)):
         raise Forbidden("this bundle is not for any target this host reported")
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Row, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, func, insert, select, update
 
 from nonstop.server.auth import (
     HOST_PREFIX,
@@ -24,7 +24,8 @@ from nonstop.server.auth import (
     split_credential,
 )
 from nonstop.server.errors import Conflict, Forbidden, NotFound
-from nonstop.server.models import host_targets, hosts, registration_keys, utcnow
+from nonstop.server.inventory import stored_targets
+from nonstop.server.models import hosts, registration_keys, utcnow
 from nonstop.server.schemas import HostDetail, HostState, HostTargetView, HostView
 
 
@@ -109,12 +110,11 @@ def unregister(connection: Connection, host_id: str) -> None:
     host = connection.execute(
         update(hosts)
         .where(hosts.c.id == host_id, hosts.c.unregistered_at.is_(None))
-        .values(unregistered_at=utcnow(), inventory_digest=None)
+        .values(unregistered_at=utcnow(), inventory=None, inventory_digest=None)
         .returning(hosts.c.registration_key_id)
     ).first()
     if host is None:
         raise NotFound(f"no registered host {host_id}")
-    connection.execute(delete(host_targets).where(host_targets.c.host_id == host_id))
     if host.registration_key_id is not None:
         connection.execute(
             update(registration_keys)
@@ -143,11 +143,7 @@ def host_detail(connection: Connection, host_id: str, stale_after: timedelta) ->
     row = connection.execute(select(hosts).where(hosts.c.id == host_id)).first()
     if row is None:
         raise NotFound(f"no host {host_id}")
-    targets = connection.execute(
-        select(host_targets)
-        .where(host_targets.c.host_id == host_id)
-        .order_by(host_targets.c.kind, host_targets.c.name)
-    )
+    targets = sorted(stored_targets(row.inventory), key=lambda t: (t.kind, t.name))
     view = host_view(row, stale_after, utcnow())
     return HostDetail(
         **view.model_dump(),

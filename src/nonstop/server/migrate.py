@@ -25,7 +25,7 @@ class DatabaseNotReadyError(Exception):
     """The database is not at the revision this server needs (and is not empty)."""
 
 
-def _config(connection: Connection | None = None) -> Config:
+def alembic_config(connection: Connection | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", SCRIPT_LOCATION)
     if connection is not None:
@@ -34,7 +34,7 @@ def _config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str:
-    head = ScriptDirectory.from_config(_config()).get_current_head()
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:
         raise RuntimeError("the packaged migrations have no head revision")
     return head
@@ -62,7 +62,7 @@ def _exclusive(connection: Connection) -> Iterator[None]:
 
 
 def _upgrade(connection: Connection, revision: str) -> None:
-    command.upgrade(_config(connection), revision)
+    command.upgrade(alembic_config(connection), revision)
     connection.commit()
 
 

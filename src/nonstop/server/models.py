@@ -22,9 +22,9 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
-    PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.types import TypeDecorator
@@ -117,31 +117,16 @@ hosts = Table(
     Column("kernel_build_id", String(128)),
     Column("kernel_version_digest", String(SHA256_HEX)),
     Column("agent_version", String(64)),
-    # SHA-256 of the last inventory: an unchanged inventory skips rewriting host_targets.
+    # The targets of the last check-in: a JSON array of checkin.TargetRow objects, one text
+    # value (a first check-in writes one compressed value instead of a row per target).
+    Column("inventory", Text),
+    # SHA-256 of that text: an unchanged inventory is not rewritten.
     Column("inventory_digest", String(SHA256_HEX)),
     Column("registered_at", UTCDateTime, nullable=False),
     # Not indexed: the check-in updates it every time (see migration 0003).
     Column("last_checkin_at", UTCDateTime),
     Column("checkin_count", Integer, nullable=False, server_default="0"),
     Column("unregistered_at", UTCDateTime),
-)
-
-host_targets = Table(
-    "host_targets",
-    metadata,
-    Column("host_id", String(HEX_ID), ForeignKey("hosts.id", ondelete="CASCADE"), nullable=False),
-    # The bundle manifest's target.key: "userspace:<build-id>" or "kernel:<release>:<id>".
-    Column("target_key", String(200), nullable=False),
-    # A kernel is known by its build-id and by its /proc/version digest; bundles may use either.
-    Column("alt_target_key", String(200)),
-    Column("kind", String(16), nullable=False),
-    Column("name", String(255), nullable=False),
-    Column("package_name", String(255)),
-    Column("package_version", String(255)),
-    Column("processes", Integer, nullable=False, server_default="0"),
-    Column("applied_level", Integer),
-    # The primary key is the only index: one entry per row written (see migration 0003).
-    PrimaryKeyConstraint("host_id", "target_key"),
 )
 
 bundles = Table(

@@ -2,34 +2,23 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+import json
+from collections import Counter
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
 
-from nonstop.server.models import bundles, host_targets, hosts
+from nonstop.server.models import bundles, hosts
 from nonstop.server.schemas import LevelCount, TargetLevels
 
 
 def levels(connection: Connection, kind: str | None, target: str | None) -> list[TargetLevels]:
-    """Per target key: host counts by applied level (unregistered hosts have no targets)."""
-    query = select(
-        host_targets.c.target_key,
-        host_targets.c.alt_target_key,
-        host_targets.c.kind,
-        func.max(host_targets.c.name).label("name"),
-        host_targets.c.applied_level,
-        func.count().label("hosts"),
-    ).group_by(
-        host_targets.c.target_key,
-        host_targets.c.alt_target_key,
-        host_targets.c.kind,
-        host_targets.c.applied_level,
-    )
-    if kind:
-        query = query.where(host_targets.c.kind == kind)
-    if target:
-        query = query.where(host_targets.c.target_key == target)
+    """Per target key: host counts by applied level (unregistered hosts have no inventory).
+
+    Reads every stored inventory once, streamed; with TARGET, an inventory whose text
+    does not contain that key (as JSON writes it) is skipped without being parsed.
+    """
     latest = dict(
         connection.execute(
             select(bundles.c.target_key, func.max(bundles.c.level))
@@ -37,27 +26,48 @@ def levels(connection: Connection, kind: str | None, target: str | None) -> list
             .group_by(bundles.c.target_key)
         ).all()
     )
-    grouped: dict[str, TargetLevels] = {}
-    counts: dict[str, dict[int | None, int]] = defaultdict(lambda: defaultdict(int))
-    for row in connection.execute(query):
-        published = [latest.get(row.target_key), latest.get(row.alt_target_key)]
-        known = [level for level in published if level is not None]
-        grouped.setdefault(
-            row.target_key,
-            TargetLevels(
-                target=row.target_key,
-                kind=row.kind,
-                name=row.name,
-                latest_level=max(known) if known else None,
-                levels=[],
-            ),
+    needle = json.dumps(target)[1:-1] if target else None
+    found: dict[str, _TargetTally] = {}
+    inventories = connection.execute(
+        select(hosts.c.inventory).where(hosts.c.inventory.is_not(None)),
+        execution_options={"yield_per": 1000},
+    )
+    for (inventory,) in inventories:
+        if needle is not None and needle not in inventory:
+            continue
+        for entry in json.loads(inventory):
+            if (kind and entry["kind"] != kind) or (target and entry["target_key"] != target):
+                continue
+            tally = found.setdefault(entry["target_key"], _TargetTally(entry["kind"]))
+            tally.add(entry)
+    return [found[key].report(key, latest) for key in sorted(found)]
+
+
+class _TargetTally:
+    """What the report says of one target: its kind, a name, other keys, hosts per level."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.name = ""
+        self.keys: set[str] = set()
+        self.hosts: Counter[int | None] = Counter()
+
+    def add(self, entry: dict[str, Any]) -> None:
+        self.name = max(self.name, entry["name"])
+        if entry["alt_target_key"] is not None:
+            self.keys.add(entry["alt_target_key"])
+        self.hosts[entry["applied_level"]] += 1
+
+    def report(self, key: str, latest: dict[str, int]) -> TargetLevels:
+        known = [latest[k] for k in (key, *self.keys) if k in latest]
+        ordered = sorted(self.hosts, key=lambda level: -1 if level is None else level)
+        return TargetLevels(
+            target=key,
+            kind=self.kind,
+            name=self.name,
+            latest_level=max(known) if known else None,
+            levels=[LevelCount(level=level, hosts=self.hosts[level]) for level in ordered],
         )
-        counts[row.target_key][row.applied_level] += row.hosts
-    for key, report in grouped.items():
-        by_level = counts[key]
-        ordered = sorted(by_level, key=lambda level: -1 if level is None else level)
-        report.levels = [LevelCount(level=level, hosts=by_level[level]) for level in ordered]
-    return [grouped[key] for key in sorted(grouped)]
 
 
 def stale_condition(now: datetime, days: int):  # type: ignore[no-untyped-def]

@@ -39,6 +39,7 @@ from nonstop.server.api.deps import (
 from nonstop.server.bundles import authorize_download, bundle_bytes
 from nonstop.server.context import ServerContext
 from nonstop.server.errors import TooManyRequests
+from nonstop.server.inventory import TargetRow
 from nonstop.server.metrics import CHECKINS, DOWNLOADS, REGISTRATIONS
 from nonstop.server.models import utcnow
 from nonstop.server.schemas import (
@@ -134,7 +135,7 @@ async def check_in_answer(
 
 async def _record_postgresql(
     ctx: ServerContext, client: str, credentials: Credentials, host_id: str, body: CheckinRequest
-) -> tuple[Any, bool, list[checkin.TargetRow]]:
+) -> tuple[Any, bool, list[TargetRow]]:
     """Authenticate and store in one statement (one round trip to PostgreSQL)."""
     token_host, secret = host_credential(ctx, client, credentials)
     async with ctx.db.autocommit_async() as connection:
@@ -150,7 +151,7 @@ async def _record_postgresql(
 
 def _record_sqlite(
     ctx: ServerContext, client: str, credentials: Credentials, host_id: str, body: CheckinRequest
-) -> tuple[Any, bool, list[checkin.TargetRow]]:
+) -> tuple[Any, bool, list[TargetRow]]:
     """Authenticate and store in one write transaction (in a worker thread: SQLite blocks)."""
     with ctx.db.write() as connection:
         host = authenticate_host(ctx, connection, client, credentials)
