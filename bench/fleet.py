@@ -66,6 +66,9 @@ class Result:
     client_cpu_ms: float
     # The client's CPU per request against a server that does nothing (FixedAnswerServer).
     client_floor_ms: float
+    # Seconds for the admin's per-target levels report over the whole fleet, and for one target.
+    levels_report_s: float
+    target_report_s: float
 
 
 def tree_cpu_seconds(root: int) -> float:
@@ -347,6 +350,18 @@ def measure(
     return phases, server_cpu, database_cpu
 
 
+def time_reports(url: str, token: str) -> tuple[float, float]:
+    """Seconds to answer the levels report for the whole fleet, then for one patched target."""
+    target = UserspaceTarget(build_id=library_pool()[0]["build_id"], soname="").key
+    spent = []
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as admin:
+        for params in ({}, {"target": target}):
+            started = time.perf_counter()
+            admin.get("/api/v1/admin/reports/levels", params=params, timeout=600).raise_for_status()
+            spent.append(round(time.perf_counter() - started, 2))
+    return spent[0], spent[1]
+
+
 def rate(phases: list[Phase]) -> float:
     count = sum(len(phase.latencies) for phase in phases)
     return count / (max(p.end for p in phases) - min(p.start for p in phases))
@@ -403,6 +418,7 @@ def run_one(
             phases, server_cpu, database_cpu = measure(
                 server, database_pid, client, specs, options, False
             )
+            levels_report_s, target_report_s = time_reports(server.url, token)
             latencies = sorted(value for phase in phases for value in phase.latencies)
             count = max(1, len(latencies))
             results.append(
@@ -422,6 +438,8 @@ def run_one(
                     database_cpu_ms=round(database_cpu * 1000 / count, 3),
                     client_cpu_ms=round(sum(p.client_cpu for p in phases) * 1000 / count, 3),
                     client_floor_ms=options.floors[client],
+                    levels_report_s=levels_report_s,
+                    target_report_s=target_report_s,
                 )
             )
     finally:
@@ -488,7 +506,8 @@ def main() -> int:
                     f"errors {result.errors}  CPU ms/check-in: server {result.server_cpu_ms} "
                     f"db {result.database_cpu_ms} client {result.client_cpu_ms} "
                     f"(floor {result.client_floor_ms}); registration server "
-                    f"{result.registration_server_cpu_ms}",
+                    f"{result.registration_server_cpu_ms}; levels report "
+                    f"{result.levels_report_s} s (one target {result.target_report_s} s)",
                     flush=True,
                 )
     finally:

@@ -132,10 +132,32 @@ def test_kernel_bundle_matched_by_build_id_or_version_digest(
     host = register(server, create_key(server)["key"])
     kernel = {"release": release, "build_id": build_id, "version_digest": digest}
     answer = checkin(server, host, inventory("k-1", kernel=kernel))
-    decision = decision_for(answer, f"kernel:{release}:{build_id}")
+    key = f"kernel:{release}:{build_id}"
+    decision = decision_for(answer, key)
     assert decision["action"] == "apply" and decision["bundle"]["sha256"] == bundle["sha256"]
     with host.client(server) as client:
         assert client.get(decision["bundle"]["url"]).status_code == 200
+
+    # The levels report knows the bundle's level through the host's other kernel identity,
+    # in the whole-fleet report as with a kind filter; an unregistered host drops out.
+    expected = {
+        "target": key,
+        "kind": "kernel",
+        "name": release,
+        "latest_level": 1,
+        "levels": [{"level": None, "hosts": 1}],
+    }
+    with server.admin() as admin:
+        for params in ({}, {"kind": "kernel"}):
+            report = admin.get("/api/v1/admin/reports/levels", params=params).json()
+            assert [t for t in report["targets"] if t["target"] == key] == [expected], params
+        userspace = admin.get("/api/v1/admin/reports/levels", params={"kind": "userspace"})
+        assert all(t["kind"] == "userspace" for t in userspace.json()["targets"])
+    with host.client(server) as client:
+        assert client.delete(f"/api/v1/hosts/{host.id}").status_code == 204
+    with server.admin() as admin:
+        report = admin.get("/api/v1/admin/reports/levels", params={"target": key}).json()
+    assert report["targets"] == []
 
 
 def test_upload_refuses_bad_bundles_and_detects_duplicates(server: LiveServer, make_bundle) -> None:

@@ -21,17 +21,7 @@ from nonstop.server.models import metadata
 from tests.server.conftest import inventory
 from tests.server.serverproc import ServerProcess, nonstop_command
 
-# The target row a host reported before revision 0004, and how the API shows it after.
-OLD_ROW = {
-    "target_key": "userspace:ab",
-    "alt_target_key": None,
-    "kind": "userspace",
-    "name": "libold.so",
-    "package_name": None,
-    "package_version": None,
-    "processes": 2,
-    "applied_level": 1,
-}
+# How the API shows the target row a host reported before revision 0004.
 OLD_TARGET = {
     "target": "userspace:ab",
     "kind": "userspace",
@@ -160,7 +150,11 @@ def test_downgrade_from_head_restores_target_rows(
     try:
         migrate.upgrade(database.engine)
         host = new_credential(HOST_PREFIX)
-        stored = [{**OLD_ROW, "target_key": f"userspace:{n}"} for n in ("aa", "bb")]
+        # Stored as at 0004: one array per target, in TargetRow's field order.
+        stored = [
+            [f"userspace:{key}", None, "userspace", "libold.so", None, None, 2, 1]
+            for key in ("aa", "bb")
+        ]
         with database.engine.begin() as connection:
             connection.execute(
                 text(

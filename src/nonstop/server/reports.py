@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
 
+from nonstop.server.inventory import TargetRow, stored_targets
 from nonstop.server.models import bundles, hosts
 from nonstop.server.schemas import LevelCount, TargetLevels
 
@@ -35,10 +35,10 @@ def levels(connection: Connection, kind: str | None, target: str | None) -> list
     for (inventory,) in inventories:
         if needle is not None and needle not in inventory:
             continue
-        for entry in json.loads(inventory):
-            if (kind and entry["kind"] != kind) or (target and entry["target_key"] != target):
+        for entry in stored_targets(inventory):
+            if (kind and entry.kind != kind) or (target and entry.target_key != target):
                 continue
-            tally = found.setdefault(entry["target_key"], _TargetTally(entry["kind"]))
+            tally = found.setdefault(entry.target_key, _TargetTally(entry.kind))
             tally.add(entry)
     return [found[key].report(key, latest) for key in sorted(found)]
 
@@ -52,11 +52,11 @@ class _TargetTally:
         self.keys: set[str] = set()
         self.hosts: Counter[int | None] = Counter()
 
-    def add(self, entry: dict[str, Any]) -> None:
-        self.name = max(self.name, entry["name"])
-        if entry["alt_target_key"] is not None:
-            self.keys.add(entry["alt_target_key"])
-        self.hosts[entry["applied_level"]] += 1
+    def add(self, entry: TargetRow) -> None:
+        self.name = max(self.name, entry.name)
+        if entry.alt_target_key is not None:
+            self.keys.add(entry.alt_target_key)
+        self.hosts[entry.applied_level] += 1
 
     def report(self, key: str, latest: dict[str, int]) -> TargetLevels:
         known = [latest[k] for k in (key, *self.keys) if k in latest]
