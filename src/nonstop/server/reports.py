@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
 
-from nonstop.server.inventory import TargetRow, stored_targets
+from nonstop.server.inventory import TargetRow
 from nonstop.server.models import bundles, hosts
 from nonstop.server.schemas import LevelCount, TargetLevels
 
@@ -16,8 +17,9 @@ from nonstop.server.schemas import LevelCount, TargetLevels
 def levels(connection: Connection, kind: str | None, target: str | None) -> list[TargetLevels]:
     """Per target key: host counts by applied level (unregistered hosts have no inventory).
 
-    Reads every stored inventory once, streamed; with TARGET, an inventory whose text
-    does not contain that key (as JSON writes it) is skipped without being parsed.
+    Reads every stored inventory once, streamed; with TARGET, only those whose text
+    contains that key (as JSON writes it, quotes included) are read and parsed.
+    A host lists a target once (the check-in merges duplicates), so rows count hosts.
     """
     latest = dict(
         connection.execute(
@@ -26,20 +28,20 @@ def levels(connection: Connection, kind: str | None, target: str | None) -> list
             .group_by(bundles.c.target_key)
         ).all()
     )
-    needle = json.dumps(target)[1:-1] if target else None
+    query = select(hosts.c.inventory).where(hosts.c.inventory.is_not(None))
+    if target:  # only inventories whose text holds the key, as JSON writes it
+        query = query.where(hosts.c.inventory.contains(json.dumps(target), autoescape=True))
+    # Identical target rows counted across hosts first (C-speed Counter.update), so the
+    # per-target tally runs once per distinct row, not once per host and target.
+    rows: Counter[tuple[Any, ...]] = Counter()
+    for (inventory,) in connection.execute(query, execution_options={"yield_per": 1000}):
+        rows.update(map(tuple, json.loads(inventory)))
     found: dict[str, _TargetTally] = {}
-    inventories = connection.execute(
-        select(hosts.c.inventory).where(hosts.c.inventory.is_not(None)),
-        execution_options={"yield_per": 1000},
-    )
-    for (inventory,) in inventories:
-        if needle is not None and needle not in inventory:
+    for values, count in rows.items():
+        entry = TargetRow(*values)
+        if (kind and entry.kind != kind) or (target and entry.target_key != target):
             continue
-        for entry in stored_targets(inventory):
-            if (kind and entry.kind != kind) or (target and entry.target_key != target):
-                continue
-            tally = found.setdefault(entry.target_key, _TargetTally(entry.kind))
-            tally.add(entry)
+        found.setdefault(entry.target_key, _TargetTally(entry.kind)).add(entry, count)
     return [found[key].report(key, latest) for key in sorted(found)]
 
 
@@ -52,11 +54,11 @@ class _TargetTally:
         self.keys: set[str] = set()
         self.hosts: Counter[int | None] = Counter()
 
-    def add(self, entry: TargetRow) -> None:
+    def add(self, entry: TargetRow, hosts: int) -> None:
         self.name = max(self.name, entry.name)
         if entry.alt_target_key is not None:
             self.keys.add(entry.alt_target_key)
-        self.hosts[entry.applied_level] += 1
+        self.hosts[entry.applied_level] += hosts
 
     def report(self, key: str, latest: dict[str, int]) -> TargetLevels:
         known = [latest[k] for k in (key, *self.keys) if k in latest]
