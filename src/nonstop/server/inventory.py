@@ -35,14 +35,10 @@ class TargetRow(NamedTuple):
     applied_level: int | None
 
     def identities(self) -> tuple[str, ...]:
-        return (
-            (self.target_key,)
-            if self.alt_target_key is None
-            else (
-                self.target_key,
-                self.alt_target_key,
-            )
-        )
+        """Every key a bundle for this target may name (a kernel has two)."""
+        if self.alt_target_key is None:
+            return (self.target_key,)
+        return (self.target_key, self.alt_target_key)
 
 
 def inventory_targets(request: CheckinRequest) -> list[TargetRow]:

@@ -85,7 +85,6 @@ _HOST_BY_ID = select(
     hosts.c.secret_hash,
     hosts.c.feed,
     hosts.c.sticky,
-    hosts.c.inventory_digest,
     hosts.c.unregistered_at,
 ).where(hosts.c.id == bindparam("host_id"))
 # The same query for the check-in's asyncio psycopg connection (db.autocommit_async).
