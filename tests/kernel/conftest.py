@@ -80,6 +80,9 @@ def run_crash(guest: Guest) -> harness.Results:
     second = guest.boot(scenarios.CRASH_AFTER, cpus=2)
     if second.exit_status != 0:
         raise _failed("the boot after the crash did not finish", second)
+    third = guest.boot(scenarios.DAEMON_BOOT, cpus=2)
+    if third.exit_status != 0:
+        raise _failed("the daemon's boot did not finish", third)
     return guest.results
 
 

@@ -16,6 +16,11 @@ CRASH_BEFORE / CRASH_AFTER (2 CPUs, two boots sharing one state dir): levels
 1 and 2, then level 3 is started while a task blocks its transition and the
 guest is reset (sysrq 'b': no sync, no shutdown) before the agent could
 confirm it; the second boot is the machine coming back.
+
+DAEMON_BOOT (2 CPUs, a third boot with the same state dir, after the second
+ended cleanly at level 3): the agent's service, ``nonstopctl --daemon``, is
+what starts at boot; with no patch server configured it must load the
+recorded level from its verified cache by itself, then stop on SIGTERM.
 """
 
 from __future__ import annotations
@@ -95,4 +100,23 @@ snap auto2
 busybox insmod $B/holdtarget.ko
 timeout 20 cat /proc/nonstop_hold > $OUT/hold_read.out 2>&1
 echo $? > $OUT/hold_read.rc
+"""
+
+DAEMON_BOOT = """
+snap boot
+$CTL --daemon > $OUT/daemon.out 2> $OUT/daemon.err &
+DAEMON=$!
+for i in $(seq 1200); do
+    [ "$(cat /sys/kernel/livepatch/nonstop_example_l3/transition 2>/dev/null)" = 0 ] && break
+    sleep 0.1
+done
+snap daemon
+for i in $(seq 300); do
+    grep -q "running:" $OUT/daemon.err && break
+    sleep 0.1
+done
+kill -TERM $DAEMON
+wait $DAEMON
+echo $? > $OUT/daemon.rc
+step info_daemon $CTL --json --info
 """

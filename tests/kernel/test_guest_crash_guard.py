@@ -1,4 +1,4 @@
-"""The crash-loop guard on Debian's real kernel in QEMU, with 2 guest CPUs, over two boots.
+"""The crash-loop guard and the boot re-apply on Debian's real kernel in QEMU (2 CPUs, three boots).
 
 Boot 1 applies levels 1 and 2 (atomic replace with 2 CPUs), then starts level
 3 while a task sleeps in a function level 3 replaces, so its transition
@@ -7,7 +7,9 @@ agent could confirm level 3. Boot 2, with the same state directory, is the
 machine coming back: --auto-update must not load level 3 again but falls back
 to the last confirmed level 2, --info says why, an explicit --update of level
 3 is refused too, and only after --clear-crash-guard does --auto-update
-bring level 3 in.
+bring level 3 in. Boot 3 follows boot 2's clean end at level 3: the agent's
+service, ``nonstopctl --daemon``, with no patch server configured, loads level 3
+again from its verified cache and stops cleanly on SIGTERM.
 """
 
 from __future__ import annotations
@@ -78,3 +80,16 @@ def test_clearing_the_guard_lets_auto_update_load_the_level(crash: Results) -> N
     assert crash.text("hold_read", "rc").strip() == "0"
     assert crash.text("hold_read", "out") == "released\n"
     assert crash.lines("auto2", "patches") == ["nonstop_example_l3"]
+
+
+def test_daemon_reapplies_the_level_at_boot_without_a_server(crash: Results) -> None:
+    """Third boot: the service that starts at boot loads the confirmed level by itself."""
+    assert crash.lines("boot", "patches") == []  # a fresh kernel, nothing loaded yet
+    assert crash.text("daemon", "cmdline") == "nonstop example: level 3\n"
+    assert crash.text("daemon", "sysfs") == "nonstop_example_l3 enabled=1 transition=0\n"
+    log = crash.text("daemon", "err")
+    assert "applied level 3 (nonstop_example_l3)" in log
+    assert "running:" in log and log.rstrip().endswith("nonstopctl daemon: stopped")
+    assert crash.text("daemon", "rc").strip() == "0"  # SIGTERM: a clean stop
+    info = crash.json("info_daemon")
+    assert info["level"] == 3 and info["guard"]["state"] == "clear"
