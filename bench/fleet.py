@@ -8,8 +8,10 @@ drawn from a shared pool, as in a fleet running one distro). Clients are
 asyncio + httpx, or the lean asyncio client of ``leanhttp`` (httpx alone
 uses more CPU per request than the server); with both, the fleet is split
 between them and each half is measured on its own, with the CPU the server,
-PostgreSQL and the client spent on it. Each client's floor (its CPU per
-request against a server that does nothing) is measured first. Prints
+PostgreSQL and the client spent on it. Each simulated host connects for its
+own request, as an agent does (``--shared-connections``: a few keep-alive
+connections carry them all). Each client's floor (its CPU per request against
+a server that does nothing) is measured first. Prints
 check-ins/s and p50/p99 latency per configuration, then one JSON line each.
 
     .venv/bin/python bench/fleet.py --hosts 100000 --backend postgresql --workers 1 2
@@ -250,27 +252,30 @@ async def drive_lean(
     answers: list[bytes] = []
     errors = 0
     queue = iter(raw)
-    connections = [await LeanConnection.open(host, port) for _ in range(concurrency)]
+    shared: list[LeanConnection | None] = [
+        None if per_host else await LeanConnection.open(host, port) for _ in range(concurrency)
+    ]
 
-    async def worker(connection: LeanConnection) -> None:
+    async def worker(kept: LeanConnection | None) -> None:
         nonlocal errors
         for request in queue:
             started = time.perf_counter()
-            if per_host:
-                await connection.close()
-                connection = await LeanConnection.open(host, port)
+            connection = kept or await LeanConnection.open(host, port)
             status, body = await connection.send(request)
             latencies.append(time.perf_counter() - started)
+            if connection is not kept:
+                await connection.close()
             if status not in (200, 201):
                 errors += 1
             elif keep_answers:
                 answers.append(body)
 
     cpu, start = time.process_time(), time.time()
-    await asyncio.gather(*(worker(connection) for connection in connections))
+    await asyncio.gather(*(worker(kept) for kept in shared))
     end, cpu = time.time(), time.process_time() - cpu
-    for connection in connections:
-        await connection.close()
+    for kept in shared:
+        if kept is not None:
+            await kept.close()
     return Phase(latencies, errors, start, end, cpu, answers)
 
 
