@@ -27,30 +27,45 @@ from nonstop.build.kernel.module import kbuild
 from nonstop.build.kernel.packages import (
     KernelPackageError,
     KernelTree,
+    default_cache_dir,
     fetch_kernel,
-    metapackage_release,
 )
+from nonstop.build.kernel.recipe import load_recipe
 from nonstop.bundle import SigningKey, TrustedKeys, load_signing_key, open_bundle, pack
 from nonstop.bundle.zipfmt import read_members, write_members
 from nonstop.cli import main as nonstop_main
 from tests.kernel.guest import build_initramfs
 
 PROJECT = Path(__file__).resolve().parents[2]
-CACHE = PROJECT / ".cache" / "kernel"
+# Outside the checkout, so that a fresh clone (CI's) reuses what an earlier run fetched.
+CACHE = default_cache_dir()
 EXAMPLES = PROJECT / "examples" / "kernel"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NONSTOPCTL = Path(sys.executable).parent / "nonstopctl"
 HOLDTARGET = "nonstop_holdtarget"
 
 
+def pinned_kernel() -> tuple[str, str]:
+    """The exact kernel build (release, package version) the example recipes pin.
+
+    The archive's newest kernel moves every few weeks; the suite targets one
+    build that the archive keeps serving beside newer ones.
+    """
+    recipe = load_recipe(EXAMPLES / "level1.toml")
+    if recipe.release is None or recipe.version is None:
+        raise RuntimeError(f"{EXAMPLES / 'level1.toml'} must pin [kernel] release and version")
+    return recipe.release, recipe.version
+
+
 def kernel_tree() -> KernelTree:
-    """The archive's current Debian kernel, cached under .cache/kernel/."""
+    """The pinned Debian kernel, cached outside the checkout (~/.cache/nonstop/kernel)."""
+    release, version = pinned_kernel()
     try:
-        return fetch_kernel(metapackage_release(), cache_dir=CACHE)
+        return fetch_kernel(release, version, cache_dir=CACHE)
     except KernelPackageError:
-        # Stale apt lists name versions the archive no longer serves: refresh once.
+        # Apt lists that were never fetched or are stale do not name it yet: refresh once.
         subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
-        return fetch_kernel(metapackage_release(), cache_dir=CACHE)
+        return fetch_kernel(release, version, cache_dir=CACHE)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import platform
+import re
 from pathlib import Path
 
 import pytest
@@ -123,7 +124,7 @@ def test_real_module_checks(
     # A module built for another release is refused even if the manifest lies.
     other_release = dataclasses.replace(running, release="6.1.0-99-amd64")
     lying = kernel_bundle(signing_key, trusted, other_release, image)
-    with pytest.raises(WrongKernelError, match=r"built for kernel 6\.1\.0-56-amd64"):
+    with pytest.raises(WrongKernelError, match=f"built for kernel {re.escape(running.release)}"):
         manager(tmp_path, trusted, other_release).check_bundle(lying)
     # The holdtarget module is a module, but not a livepatch.
     plain = kernel_bundle(signing_key, trusted, running, test_bundles.holdtarget.read_bytes())

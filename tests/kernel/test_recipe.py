@@ -50,7 +50,8 @@ def test_example_recipe_parses() -> None:
     assert recipe.fixes[1] == Fix(
         title="Example fix: /proc/loadavg shows the patch level", cves=("CVE-2099-0002",)
     )
-    assert recipe.release == "6.1.0-56-amd64" and recipe.version is None
+    # The example pins one exact build: a release alone names a different build each update.
+    assert recipe.release == "6.1.0-57-amd64" and recipe.version == "6.1.192-3"
     check_sources(recipe)  # the example follows the rules it documents
 
 

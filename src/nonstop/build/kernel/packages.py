@@ -86,17 +86,6 @@ def _apt(argv: list[str], cwd: Path | None = None) -> str:
     return done.stdout
 
 
-def metapackage_release(metapackage: str = "linux-image-amd64") -> str:
-    """The kernel release the archive's metapackage currently depends on."""
-    out = _apt(["apt-cache", "depends", metapackage])
-    match = re.search(r"Depends: linux-image-(\S+)", out)
-    if not match:
-        raise KernelPackageError(
-            f"{metapackage} depends on no linux-image package (apt-get update?)"
-        )
-    return match.group(1)
-
-
 def candidate_version(package: str) -> str:
     out = _apt(["apt-cache", "policy", package])
     match = re.search(r"Candidate: (\S+)", out)
