@@ -26,9 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from nonstop.build.userspace.builder import build_userspace  # noqa: E402
-from nonstop.build.userspace.recipe import load_recipe  # noqa: E402
-from nonstop.build.userspace.report import render_text  # noqa: E402
+from nonstop.builders.userspace.builder import build_userspace  # noqa: E402
+from nonstop.builders.userspace.recipe import load_recipe  # noqa: E402
+from nonstop.builders.userspace.report import render_text  # noqa: E402
 from nonstop.bundle import generate_keypair  # noqa: E402
 
 FIXES = sorted((ROOT / "bench" / "expat").glob("*.patch"))

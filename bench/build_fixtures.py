@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.build.conftest import write_recipe
+from tests.builders.conftest import write_recipe
 
-from nonstop.build.userspace.builder import build_userspace
-from nonstop.build.userspace.recipe import load_recipe
+from nonstop.builders.userspace.builder import build_userspace
+from nonstop.builders.userspace.recipe import load_recipe
 from nonstop.bundle import generate_keypair
 
 RECIPES = {

@@ -9,7 +9,7 @@ import argparse
 from collections.abc import Sequence
 
 from nonstop import __version__, demo
-from nonstop.build import cli as build_cli
+from nonstop.builders import cli as build_cli
 from nonstop.bundle import cli as bundle_cli
 from nonstop.bundle.errors import BundleError
 from nonstop.console import fail

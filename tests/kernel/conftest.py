@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from nonstop.build.kernel.packages import KernelTree
+from nonstop.builders.kernel.packages import KernelTree
 from tests.kernel import harness, scenarios
 from tests.kernel.guest import GuestError, GuestRun, boot
 

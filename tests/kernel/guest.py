@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from nonstop.build.kernel.packages import KernelTree
+from nonstop.builders.kernel.packages import KernelTree
 from nonstop.kernel.modinfo import read_modinfo
 
 BUSYBOX = Path("/bin/busybox")

@@ -23,14 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nonstop.build.kernel.module import kbuild
-from nonstop.build.kernel.packages import (
+from nonstop.builders.kernel.module import kbuild
+from nonstop.builders.kernel.packages import (
     KernelPackageError,
     KernelTree,
     default_cache_dir,
     fetch_kernel,
 )
-from nonstop.build.kernel.recipe import load_recipe
+from nonstop.builders.kernel.recipe import load_recipe
 from nonstop.bundle import SigningKey, TrustedKeys, load_signing_key, open_bundle, pack
 from nonstop.bundle.zipfmt import read_members, write_members
 from nonstop.cli import main as nonstop_main

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from nonstop.build.kernel.packages import KernelTree
+from nonstop.builders.kernel.packages import KernelTree
 from tests.kernel.conftest import GuestRuns
 from tests.kernel.harness import Results
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nonstop.build.kernel.image import KernelImageError, decompress_vmlinux, vmlinuz_build_id
+from nonstop.builders.kernel.image import KernelImageError, decompress_vmlinux, vmlinuz_build_id
 
 SETUP = b"MZ" + b"\0" * 510  # stands in for the bzImage setup code before the payload
 

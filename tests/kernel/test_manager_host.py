@@ -18,7 +18,7 @@ import pytest
 from nonstop.agent.bundle_cache import BundleCache
 from nonstop.agent.cli import main as nonstopctl
 from nonstop.agent.state import StateStore
-from nonstop.build.kernel.packages import KernelTree
+from nonstop.builders.kernel.packages import KernelTree
 from nonstop.bundle import (
     Bundle,
     FunctionPatch,

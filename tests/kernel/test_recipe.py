@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nonstop.build.kernel.module import ModuleBuildError, check_sources, stamp_source
-from nonstop.build.kernel.recipe import RecipeError, load_recipe
+from nonstop.builders.kernel.module import ModuleBuildError, check_sources, stamp_source
+from nonstop.builders.kernel.recipe import RecipeError, load_recipe
 from nonstop.bundle.manifest import Fix, FunctionPatch
 from nonstop.cli import main as nonstop_main
 

@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from nonstop.build.userspace.elfobj import ObjectFile, Relocation, Symbol
+from nonstop.builders.userspace.elfobj import ObjectFile, Relocation, Symbol
 
 _NUMBERED = re.compile(r"^(.+)\.(\d+)$")
 PROGRAM_KINDS = ("func", "object", "tls", "ifunc", "common")

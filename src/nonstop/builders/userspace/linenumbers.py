@@ -15,8 +15,8 @@ from pathlib import Path
 
 from capstone import CS_ARCH_X86, CS_MODE_64, Cs
 
-from nonstop.build.userspace.differ import Form
-from nonstop.build.userspace.sources import line_map, read_lines
+from nonstop.builders.userspace.differ import Form
+from nonstop.builders.userspace.sources import line_map, read_lines
 
 _MARKERS = ("assert", "__LINE__")
 

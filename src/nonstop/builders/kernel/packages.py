@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from nonstop.build.kernel.image import vmlinuz_build_id
+from nonstop.builders.kernel.image import vmlinuz_build_id
 from nonstop.bundle.manifest import KernelTarget, PackageInfo
 
 GUEST_MODULE_DIRS = ("drivers/virtio", "net/9p", "fs/9p", "fs/netfs", "fs/fscache")

@@ -16,7 +16,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import SymbolTableSection
 
-from nonstop.build.userspace.errors import BuildError
+from nonstop.builders.userspace.errors import BuildError
 
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR, SHF_MERGE, SHF_STRINGS = 0x1, 0x2, 0x4, 0x10, 0x20
 SHF_INFO_LINK, SHF_GROUP, SHF_TLS = 0x40, 0x200, 0x400

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from nonstop.build.userspace.differ import correlate, diff_unit
-from nonstop.build.userspace.elfobj import ObjectFile
+from nonstop.builders.userspace.differ import correlate, diff_unit
+from nonstop.builders.userspace.elfobj import ObjectFile
 
 FLAGS = ["-O2", "-fPIC", "-ffunction-sections", "-fdata-sections", "-c"]
 

@@ -12,13 +12,13 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
-from nonstop.build.userspace.builder import build_userspace
-from nonstop.build.userspace.errors import BuildError
-from nonstop.build.userspace.recipe import load_recipe
+from nonstop.builders.userspace.builder import build_userspace
+from nonstop.builders.userspace.errors import BuildError
+from nonstop.builders.userspace.recipe import load_recipe
 from nonstop.bundle import SigningKey
 from nonstop.bundle.identity import userspace_target_of
 from nonstop.bundle.symbols import SymbolMap
-from tests.build.conftest import LIBVULN, BuildFixes, write_recipe
+from tests.builders.conftest import LIBVULN, BuildFixes, write_recipe
 
 
 def test_stripped_target_fix_calls_static_function_through_symbol_map(

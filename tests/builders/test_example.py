@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nonstop.build.userspace.builder import build_userspace
-from nonstop.build.userspace.recipe import load_recipe
+from nonstop.builders.userspace.builder import build_userspace
+from nonstop.builders.userspace.recipe import load_recipe
 from nonstop.bundle import SigningKey, TrustedKeys, open_bundle
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "libgreet" / "recipe.toml"

@@ -14,15 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nonstop import __version__
-from nonstop.build.kernel.image import KernelImageError
-from nonstop.build.kernel.module import ModuleBuildError, compile_module
-from nonstop.build.kernel.packages import (
+from nonstop.builders.kernel.image import KernelImageError
+from nonstop.builders.kernel.module import ModuleBuildError, compile_module
+from nonstop.builders.kernel.packages import (
     KernelPackageError,
     KernelTree,
     default_cache_dir,
     fetch_kernel,
 )
-from nonstop.build.kernel.recipe import KernelRecipe, RecipeError, load_recipe
+from nonstop.builders.kernel.recipe import KernelRecipe, RecipeError, load_recipe
 from nonstop.bundle import Manifest, SigningKey, describe_payload, load_signing_key, pack
 from nonstop.bundle.keys import PRIVATE_KEY_NAME
 from nonstop.console import fail, stdout

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nonstop.build.userspace.analysis import LevelAnalysis, Refusal, UnitPlan
-from nonstop.build.userspace.differ import Canonical
-from nonstop.build.userspace.elfobj import (
+from nonstop.builders.userspace.analysis import LevelAnalysis, Refusal, UnitPlan
+from nonstop.builders.userspace.differ import Canonical
+from nonstop.builders.userspace.elfobj import (
     R_X86_64_PC32,
     R_X86_64_PLT32,
     SHF_MERGE,
@@ -31,7 +31,7 @@ from nonstop.build.userspace.elfobj import (
     Relocation,
     Symbol,
 )
-from nonstop.build.userspace.elfwriter import (
+from nonstop.builders.userspace.elfwriter import (
     SHT_NOBITS,
     SHT_PROGBITS,
     STB_GLOBAL,
@@ -44,7 +44,7 @@ from nonstop.build.userspace.elfwriter import (
     OutSymbol,
     write_object,
 )
-from nonstop.build.userspace.targetsyms import Located, TargetSymbols
+from nonstop.builders.userspace.targetsyms import Located, TargetSymbols
 from nonstop.bundle import FunctionPatch
 
 REPLACEMENT_SUFFIX = ".patched"

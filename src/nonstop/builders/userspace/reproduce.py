@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nonstop.build.userspace.errors import BuildError
-from nonstop.build.userspace.recipe import Recipe
+from nonstop.builders.userspace.errors import BuildError
+from nonstop.builders.userspace.recipe import Recipe
 from nonstop.bundle import UserspaceTarget
 from nonstop.bundle.identity import IdentityError, userspace_target_of
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nonstop.build.userspace.driver import BuiltTree
+from nonstop.builders.userspace.driver import BuiltTree
 
 
 def test_prefix_mapped_path_of_a_build_subdirectory(tmp_path: Path) -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from nonstop.build.userspace.driver import BuildDriver
-from nonstop.build.userspace.errors import BuildError
-from nonstop.build.userspace.recipe import load_recipe
-from tests.build.conftest import LIBVULN, write_recipe
+from nonstop.builders.userspace.driver import BuildDriver
+from nonstop.builders.userspace.errors import BuildError
+from nonstop.builders.userspace.recipe import load_recipe
+from tests.builders.conftest import LIBVULN, write_recipe
 
 
 def _recipe(tmp_path: Path, fixes: tuple[str, ...] = ("bounds",)):

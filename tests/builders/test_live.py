@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.build.conftest import LIBVULN, BuildFixes
+from tests.builders.conftest import LIBVULN, BuildFixes
 from tests.userspace import conftest as engine_tests
 from tests.userspace.conftest import nonstopctl
 

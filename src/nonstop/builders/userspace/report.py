@@ -12,7 +12,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the builder imports this module to print its report
-    from nonstop.build.userspace.builder import BuildResult, LevelResult
+    from nonstop.builders.userspace.builder import BuildResult, LevelResult
 
 
 def level_document(level: LevelResult) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from nonstop.build.userspace.builder import BuildResult, build_userspace
-from nonstop.build.userspace.recipe import load_recipe
+from nonstop.builders.userspace.builder import BuildResult, build_userspace
+from nonstop.builders.userspace.recipe import load_recipe
 from nonstop.bundle import Bundle, SigningKey, TrustedKeys, open_bundle
 
 LIBVULN = Path(__file__).resolve().parent.parent / "fixtures" / "build" / "libvuln"

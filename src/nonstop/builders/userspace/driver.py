@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nonstop.build.userspace import ccwrap
-from nonstop.build.userspace.errors import BuildError
-from nonstop.build.userspace.recipe import TREE_PLACEHOLDER, FixSpec, Recipe
+from nonstop.builders.userspace import ccwrap
+from nonstop.builders.userspace.errors import BuildError
+from nonstop.builders.userspace.recipe import TREE_PLACEHOLDER, FixSpec, Recipe
 
 SECTION_FLAGS = ("-ffunction-sections", "-fdata-sections")
 _MARKER = ".nonstop-build-tree"

@@ -18,13 +18,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nonstop.build.userspace.differ import Canonical, UnitDiff, diff_unit, owners, program_symbols
-from nonstop.build.userspace.driver import BuiltTree
-from nonstop.build.userspace.dwarf import DebugInfo, Layout
-from nonstop.build.userspace.elfobj import ObjectFile, Relocation, Symbol
-from nonstop.build.userspace.linenumbers import LineNumberCheck
-from nonstop.build.userspace.sources import function_text
-from nonstop.build.userspace.targetsyms import Located, TargetSymbols
+from nonstop.builders.userspace.differ import (
+    Canonical,
+    UnitDiff,
+    diff_unit,
+    owners,
+    program_symbols,
+)
+from nonstop.builders.userspace.driver import BuiltTree
+from nonstop.builders.userspace.dwarf import DebugInfo, Layout
+from nonstop.builders.userspace.elfobj import ObjectFile, Relocation, Symbol
+from nonstop.builders.userspace.linenumbers import LineNumberCheck
+from nonstop.builders.userspace.sources import function_text
+from nonstop.builders.userspace.targetsyms import Located, TargetSymbols
 
 JUMP_SIZE = 5
 ENDBR64 = bytes.fromhex("f30f1efa")

@@ -17,8 +17,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from nonstop.build.kernel.packages import KernelTree
-from nonstop.build.kernel.recipe import KernelRecipe
+from nonstop.builders.kernel.packages import KernelTree
+from nonstop.builders.kernel.recipe import KernelRecipe
 
 _REPLACE = re.compile(r"\.replace\s*=\s*(?:true|1)\b")
 _OLD_NAME = re.compile(r"\.old_name\s*=\s*\"([^\"]+)\"")

@@ -16,7 +16,7 @@ from elftools.common.exceptions import DWARFError, ELFError
 from elftools.dwarf.die import DIE
 from elftools.elf.elffile import ELFFile
 
-from nonstop.build.userspace.errors import BuildError
+from nonstop.builders.userspace.errors import BuildError
 
 _RECORDS = {"DW_TAG_structure_type": "struct", "DW_TAG_union_type": "union"}
 _TRANSPARENT = {

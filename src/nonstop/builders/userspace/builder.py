@@ -17,14 +17,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nonstop import __version__
-from nonstop.build.userspace.analysis import LevelAnalysis, Refusal, analyze_level
-from nonstop.build.userspace.driver import BuildDriver, BuiltTree
-from nonstop.build.userspace.errors import BuildError
-from nonstop.build.userspace.patchobj import PatchObject, assemble
-from nonstop.build.userspace.recipe import FixSpec, Recipe, load_recipe
-from nonstop.build.userspace.report import render_json, render_text
-from nonstop.build.userspace.reproduce import Reproduction, check_reproduction
-from nonstop.build.userspace.targetsyms import TargetSymbols
+from nonstop.builders.userspace.analysis import LevelAnalysis, Refusal, analyze_level
+from nonstop.builders.userspace.driver import BuildDriver, BuiltTree
+from nonstop.builders.userspace.errors import BuildError
+from nonstop.builders.userspace.patchobj import PatchObject, assemble
+from nonstop.builders.userspace.recipe import FixSpec, Recipe, load_recipe
+from nonstop.builders.userspace.report import render_json, render_text
+from nonstop.builders.userspace.reproduce import Reproduction, check_reproduction
+from nonstop.builders.userspace.targetsyms import TargetSymbols
 from nonstop.bundle import Fix, Manifest, SigningKey, describe_payload, load_signing_key, pack
 from nonstop.bundle.errors import BundleError
 from nonstop.bundle.keys import PRIVATE_KEY_NAME

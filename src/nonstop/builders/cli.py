@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from nonstop.build.kernel import builder as kernel_builder
-from nonstop.build.userspace import builder as userspace_builder
+from nonstop.builders.kernel import builder as kernel_builder
+from nonstop.builders.userspace import builder as userspace_builder
 
 BUILDERS = [kernel_builder, userspace_builder]
 
