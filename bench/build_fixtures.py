@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.builders.conftest import write_recipe
+from tests.builders.userspace.conftest import write_recipe
 
 from nonstop.builders.userspace.builder import build_userspace
 from nonstop.builders.userspace.recipe import load_recipe

@@ -20,14 +20,9 @@ from nonstop.agent.actions import Action, AgentContext, AgentError
 from nonstop.bundle.errors import BundleError
 from nonstop.bundle.identity import IdentityError, running_kernel_target
 from nonstop.console import emit_json, stdout
-from nonstop.kernel.guard import GuardBlockedError
-from nonstop.kernel.livepatch import LivepatchError, TransitionReport, TransitionTimeout
-from nonstop.kernel.manager import (
-    ApplyResult,
-    KernelManager,
-    KernelPatchError,
-    UnhealthyLevelError,
-)
+from nonstop.kernel.errors import KernelError
+from nonstop.kernel.livepatch import TransitionReport, TransitionTimeout
+from nonstop.kernel.manager import ApplyResult, KernelManager, UnhealthyLevelError
 from nonstop.kernel.state import Blocked
 
 DEFAULT_TIMEOUT = 60.0
@@ -63,8 +58,7 @@ def _require_root(flag: str) -> None:
         raise AgentError(f"{flag} needs root (it loads and removes kernel modules)")
 
 
-_REFUSALS = (KernelPatchError, GuardBlockedError, LivepatchError, BundleError)
-KERNEL_FAILURES = (TransitionTimeout, *_REFUSALS)
+KERNEL_FAILURES = (KernelError, BundleError)
 """What a kernel apply can fail with, each with a one-line message; the kernel is unchanged."""
 
 
@@ -87,7 +81,7 @@ def _kernel_errors(context: AgentContext) -> Iterator[None]:
         if context.json:
             emit_json({"action": "rolled_back", "error": str(exc)})
         raise AgentError(str(exc)) from None
-    except _REFUSALS as exc:
+    except KERNEL_FAILURES as exc:
         if context.json:
             emit_json({"action": "refused", "error": str(exc)})
         raise AgentError(str(exc)) from None

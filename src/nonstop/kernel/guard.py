@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from nonstop.kernel.errors import KernelError
 from nonstop.kernel.state import Blocked, KernelState, LevelRef, Pending
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
@@ -35,7 +36,7 @@ UNHEALTHY_TAINTS = {
 }
 
 
-class GuardBlockedError(Exception):
+class GuardBlockedError(KernelError):
     """The level is blocked by the crash-loop guard."""
 
 

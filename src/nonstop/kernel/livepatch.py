@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nonstop.kernel.errors import KernelError
 from nonstop.kernel.syscalls import ModuleSyscallError, load_module, unload_module
 from nonstop.kernel.tasks import BlockingTask, blocking_tasks
 
@@ -23,7 +24,7 @@ SYSFS = Path("/sys/kernel/livepatch")
 POLL_SECONDS = 0.02
 
 
-class LivepatchError(Exception):
+class LivepatchError(KernelError):
     """A livepatch operation failed; the message says which and why in one line."""
 
 

@@ -22,6 +22,7 @@ from nonstop.agent.state import StateStore
 from nonstop.bundle.levels import LevelAction, decide_level
 from nonstop.bundle.manifest import KernelTarget, utc_now
 from nonstop.kernel import guard
+from nonstop.kernel.errors import KernelError
 from nonstop.kernel.livepatch import (
     LivepatchDriver,
     LoadRefusedError,
@@ -38,7 +39,7 @@ if TYPE_CHECKING:  # reports (--info, --uname) run without the signature machine
 PROC_VERSION = Path("/proc/version")
 
 
-class KernelPatchError(Exception):
+class KernelPatchError(KernelError):
     """A kernel bundle cannot be applied or a kernel command cannot run (one-line reason)."""
 
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+from nonstop.kernel.errors import KernelError
 
-class ModinfoError(Exception):
+
+class ModinfoError(KernelError):
     """The file is not a kernel module with a readable .modinfo section."""
 
 

@@ -12,6 +12,8 @@ import errno
 import os
 import time
 
+from nonstop.kernel.errors import KernelError
+
 SYS_FINIT_MODULE = 313  # x86_64
 SYS_DELETE_MODULE = 176  # x86_64
 
@@ -19,7 +21,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 
 
-class ModuleSyscallError(Exception):
+class ModuleSyscallError(KernelError):
     """The kernel refused to load or remove a module; ``errno`` says why."""
 
     def __init__(self, message: str, error: int) -> None:

@@ -14,15 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nonstop import __version__
-from nonstop.builders.kernel.image import KernelImageError
-from nonstop.builders.kernel.module import ModuleBuildError, compile_module
+from nonstop.builders.errors import BuilderError
+from nonstop.builders.kernel.module import compile_module
 from nonstop.builders.kernel.packages import (
-    KernelPackageError,
     KernelTree,
     default_cache_dir,
     fetch_kernel,
 )
-from nonstop.builders.kernel.recipe import KernelRecipe, RecipeError, load_recipe
+from nonstop.builders.kernel.recipe import KernelRecipe, load_recipe
 from nonstop.bundle import Manifest, SigningKey, describe_payload, load_signing_key, pack
 from nonstop.bundle.keys import PRIVATE_KEY_NAME
 from nonstop.console import fail, stdout
@@ -31,7 +30,7 @@ from nonstop.kernel.modinfo import read_modinfo
 BUILDER = f"nonstop build kernel {__version__}"
 
 
-class KernelBuildError(Exception):
+class KernelBuildError(BuilderError):
     """The build cannot go on; the message names the cause in one line."""
 
 
@@ -119,13 +118,7 @@ def cmd_build_kernel(args: argparse.Namespace) -> int:
         key = load_signing_key(key_path)
         tree = fetch_kernel(release, version, args.cache)
         built = build_kernel_bundle(recipe, key, args.output, tree)
-    except (
-        RecipeError,
-        KernelBuildError,
-        KernelPackageError,
-        KernelImageError,
-        ModuleBuildError,
-    ) as exc:
+    except BuilderError as exc:
         fail("nonstop build kernel", str(exc))
     stdout.print(
         f"wrote {built.path}: kernel level {recipe.level} ({recipe.module_name}, "

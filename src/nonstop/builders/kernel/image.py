@@ -16,13 +16,14 @@ from pathlib import Path
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from nonstop.builders.errors import BuilderError
 from nonstop.bundle.identity import parse_build_id_notes
 
 XZ_MAGIC = b"\xfd7zXZ\x00"
 GZIP_MAGIC = b"\x1f\x8b\x08\x00"
 
 
-class KernelImageError(Exception):
+class KernelImageError(BuilderError):
     """The kernel image cannot be decompressed or carries no build-id."""
 
 

@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from nonstop.builders.errors import BuilderError
 from nonstop.builders.kernel.packages import KernelTree
 from nonstop.builders.kernel.recipe import KernelRecipe
 
@@ -24,7 +25,7 @@ _REPLACE = re.compile(r"\.replace\s*=\s*(?:true|1)\b")
 _OLD_NAME = re.compile(r"\.old_name\s*=\s*\"([^\"]+)\"")
 
 
-class ModuleBuildError(Exception):
+class ModuleBuildError(BuilderError):
     """The sources break a livepatch rule, or kbuild failed (the message quotes the compiler)."""
 
 

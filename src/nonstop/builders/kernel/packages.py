@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from nonstop.builders.errors import BuilderError
 from nonstop.builders.kernel.image import vmlinuz_build_id
 from nonstop.bundle.manifest import KernelTarget, PackageInfo
 
@@ -32,7 +33,7 @@ GUEST_MODULE_DIRS = ("drivers/virtio", "net/9p", "fs/9p", "fs/netfs", "fs/fscach
 TREE_STAMP = "tree.json"
 
 
-class KernelPackageError(Exception):
+class KernelPackageError(BuilderError):
     """A kernel package cannot be resolved, downloaded or unpacked."""
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nonstop.builders.errors import RecipeError
 from nonstop.bundle.manifest import Fix, FunctionPatch
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -31,10 +32,6 @@ _TOP_KEYS = {
     "function",
     "fix",
 }
-
-
-class RecipeError(Exception):
-    """The recipe is missing, not valid TOML, or breaks a rule of the format."""
 
 
 @dataclass(frozen=True)

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from nonstop import __version__
+from nonstop.builders.errors import BuilderError
 from nonstop.builders.userspace.analysis import LevelAnalysis, Refusal, analyze_level
 from nonstop.builders.userspace.driver import BuildDriver, BuiltTree
-from nonstop.builders.userspace.errors import BuildError
 from nonstop.builders.userspace.patchobj import PatchObject, assemble
 from nonstop.builders.userspace.recipe import FixSpec, Recipe, load_recipe
 from nonstop.builders.userspace.report import render_json, render_text
@@ -102,7 +102,7 @@ class _Builder:
         try:
             symbols = symbol_map_of(reproduced.library)
         except BundleError as exc:
-            raise BuildError(
+            raise BuilderError(
                 f"the original build's library has no symbols to ship: {exc}"
             ) from None
         result = BuildResult(recipe=self.recipe, reproduction=reproduction, stages=self.stages)
@@ -225,7 +225,7 @@ def cmd_build_userspace(args: argparse.Namespace) -> int:
     try:
         recipe = load_recipe(args.recipe)
         result = build_userspace(recipe, key, args.output, work=args.work)
-    except BuildError as exc:
+    except BuilderError as exc:
         fail("nonstop", str(exc))
     text = render_json(result) if args.report_format == "json" else render_text(result)
     if args.report == "-":

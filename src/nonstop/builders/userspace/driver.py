@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from nonstop.builders.errors import BuilderError
 from nonstop.builders.userspace import ccwrap
-from nonstop.builders.userspace.errors import BuildError
 from nonstop.builders.userspace.recipe import TREE_PLACEHOLDER, FixSpec, Recipe
 
 SECTION_FLAGS = ("-ffunction-sections", "-fdata-sections")
@@ -92,7 +92,7 @@ class BuildDriver:
     def _real_compiler(self) -> str:
         found = shutil.which(self.recipe.compiler.cc)
         if not found:
-            raise BuildError(f"compiler {self.recipe.compiler.cc!r} not found on PATH")
+            raise BuilderError(f"compiler {self.recipe.compiler.cc!r} not found on PATH")
         return os.path.realpath(found)
 
     def _install_wrappers(self) -> None:
@@ -120,7 +120,7 @@ class BuildDriver:
         self._run(stage, cc_log, function_sections)
         library = self.tree / self.recipe.build.library
         if not library.is_file():
-            raise BuildError(
+            raise BuilderError(
                 f"{stage} build finished but {self.recipe.build.library} is not in the tree "
                 f"(see [build] library in the recipe; log {self.logs / (stage + '.log')})"
             )
@@ -145,7 +145,7 @@ class BuildDriver:
     def _lay_out_source(self) -> None:
         if self.tree.exists():
             if not (self.tree / _MARKER).exists():
-                raise BuildError(
+                raise BuilderError(
                     f"build directory {self.tree} exists and was not made by nonstop; "
                     "remove it or choose another [build] directory"
                 )
@@ -171,7 +171,7 @@ class BuildDriver:
         if done.returncode != 0:
             lines = (done.stdout + done.stderr).strip().splitlines()
             detail = next((line for line in lines if "FAILED" in line or "can't" in line), "")
-            raise BuildError(
+            raise BuilderError(
                 f"fix {fix.number} ({fix.title}): {fix.patch.name} does not apply: "
                 f"{detail or (lines[-1] if lines else 'patch failed')}"
             )
@@ -205,13 +205,13 @@ class BuildDriver:
                     check=False,
                 )
             except subprocess.TimeoutExpired:
-                raise BuildError(
+                raise BuilderError(
                     f"{stage} build timed out after {self.recipe.build.timeout} s (log {log_path})"
                 ) from None
         if done.returncode != 0:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-_LOG_TAIL:]
             last = tail[-1] if tail else ""
-            raise BuildError(
+            raise BuilderError(
                 f"{stage} build failed with status {done.returncode}: {last} (log {log_path})"
             )
 
@@ -224,7 +224,7 @@ class BuildDriver:
             if output is not None and output.resolve() == wanted:
                 link = call
         if link is None:
-            raise BuildError(
+            raise BuilderError(
                 f"no compiler-driven link of {self.recipe.build.library} was seen; the library "
                 "must be linked by the compiler driver (cc -shared), not by ld directly"
             )
@@ -232,18 +232,18 @@ class BuildDriver:
         tree = self.tree.resolve()
         for arg in link.argv:
             if arg.startswith("@"):
-                raise BuildError(f"the link of {library.name} uses a response file ({arg})")
+                raise BuilderError(f"the link of {library.name} uses a response file ({arg})")
             if arg.startswith("-") or not arg.endswith((".o", ".a")):
                 continue
             path = (link.cwd / arg).resolve()
             if not path.is_relative_to(tree):
-                raise BuildError(f"the link of {library.name} takes {path}, outside the tree")
+                raise BuilderError(f"the link of {library.name} takes {path}, outside the tree")
             if arg.endswith(".a"):
                 objects.update(self._archive_members(path.relative_to(tree)))
             else:
                 objects[str(path.relative_to(tree))] = path
         if not objects:
-            raise BuildError(f"the link of {library.name} names no object files")
+            raise BuilderError(f"the link of {library.name} names no object files")
         return objects
 
     def _archive_members(self, archive: Path) -> dict[str, Path]:
@@ -253,7 +253,7 @@ class BuildDriver:
         )
         members = listing.stdout.split()
         if listing.returncode != 0 or len(members) != len(set(members)):
-            raise BuildError(f"cannot list archive {archive} or it holds duplicate member names")
+            raise BuilderError(f"cannot list archive {archive} or it holds duplicate member names")
         into = self.tree / _ARCHIVES / str(archive).replace("/", "_")
         into.mkdir(parents=True, exist_ok=True)
         subprocess.run(["ar", "x", str(self.tree / archive)], cwd=into, check=True)
@@ -308,4 +308,4 @@ def _extract(tarball: Path, into: Path, strip: int) -> None:
                 members.append(member)
             archive.extractall(into, members=members, filter="data")
     except (tarfile.TarError, OSError) as exc:
-        raise BuildError(f"cannot extract {tarball}: {exc}") from None
+        raise BuilderError(f"cannot extract {tarball}: {exc}") from None

@@ -16,7 +16,7 @@ from elftools.common.exceptions import DWARFError, ELFError
 from elftools.dwarf.die import DIE
 from elftools.elf.elffile import ELFFile
 
-from nonstop.builders.userspace.errors import BuildError
+from nonstop.builders.errors import BuilderError
 
 _RECORDS = {"DW_TAG_structure_type": "struct", "DW_TAG_union_type": "union"}
 _TRANSPARENT = {
@@ -146,12 +146,12 @@ class DebugInfo:
             self._handle = path.open("rb")
             elf = ELFFile(self._handle)
             if not elf.has_dwarf_info():
-                raise BuildError(
+                raise BuilderError(
                     f"{path} has no debug information; the safety analysis needs DWARF (-g)"
                 )
             self._index(elf)
         except (ELFError, DWARFError, OSError) as exc:
-            raise BuildError(f"cannot read debug information of {path}: {exc}") from None
+            raise BuilderError(f"cannot read debug information of {path}: {exc}") from None
 
     def close(self) -> None:
         self._handle.close()

@@ -16,7 +16,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import SymbolTableSection
 
-from nonstop.builders.userspace.errors import BuildError
+from nonstop.builders.errors import BuilderError
 
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR, SHF_MERGE, SHF_STRINGS = 0x1, 0x2, 0x4, 0x10, 0x20
 SHF_INFO_LINK, SHF_GROUP, SHF_TLS = 0x40, 0x200, 0x400
@@ -158,14 +158,14 @@ class ObjectFile:
             with path.open("rb") as handle:
                 elf = ELFFile(handle)
                 if elf["e_type"] != "ET_REL" or elf["e_machine"] != "EM_X86_64":
-                    raise BuildError(f"{path} is not a relocatable x86_64 object")
+                    raise BuilderError(f"{path} is not a relocatable x86_64 object")
                 self.sections = [
                     _read_section(index, s) for index, s in enumerate(elf.iter_sections())
                 ]
                 self.symbols = _read_symbols(elf)
                 self._attach_relocations(elf)
         except (ELFError, OSError) as exc:
-            raise BuildError(f"cannot read object {path}: {exc}") from None
+            raise BuilderError(f"cannot read object {path}: {exc}") from None
         files = [s.name for s in self.symbols if s.kind == "file" and s.name]
         self.source_name = files[0] if files else path.with_suffix(".c").name
 
@@ -179,7 +179,7 @@ class ObjectFile:
             for reloc in section.iter_relocations():
                 kind = reloc["r_info_type"]
                 if kind not in RELOCATION_TYPES:
-                    raise BuildError(
+                    raise BuilderError(
                         f"{self.path}: relocation type {kind} in {target.name} is not supported"
                     )
                 target.relocations.append(

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nonstop.builders.userspace.errors import RecipeError
+from nonstop.builders.errors import RecipeError
 
 _CVE = re.compile(r"^CVE-\d{4}-\d{4,}$")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$")

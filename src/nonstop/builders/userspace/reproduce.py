@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nonstop.builders.userspace.errors import BuildError
+from nonstop.builders.errors import BuilderError
 from nonstop.builders.userspace.recipe import Recipe
 from nonstop.bundle import UserspaceTarget
 from nonstop.bundle.identity import IdentityError, userspace_target_of
@@ -39,7 +39,7 @@ class Reproduction:
 
 
 def check_reproduction(recipe: Recipe, built_library: Path) -> Reproduction:
-    """Compare the reproduction build with the target; raise BuildError on a mismatch."""
+    """Compare the reproduction build with the target; raise BuilderError on a mismatch."""
     try:
         built = userspace_target_of(built_library, with_package=False)
         if recipe.target.build_is_target:
@@ -49,7 +49,7 @@ def check_reproduction(recipe: Recipe, built_library: Path) -> Reproduction:
             path = recipe.target.binary
             target = userspace_target_of(path)
     except IdentityError as exc:
-        raise BuildError(str(exc)) from None
+        raise BuilderError(str(exc)) from None
     reproduction = Reproduction(
         built_build_id=built.build_id,
         target=target,
@@ -57,7 +57,7 @@ def check_reproduction(recipe: Recipe, built_library: Path) -> Reproduction:
         build_is_target=recipe.target.build_is_target,
     )
     if not reproduction.matches:
-        raise BuildError(
+        raise BuilderError(
             f"{reproduction.describe()}: the recipe's build does not reproduce the binary the "
             "bundle is for (check compiler, flags, source version and build path, or declare "
             "build_is_target = true)"

@@ -1,6 +1,6 @@
 """Built bundles applied by the engine to running processes: behaviour before and after.
 
-Each test starts the libvuln driver (tests/fixtures/build/libvuln/vulnprog.c) on
+Each test starts the libvuln driver (tests/fixtures/builders/libvuln/vulnprog.c) on
 the exact library a bundle is for, shows the bug, applies the bundle with
 ``nonstopctl --lib-update --bundle FILE --pid PID --json`` and shows the fix in
 the same running process.
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.builders.conftest import LIBVULN, BuildFixes
+from tests.builders.userspace.conftest import LIBVULN, BuildFixes
 from tests.userspace import conftest as engine_tests
 from tests.userspace.conftest import nonstopctl
 

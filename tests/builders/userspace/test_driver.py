@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from nonstop.builders.errors import BuilderError
 from nonstop.builders.userspace.driver import BuildDriver
-from nonstop.builders.userspace.errors import BuildError
 from nonstop.builders.userspace.recipe import load_recipe
-from tests.builders.conftest import LIBVULN, write_recipe
+from tests.builders.userspace.conftest import LIBVULN, write_recipe
 
 
 def _recipe(tmp_path: Path, fixes: tuple[str, ...] = ("bounds",)):
@@ -58,7 +58,7 @@ def test_fix_that_does_not_apply_is_named(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace(str(LIBVULN / "fixes" / "bounds.patch"), str(bad)))
     recipe = load_recipe(path)
     with pytest.raises(
-        BuildError, match=r"fix 1 \(bounds check in vuln_get\): bad.patch does not apply"
+        BuilderError, match=r"fix 1 \(bounds check in vuln_get\): bad.patch does not apply"
     ):
         BuildDriver(recipe, tmp_path / "work").build("level1", recipe.fixes, True)
 
@@ -66,7 +66,7 @@ def test_fix_that_does_not_apply_is_named(tmp_path: Path) -> None:
 def test_failing_build_names_its_log(tmp_path: Path) -> None:
     path = write_recipe(tmp_path / "recipe", ("bounds",))
     path.write_text(path.read_text().replace('command = "make"', 'command = "make no-such-target"'))
-    with pytest.raises(BuildError) as caught:
+    with pytest.raises(BuilderError) as caught:
         BuildDriver(load_recipe(path), tmp_path / "work").build("original", (), True)
     message = str(caught.value)
     assert "original build failed with status 2" in message
@@ -78,7 +78,7 @@ def test_missing_library_is_named(tmp_path: Path) -> None:
     path.write_text(
         path.read_text().replace('library = "libvuln.so.1"', 'library = "libvuln.so.2"')
     )
-    with pytest.raises(BuildError, match=r"libvuln.so.2 is not in the tree"):
+    with pytest.raises(BuilderError, match=r"libvuln.so.2 is not in the tree"):
         BuildDriver(load_recipe(path), tmp_path / "work").build("reproduce", (), False)
 
 
@@ -103,7 +103,7 @@ def test_foreign_build_directory_is_never_removed(tmp_path: Path) -> None:
     (mine / "data").write_text("keep me")
     path = write_recipe(tmp_path / "recipe", ("bounds",))
     path.write_text(path.read_text().replace("[build]\n", f'[build]\ndirectory = "{mine}"\n'))
-    with pytest.raises(BuildError, match="was not made by nonstop"):
+    with pytest.raises(BuilderError, match="was not made by nonstop"):
         BuildDriver(load_recipe(path), tmp_path / "work").build("original", (), True)
     assert (mine / "data").read_text() == "keep me"
 

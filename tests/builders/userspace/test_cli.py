@@ -9,7 +9,7 @@ import pytest
 
 from nonstop.bundle import TrustedKeys, open_bundle
 from nonstop.cli import main
-from tests.builders.conftest import write_recipe
+from tests.builders.userspace.conftest import write_recipe
 
 
 def test_cli_builds_levels_and_reports_json(

@@ -12,13 +12,13 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
+from nonstop.builders.errors import BuilderError
 from nonstop.builders.userspace.builder import build_userspace
-from nonstop.builders.userspace.errors import BuildError
 from nonstop.builders.userspace.recipe import load_recipe
 from nonstop.bundle import SigningKey
 from nonstop.bundle.identity import userspace_target_of
 from nonstop.bundle.symbols import SymbolMap
-from tests.builders.conftest import LIBVULN, BuildFixes, write_recipe
+from tests.builders.userspace.conftest import LIBVULN, BuildFixes, write_recipe
 
 
 def test_stripped_target_fix_calls_static_function_through_symbol_map(
@@ -56,7 +56,7 @@ def test_target_that_the_build_does_not_reproduce_is_refused(
     shutil.copytree(LIBVULN, other)  # same source, other flags: a different binary
     subprocess.run(["make", "-s", "CFLAGS=-O1 -g -fPIC"], cwd=other, check=True)
     recipe = load_recipe(write_recipe(tmp_path / "r", ("bounds",), target=other / "libvuln.so.1"))
-    with pytest.raises(BuildError, match="DOES NOT match the target") as caught:
+    with pytest.raises(BuilderError, match="DOES NOT match the target") as caught:
         build_userspace(recipe, signing_key, tmp_path / "out")
     assert str(userspace_target_of(other / "libvuln.so.1").build_id) in str(caught.value)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.nsb"))

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from nonstop.builders.errors import RecipeError
 from nonstop.builders.kernel.module import ModuleBuildError, check_sources, stamp_source
-from nonstop.builders.kernel.recipe import RecipeError, load_recipe
+from nonstop.builders.kernel.recipe import load_recipe
 from nonstop.bundle.manifest import Fix, FunctionPatch
 from nonstop.cli import main as nonstop_main
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "kernel"
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "kernel"
 
 SOURCE = """
 static struct klp_func funcs[] = {{ {{ .old_name = "cmdline_proc_show", .new_func = f, }}, {{}} }};

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from nonstop.builders.userspace.errors import RecipeError
+from nonstop.builders.errors import RecipeError
 from nonstop.builders.userspace.recipe import load_recipe
-from tests.builders.conftest import LIBVULN, write_recipe
+from tests.builders.userspace.conftest import LIBVULN, write_recipe
 
 
 def test_recipe_reads_back(tmp_path: Path) -> None:

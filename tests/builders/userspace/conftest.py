@@ -16,7 +16,7 @@ from nonstop.builders.userspace.builder import BuildResult, build_userspace
 from nonstop.builders.userspace.recipe import load_recipe
 from nonstop.bundle import Bundle, SigningKey, TrustedKeys, open_bundle
 
-LIBVULN = Path(__file__).resolve().parent.parent / "fixtures" / "build" / "libvuln"
+LIBVULN = Path(__file__).resolve().parents[2] / "fixtures" / "builders" / "libvuln"
 HARDENED = (
     "-O2 -g -fstack-protector-strong -fcf-protection -D_FORTIFY_SOURCE=2 -fPIC "
     "-ffile-prefix-map={tree}=."

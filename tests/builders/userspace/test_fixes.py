@@ -11,7 +11,7 @@ from elftools.elf.enums import ENUM_RELOC_TYPE_x64
 from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import SymbolTableSection
 
-from tests.builders.conftest import BuildFixes
+from tests.builders.userspace.conftest import BuildFixes
 
 RELOC_NAMES = {value: name for name, value in ENUM_RELOC_TYPE_x64.items()}
 

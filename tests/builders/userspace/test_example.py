@@ -8,7 +8,7 @@ from nonstop.builders.userspace.builder import build_userspace
 from nonstop.builders.userspace.recipe import load_recipe
 from nonstop.bundle import SigningKey, TrustedKeys, open_bundle
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "libgreet" / "recipe.toml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "libgreet" / "recipe.toml"
 
 
 def test_libgreet_example_builds_two_levels(
