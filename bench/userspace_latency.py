@@ -16,7 +16,7 @@ from pathlib import Path
 
 from nonstop.bundle import TrustedKeys, generate_keypair, open_bundle
 from nonstop.cli import main as nonstop_main
-from nonstop.demo import build_vault, write_recipe
+from nonstop.demo.story import build_vault, write_recipe
 from nonstop.userspace import Engine, EngineOptions, PatchSpec
 from nonstop.userspace.bundles import spec_from_bundle
 from userspace_common import load_average, require_root

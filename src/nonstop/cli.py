@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from nonstop import __version__, demo
+from nonstop import __version__
 from nonstop.builders import cli as build_cli
 from nonstop.bundle import cli as bundle_cli
 from nonstop.bundle.errors import BundleError
 from nonstop.console import fail
+from nonstop.demo import story as demo
 from nonstop.server import cli as server_cli
 
 TOOL = "nonstop"

@@ -35,6 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from nonstop.agent.daemon import NONSTOPCTL
 from nonstop.bundle import generate_keypair
 from nonstop.console import stdout
 
@@ -51,7 +52,6 @@ FIXES = {
 }
 BAD_REQUEST = "GET 3"
 SECRET = "SECRET"
-NONSTOPCTL = [sys.executable, "-c", "from nonstop.agent.cli import main; raise SystemExit(main())"]
 NONSTOP = [sys.executable, "-c", "from nonstop.cli import main; raise SystemExit(main())"]
 
 
@@ -134,7 +134,7 @@ def build_vault(work: Path) -> tuple[Path, Path]:
 
     Leaves the library's source and the fixes in WORK for ``write_recipe``.
     """
-    sources = resources.files("nonstop") / "demo_files"
+    sources = resources.files("nonstop.demo") / "files"
     source = work / "libvault-1.0"
     source.mkdir()
     (source / "libvault.c").write_text((sources / "libvault.c").read_text())
@@ -165,8 +165,6 @@ def _story(work: Path, library: Path, service: Service) -> None:
         raise DemoFailure("the unpatched service was expected to leak its secret")
     say("the off-by-one bounds check leaks the secret stored after the table")
 
-    from nonstop.cli import main as nonstop_main  # the command that imports this module
-
     step("vendor: build level 1 and level 2 from the source fixes with nonstop build userspace")
     generate_keypair(work / "vendor")
     trusted = work / "trusted"
@@ -176,8 +174,9 @@ def _story(work: Path, library: Path, service: Service) -> None:
     argv = ["build", "userspace", str(recipe), "--key", str(work / "vendor"),
             "-o", str(work / "bundles"), "--report", str(work / "report.txt")]  # fmt: skip
     say("nonstop " + " ".join(argv).replace(str(work) + "/", ""))
-    if nonstop_main(argv) != 0:
-        raise DemoFailure("nonstop build userspace did not build both levels")
+    built = subprocess.run([*NONSTOP, *argv], capture_output=True, text=True, check=False)
+    if built.returncode != 0:
+        raise DemoFailure(f"nonstop build userspace did not build both levels: {built.stderr}")
     for line in (work / "report.txt").read_text().splitlines():
         if line.startswith(("level ", "  changed:", "  new data:", "  linked")):
             say(line.replace(str(work) + "/", ""))
