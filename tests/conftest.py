@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from nonstop.builders.kernel.packages import KernelTree
 from nonstop.bundle import (
     Fix,
     FunctionPatch,
@@ -22,6 +24,7 @@ from nonstop.bundle import (
     pack,
 )
 from nonstop.bundle.keys import load_public_key
+from tests.kernel import harness
 
 IN_CI = os.environ.get("NONSTOP_CI") == "1"
 
@@ -97,3 +100,28 @@ def make_bundle(signing_key: SigningKey) -> Callable[..., bytes]:
         return pack(sample_manifest(files, **changes), files, signing_key)
 
     return build
+
+
+# The pinned Debian kernel and the kernel test bundles: used by tests/kernel and the agent's
+# kernel-level tests.
+def _missing_tools() -> list[str]:
+    tools = ["qemu-system-x86_64", "cpio", "busybox", "apt-get", "dpkg-deb", "make", "gcc"]
+    return [tool for tool in tools if shutil.which(tool) is None]
+
+
+@pytest.fixture(scope="session")
+def kernel_tree() -> KernelTree:
+    missing = _missing_tools()
+    if missing:
+        tools = ", ".join(missing)
+        pytest.skip(reason=f"KERNEL SUITE NOT RUN: missing {tools} (make test installs them)")
+    if os.geteuid() != 0:
+        pytest.skip(reason="KERNEL SUITE NOT RUN: root is needed to fetch kernels and run guests")
+    return harness.kernel_tree()
+
+
+@pytest.fixture(scope="session")
+def test_bundles(
+    kernel_tree: KernelTree, key_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> harness.GuestBundles:
+    return harness.build_bundles(kernel_tree, key_dir, tmp_path_factory.mktemp("kernel-bundles"))

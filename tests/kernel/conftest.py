@@ -1,4 +1,4 @@
-"""Session fixtures for the kernel suite: the Debian kernel, the test bundles, guest runs.
+"""Session fixtures for the kernel suite's guest runs (kernel and bundles: tests/conftest.py).
 
 Guest scenarios are grouped per boot (several checks per boot) to keep the
 whole suite within its time budget; each test then asserts on what its boot
@@ -7,8 +7,6 @@ recorded.
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -18,29 +16,6 @@ import pytest
 from nonstop.builders.kernel.packages import KernelTree
 from tests.kernel import harness, scenarios
 from tests.kernel.guest import GuestError, GuestRun, boot
-
-
-def _missing_tools() -> list[str]:
-    tools = ["qemu-system-x86_64", "cpio", "busybox", "apt-get", "dpkg-deb", "make", "gcc"]
-    return [tool for tool in tools if shutil.which(tool) is None]
-
-
-@pytest.fixture(scope="session")
-def kernel_tree() -> KernelTree:
-    missing = _missing_tools()
-    if missing:
-        tools = ", ".join(missing)
-        pytest.skip(reason=f"KERNEL SUITE NOT RUN: missing {tools} (make test installs them)")
-    if os.geteuid() != 0:
-        pytest.skip(reason="KERNEL SUITE NOT RUN: root is needed to fetch kernels and run guests")
-    return harness.kernel_tree()
-
-
-@pytest.fixture(scope="session")
-def test_bundles(
-    kernel_tree: KernelTree, key_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> harness.GuestBundles:
-    return harness.build_bundles(kernel_tree, key_dir, tmp_path_factory.mktemp("kernel-bundles"))
 
 
 class Guest:

@@ -4,7 +4,7 @@
 ``--unload``, ``--info``, ``--patch-info``, ``--uname`` and
 ``--clear-crash-guard``; :func:`restore` is the boot step of
 ``--auto-update`` (re-apply the cached level, no network). The work is done
-by :class:`nonstop.kernel.manager.KernelManager`; this module turns flags
+by :class:`nonstop.agent.kernel_levels.KernelManager`; this module turns flags
 into calls and results into text or one JSON document.
 """
 
@@ -17,12 +17,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from nonstop.agent.actions import Action, AgentContext, AgentError
+from nonstop.agent.kernel_levels import ApplyResult, KernelManager, UnhealthyLevelError
 from nonstop.bundle.errors import BundleError
 from nonstop.bundle.identity import IdentityError, running_kernel_target
 from nonstop.console import emit_json, stdout
 from nonstop.kernel.errors import KernelError
 from nonstop.kernel.livepatch import TransitionReport, TransitionTimeout
-from nonstop.kernel.manager import ApplyResult, KernelManager, UnhealthyLevelError
 from nonstop.kernel.state import Blocked
 
 DEFAULT_TIMEOUT = 60.0

@@ -33,10 +33,10 @@ from nonstop.agent.api_models import CheckinAnswer, Decision
 from nonstop.agent.client import ServerClient, ServerError
 from nonstop.agent.inventory import LibraryFacts, collect, kernel_report, library_report
 from nonstop.agent.inventory import libraries_in_use as scan_libraries
+from nonstop.agent.kernel_levels import KernelManager
 from nonstop.bundle import Bundle, UserspaceTarget, open_bundle
 from nonstop.bundle.errors import BundleError
 from nonstop.bundle.manifest import utc_now
-from nonstop.kernel.manager import KernelManager
 from nonstop.userspace import Engine, EngineOptions
 
 STATE_NAME = "online"

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 
 from nonstop.builders.kernel import builder as kernel_builder
-from nonstop.builders.userspace import builder as userspace_builder
+from nonstop.builders.userspace import command as userspace_command
 
-BUILDERS = [kernel_builder, userspace_builder]
+BUILDERS = [kernel_builder, userspace_command]
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

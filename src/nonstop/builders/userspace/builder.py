@@ -9,7 +9,6 @@ Level N replaces level N-1 on the host, so each bundle stands alone.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 import time
@@ -21,15 +20,12 @@ from nonstop.builders.errors import BuilderError
 from nonstop.builders.userspace.analysis import LevelAnalysis, Refusal, analyze_level
 from nonstop.builders.userspace.driver import BuildDriver, BuiltTree
 from nonstop.builders.userspace.patchobj import PatchObject, assemble
-from nonstop.builders.userspace.recipe import FixSpec, Recipe, load_recipe
-from nonstop.builders.userspace.report import render_json, render_text
+from nonstop.builders.userspace.recipe import FixSpec, Recipe
 from nonstop.builders.userspace.reproduce import Reproduction, check_reproduction
 from nonstop.builders.userspace.targetsyms import TargetSymbols
-from nonstop.bundle import Fix, Manifest, SigningKey, describe_payload, load_signing_key, pack
+from nonstop.bundle import Fix, Manifest, SigningKey, describe_payload, pack
 from nonstop.bundle.errors import BundleError
-from nonstop.bundle.keys import PRIVATE_KEY_NAME
 from nonstop.bundle.symbols import SymbolMap, symbol_map_of
-from nonstop.console import fail, stderr, stdout
 
 BUILDER = f"nonstop build userspace {__version__}"
 OBJECT_NAME = "patch.o"
@@ -204,40 +200,3 @@ class _Builder:
             description=f"built from recipe {self.recipe.name}, fixes 1..{level}",
         )
         return pack(manifest, {name: data for name, (data, _) in files.items()}, self.key)
-
-
-def register_build(builders: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = builders.add_parser(
-        "userspace", help="build cumulative bundles for a shared library from a recipe"
-    )
-    parser.add_argument("recipe", type=Path, metavar="RECIPE.toml")
-    parser.add_argument("--key", type=Path, required=True, help="signing.key (or its directory)")
-    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
-    parser.add_argument("--report", metavar="FILE|-", help="write a report (- for stdout)")
-    parser.add_argument("--report-format", choices=["text", "json"], default="text")
-    parser.add_argument("--work", type=Path, metavar="DIR", help="keep build trees and logs here")
-    parser.set_defaults(handler=cmd_build_userspace)
-
-
-def cmd_build_userspace(args: argparse.Namespace) -> int:
-    key_path = args.key / PRIVATE_KEY_NAME if args.key.is_dir() else args.key
-    key = load_signing_key(key_path)
-    try:
-        recipe = load_recipe(args.recipe)
-        result = build_userspace(recipe, key, args.output, work=args.work)
-    except BuilderError as exc:
-        fail("nonstop", str(exc))
-    text = render_json(result) if args.report_format == "json" else render_text(result)
-    if args.report == "-":
-        print(text, end="")
-    elif args.report:
-        Path(args.report).write_text(text)
-    console = stderr if args.report == "-" else stdout  # keep a report on stdout parseable
-    console.print(result.reproduction.describe(), markup=False)
-    for level in result.levels:
-        if level.status == "built":
-            console.print(f"level {level.level}: wrote {level.bundle}", markup=False)
-        else:
-            reasons = "; ".join(str(r) for r in level.refusals) or level.note
-            console.print(f"level {level.level}: {level.status.upper()}: {reasons}", markup=False)
-    return 0 if result.ok else 1

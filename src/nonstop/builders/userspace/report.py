@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the builder imports this module to print its report
+if TYPE_CHECKING:
     from nonstop.builders.userspace.builder import BuildResult, LevelResult
 
 

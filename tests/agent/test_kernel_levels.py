@@ -17,6 +17,12 @@ import pytest
 
 from nonstop.agent.bundle_cache import BundleCache
 from nonstop.agent.cli import main as nonstopctl
+from nonstop.agent.kernel_levels import (
+    KernelManager,
+    KernelPatchError,
+    WrongKernelError,
+    running_version,
+)
 from nonstop.agent.state import StateStore
 from nonstop.builders.kernel.packages import KernelTree
 from nonstop.bundle import (
@@ -36,12 +42,6 @@ from nonstop.kernel.livepatch import (
     LoadRefusedError,
     TransitionReport,
     TransitionTimeout,
-)
-from nonstop.kernel.manager import (
-    KernelManager,
-    KernelPatchError,
-    WrongKernelError,
-    running_version,
 )
 from tests.kernel.harness import GuestBundles
 
