@@ -12,7 +12,7 @@ just drops the pending record.
 "Healthy" means more than a finished transition: if the kernel raised an
 oops, a warning, a soft lockup, a bad page or a machine check (new taint
 flags in /proc/sys/kernel/tainted) while the level went in, the level is
-blocked at once and rolled back by the manager.
+blocked at once and rolled back by the agent (``nonstop.agent.kernel_levels``).
 """
 
 from __future__ import annotations
