@@ -117,8 +117,9 @@ hosts = Table(
     Column("kernel_build_id", String(128)),
     Column("kernel_version_digest", String(SHA256_HEX)),
     Column("agent_version", String(64)),
-    # The targets of the last check-in: a JSON array of checkin.TargetRow objects, one text
-    # value (a first check-in writes one compressed value instead of a row per target).
+    # The targets of the last check-in: a JSON array of inventory.TargetRow values, each an
+    # array in field order; one text value (a first check-in writes one compressed value
+    # instead of a row per target).
     Column("inventory", Text),
     # SHA-256 of that text: an unchanged inventory is not rewritten.
     Column("inventory_digest", String(SHA256_HEX)),
