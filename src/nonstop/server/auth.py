@@ -72,6 +72,11 @@ def split_credential(prefix: str, token: str) -> tuple[str, str] | None:
     return cid, secret
 
 
+def credential_key(prefix: str, credential_id: str) -> str:
+    """What names a credential in memory and logs: its prefix and public id, never its secret."""
+    return f"{prefix}_{credential_id}"
+
+
 def secret_matches(secret: str, stored_hash: str) -> bool:
     return hmac.compare_digest(hash_secret(secret), stored_hash)
 

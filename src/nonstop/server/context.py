@@ -21,7 +21,8 @@ class ServerContext:
     catalog: Catalog
     vendor_keys: TrustedKeys
     registrations: WindowLimiter
-    auth_failures: WindowLimiter
+    auth_failures: WindowLimiter  # per client address
+    credential_failures: WindowLimiter  # per credential presented (auth.credential_key)
     host_states: HostStateCollector
 
     @classmethod
@@ -43,5 +44,6 @@ class ServerContext:
             vendor_keys=vendor_keys,
             registrations=WindowLimiter(settings.registrations_per_minute),
             auth_failures=WindowLimiter(settings.failed_auth_per_minute),
+            credential_failures=WindowLimiter(settings.failed_auth_per_minute),
             host_states=HostStateCollector(db, settings.stale_after_days),
         )
