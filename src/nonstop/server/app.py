@@ -27,6 +27,7 @@ from nonstop.server.api.common import RAW_BODY_MODELS
 from nonstop.server.checkin_path import CheckinFastPath
 from nonstop.server.context import ServerContext
 from nonstop.server.errors import ApiError
+from nonstop.server.logs import configure as configure_logs
 from nonstop.server.logs import logger
 from nonstop.server.maintenance import prune_forever
 from nonstop.server.middleware import RequestGuard
@@ -142,4 +143,6 @@ def _document_raw_bodies(app: FastAPI) -> None:
 
 
 def app_from_environment() -> FastAPI:
+    """The app in a uvicorn worker process: a fresh interpreter, so it sets up logging too."""
+    configure_logs()
     return create_app(ServerSettings.from_environment(), owns_process=True)
