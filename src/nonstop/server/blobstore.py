@@ -2,7 +2,7 @@
 
 Two stores with one interface: a directory (``<data_dir>/blobs/ab/abcdef...``,
 written to a temporary file, fsynced and renamed, so a reader never sees half a
-blob) for one machine or a shared filesystem, and a database table for
+blob; directories 0700, files 0600) for one machine or a shared filesystem, and a database table for
 stateless replicas that share only PostgreSQL. A blob is written before the
 bundle row that names it is committed; a blob whose row never committed is an
 unreferenced file that the next upload of the same bytes simply reuses.
@@ -17,7 +17,7 @@ from typing import Protocol
 
 from sqlalchemy import Connection, select
 
-from nonstop.server.db import Database
+from nonstop.server.db import Database, private_dir
 from nonstop.server.models import blobs
 
 
@@ -30,7 +30,8 @@ class BlobStore(Protocol):
 class DirectoryBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        private_dir(root.parent)
+        private_dir(root)
 
     def _path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
@@ -39,8 +40,12 @@ class DirectoryBlobStore:
         path = self._path(sha256)
         if path.exists():
             return
-        path.parent.mkdir(exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
+        self._write(path, data)
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")  # 0600
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
