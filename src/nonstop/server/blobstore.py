@@ -6,6 +6,7 @@ blob; directories 0700, files 0600) for one machine or a shared filesystem, and 
 stateless replicas that share only PostgreSQL. A blob is written before the
 bundle row that names it is committed; a blob whose row never committed is an
 unreferenced file that the next upload of the same bytes simply reuses.
+A full disk (or quota) refuses the upload with 507 and stores nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Protocol
 
 from sqlalchemy import Connection, select
 
-from nonstop.server.db import Database, private_dir
+from nonstop.server.db import Database, is_disk_full, private_dir
+from nonstop.server.errors import InsufficientStorage
 from nonstop.server.models import blobs
 
 
@@ -40,7 +42,15 @@ class DirectoryBlobStore:
         path = self._path(sha256)
         if path.exists():
             return
-        self._write(path, data)
+        try:
+            self._write(path, data)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise InsufficientStorage(
+                    f"no space left in the blob store ({os.strerror(exc.errno or 0)}): "
+                    "free space on the server's data disk, then upload again"
+                ) from exc
+            raise
 
     @staticmethod
     def _write(path: Path, data: bytes) -> None:

@@ -22,6 +22,7 @@ that stops every write, and read the inventory and audit log besides.
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import threading
@@ -39,6 +40,7 @@ _WRITE = "nonstop_write"
 # How long /healthz waits for the write lock before calling the database not writable.
 PROBE_TIMEOUT_MS = 2000
 _BUSY_TIMEOUT_MS = 30000
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 class NotWritable(Exception):
@@ -57,6 +59,16 @@ def private_file(path: Path) -> None:
     os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
     if path.stat().st_mode & 0o077:
         path.chmod(0o600)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True when EXC (or the driver error it wraps) means the disk or quota is full."""
+    cause = getattr(exc, "orig", None) or exc
+    if isinstance(cause, psycopg.errors.DiskFull):  # SQLSTATE 53100
+        return True
+    if isinstance(cause, sqlite3.Error):
+        return (getattr(cause, "sqlite_errorcode", 0) & 0xFF) == sqlite3.SQLITE_FULL
+    return isinstance(cause, OSError) and cause.errno in _DISK_FULL_ERRNOS
 
 
 def redact_url(url: str) -> str:
