@@ -38,10 +38,16 @@ from nonstop.server.api.deps import (
     refuse_host,
     require_same_host,
 )
-from nonstop.server.auth import KEY_PREFIX, credential_key, split_credential
+from nonstop.server.auth import (
+    HOST_PREFIX,
+    KEY_PREFIX,
+    credential_key,
+    hash_secret,
+    split_credential,
+)
 from nonstop.server.bundles import authorize_download, bundle_bytes
 from nonstop.server.context import ServerContext
-from nonstop.server.errors import TooManyRequests
+from nonstop.server.errors import TooManyRequests, Unauthorized
 from nonstop.server.inventory import TargetRow
 from nonstop.server.metrics import CHECKINS, DOWNLOADS, REGISTRATIONS
 from nonstop.server.models import utcnow
@@ -85,6 +91,8 @@ def register_host(body: RegisterRequest, ctx: Ctx, client: Client) -> RegisterRe
     except hosts.KeyRefused as exc:
         REGISTRATIONS.labels("refused").inc()
         refuse(ctx, client, "registration_key", str(exc), credential)
+    _, secret = split_credential(HOST_PREFIX, token) or ("", "")
+    ctx.known_hosts.remember(host_id, hash_secret(secret))  # its first check-in is coming
     REGISTRATIONS.labels("ok").inc()
     return RegisterResponse(
         host_id=host_id,
@@ -127,7 +135,7 @@ async def check_in_answer(
     The token is checked before the body is read: a client without a valid token for
     HOST_ID gets 401 (or 403, 429) and the server neither waits for nor parses its body.
     """
-    await _authenticate(ctx, client, credentials, host_id)
+    secret = await _authenticate(ctx, client, credentials, host_id)
     body = parse_json(await read_body(), content_type, CheckinRequest)
     catalog = ctx.catalog.fresh()
     if catalog is None:  # stale: re-read it without blocking the event loop
@@ -137,7 +145,7 @@ async def check_in_answer(
             _record_sqlite, ctx, client, credentials, host_id, body
         )
     else:
-        host, recorded, targets = await _record_postgresql(ctx, client, credentials, host_id, body)
+        host, recorded, targets = await _record_postgresql(ctx, client, host_id, secret, body)
     CHECKINS.labels("recorded" if recorded else "replayed").inc()
     return checkin.answer(
         host, body, targets, catalog, recorded, ctx.settings.checkin_interval_seconds, utcnow()
@@ -146,25 +154,31 @@ async def check_in_answer(
 
 async def _authenticate(
     ctx: ServerContext, client: str, credentials: Credentials, host_id: str
-) -> None:
-    """401 unless the token is valid (429 past the failure limits), 403 unless it is HOST_ID's."""
+) -> str:
+    """The token's secret; 401 unless the token is valid (429 past the failure limits),
+    403 unless it is HOST_ID's. Known hosts are told without a database read."""
+    token_host, secret = host_credential(ctx, client, credentials)
+    if token_host == host_id and ctx.known_hosts.matches(host_id, secret):
+        return secret
     if ctx.db.is_sqlite:
         host = await run_in_threadpool(current_host, ctx, client, credentials)
     else:
         async with ctx.db.autocommit_async() as connection:
             host = await authenticate_host_async(ctx, connection, client, credentials)
     require_same_host(host, host_id)
+    ctx.known_hosts.remember(host.id, host.secret_hash)
+    return secret
 
 
 async def _record_postgresql(
-    ctx: ServerContext, client: str, credentials: Credentials, host_id: str, body: CheckinRequest
+    ctx: ServerContext, client: str, host_id: str, secret: str, body: CheckinRequest
 ) -> tuple[Any, bool, list[TargetRow]]:
     """Store in one statement that authenticates again (the host may have been unregistered
     since): one round trip to PostgreSQL."""
-    _, secret = host_credential(ctx, client, credentials)
     async with ctx.db.autocommit_async() as connection:
         host, targets = await checkin.record_postgresql(connection, host_id, secret, body)
     if host is None:
+        ctx.known_hosts.forget(host_id)
         refuse_host(ctx, client, host_id)
     return host, host.recorded, targets
 
@@ -175,7 +189,11 @@ def _record_sqlite(
     """Authenticate again and store in one write transaction (in a worker thread: SQLite
     blocks); the host may have been unregistered since ``_authenticate``."""
     with ctx.db.write() as connection:
-        host = authenticate_host(ctx, connection, client, credentials)
+        try:
+            host = authenticate_host(ctx, connection, client, credentials)
+        except Unauthorized:
+            ctx.known_hosts.forget(host_id)
+            raise
         require_same_host(host, host_id)
         return (host, *checkin.record(ctx.db, connection, host, body))
 
