@@ -33,7 +33,7 @@ from tests.server.conftest import (
     upload,
 )
 from tests.server.pgcluster import PG_USER, PostgresCluster
-from tests.server.serverproc import ServerProcess
+from tests.server.serverproc import ServerProcess, nonstop_command
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 
@@ -103,6 +103,29 @@ def test_data_dir_database_and_blobs_are_private(
         check=True,
     )
     assert set(json.loads(attack.stdout).values()) == {"PermissionError"}
+
+
+def test_loose_modes_left_by_an_older_server_are_tightened(
+    open_dir: Path, trusted_dir: Path
+) -> None:
+    data_dir = open_dir / "data"
+    database = data_dir / "nonstop.db"
+    nonstop_command("db", "upgrade", "--data-dir", str(data_dir))
+    # An older server's files, still open (its -wal and -shm stay), as umask 022 made them.
+    holder = sqlite3.connect(database)
+    holder.execute("SELECT * FROM alembic_version").fetchall()
+    data_dir.chmod(0o755)
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        path.chmod(0o644)
+    process = ServerProcess(data_dir, "", "--vendor-keys", str(trusted_dir))
+    process.log_path = open_dir / "server.log"
+    try:
+        process.start()
+        assert mode(data_dir) == 0o700
+        assert {mode(Path(f"{database}{suffix}")) for suffix in ("", "-wal", "-shm")} == {0o600}
+    finally:
+        process.stop()
+        holder.close()
 
 
 def test_healthz_says_503_while_the_sqlite_database_takes_no_write(

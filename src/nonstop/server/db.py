@@ -50,15 +50,22 @@ class NotWritable(Exception):
 def private_dir(path: Path) -> None:
     """Create PATH (and parents) as 0700; tighten it if it exists with group or other access."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if path.stat().st_mode & 0o077:
-        path.chmod(0o700)
+    _tighten(path, 0o700)
 
 
-def private_file(path: Path) -> None:
-    """Create PATH as 0600 if missing; tighten it if it exists with group or other access."""
-    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+def private_sqlite_files(database: Path) -> None:
+    """Create DATABASE's directory 0700 and the database 0600 before SQLite does (0644),
+    and tighten what an older server left looser, its -wal and -shm files included."""
+    private_dir(database.parent)
+    os.close(os.open(database, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    for path in (database, Path(f"{database}-wal"), Path(f"{database}-shm")):
+        if path.exists():
+            _tighten(path, 0o600)
+
+
+def _tighten(path: Path, mode: int) -> None:
     if path.stat().st_mode & 0o077:
-        path.chmod(0o600)
+        path.chmod(mode)
 
 
 def is_disk_full(exc: BaseException) -> bool:
@@ -99,9 +106,8 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            private_dir(Path(parsed.database).parent)
-            # Before SQLite creates it with 0644: its -wal and -shm files copy this mode.
-            private_file(Path(parsed.database))
+            # SQLite gives the -wal and -shm files the database's mode.
+            private_sqlite_files(Path(parsed.database))
         engine = create_engine(
             parsed, pool_size=pool_size, max_overflow=pool_size, connect_args={"timeout": 30}
         )
