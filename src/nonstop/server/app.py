@@ -26,7 +26,9 @@ from nonstop.server.api.admin_bundles import UPLOAD_PATH
 from nonstop.server.api.common import RAW_BODY_MODELS
 from nonstop.server.checkin_path import CheckinFastPath
 from nonstop.server.context import ServerContext
-from nonstop.server.errors import ApiError
+from nonstop.server.db import is_disk_full
+from nonstop.server.errors import ApiError, InsufficientStorage
+from nonstop.server.logs import configure as configure_logs
 from nonstop.server.logs import logger
 from nonstop.server.maintenance import prune_forever
 from nonstop.server.middleware import RequestGuard
@@ -39,6 +41,11 @@ Admins manage keys, bundles, feeds and hosts with scoped API tokens.
 See docs/api.md for the workflow with examples.
 """
 
+
+DISK_FULL = (
+    "database disk is full (no space left on device): nothing was stored; "
+    "the server's operator must free space"
+)
 
 # Allocations between first-generation passes (Python's default: 700).
 GC_FIRST_GENERATION = 10_000
@@ -86,7 +93,10 @@ def create_app(
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status, headers=exc.headers)
 
-    async def database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        if is_disk_full(exc):  # not a lost connection: retrying soon would not help
+            logger().error("database disk full", extra={"fields": {"path": request.url.path}})
+            return await api_error(request, InsufficientStorage(DISK_FULL))
         # A lost connection (database restarted, network cut): the pool replaces it, and the
         # agent retries; the same check-in id keeps a retry from being recorded twice.
         detail = f"database unavailable: {exc.__class__.__name__}; retry"
@@ -142,4 +152,6 @@ def _document_raw_bodies(app: FastAPI) -> None:
 
 
 def app_from_environment() -> FastAPI:
+    """The app in a uvicorn worker process: a fresh interpreter, so it sets up logging too."""
+    configure_logs()
     return create_app(ServerSettings.from_environment(), owns_process=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 from dataclasses import dataclass
 
 HOST_PREFIX = "nsh"
@@ -72,6 +73,11 @@ def split_credential(prefix: str, token: str) -> tuple[str, str] | None:
     return cid, secret
 
 
+def credential_key(prefix: str, credential_id: str) -> str:
+    """What names a credential in memory and logs: its prefix and public id, never its secret."""
+    return f"{prefix}_{credential_id}"
+
+
 def secret_matches(secret: str, stored_hash: str) -> bool:
     return hmac.compare_digest(hash_secret(secret), stored_hash)
 
@@ -101,3 +107,36 @@ def bearer_token(header: str | None) -> str | None:
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip()
+
+
+class KnownHostSecrets:
+    """Secret hashes of host tokens this process saw valid: the check-in's owner test.
+
+    The check-in must know a token is its host's before it reads the body, and a
+    database read for that costs about a fifth of a check-in's server CPU. A host's
+    secret never changes, so a token that matches a remembered hash is its host's;
+    this is not the authority (the check-in's write checks the token again, and a
+    host unregistered meanwhile is refused there and forgotten here). At most
+    MAX_ENTRIES hosts (about 250 bytes each); the oldest are dropped first.
+    """
+
+    MAX_ENTRIES = 131_072
+
+    def __init__(self, max_entries: int = MAX_ENTRIES) -> None:
+        self._hashes: dict[str, str] = {}
+        self._max_entries = max_entries
+        self._lock = threading.Lock()
+
+    def matches(self, host_id: str, secret: str) -> bool:
+        known = self._hashes.get(host_id)
+        return known is not None and secret_matches(secret, known)
+
+    def remember(self, host_id: str, secret_hash: str) -> None:
+        with self._lock:
+            self._hashes[host_id] = secret_hash
+            while len(self._hashes) > self._max_entries:
+                del self._hashes[next(iter(self._hashes))]
+
+    def forget(self, host_id: str) -> None:
+        with self._lock:
+            self._hashes.pop(host_id, None)

@@ -2,10 +2,11 @@
 
 Two stores with one interface: a directory (``<data_dir>/blobs/ab/abcdef...``,
 written to a temporary file, fsynced and renamed, so a reader never sees half a
-blob) for one machine or a shared filesystem, and a database table for
+blob; directories 0700, files 0600) for one machine or a shared filesystem, and a database table for
 stateless replicas that share only PostgreSQL. A blob is written before the
 bundle row that names it is committed; a blob whose row never committed is an
 unreferenced file that the next upload of the same bytes simply reuses.
+A full disk (or quota) refuses the upload with 507 and stores nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Protocol
 
 from sqlalchemy import Connection, select
 
-from nonstop.server.db import Database
+from nonstop.server.db import Database, is_disk_full, private_dir
+from nonstop.server.errors import InsufficientStorage
 from nonstop.server.models import blobs
 
 
@@ -30,7 +32,8 @@ class BlobStore(Protocol):
 class DirectoryBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        private_dir(root.parent)
+        private_dir(root)
 
     def _path(self, sha256: str) -> Path:
         return self.root / sha256[:2] / sha256
@@ -39,8 +42,20 @@ class DirectoryBlobStore:
         path = self._path(sha256)
         if path.exists():
             return
-        path.parent.mkdir(exist_ok=True)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")
+        try:
+            self._write(path, data)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise InsufficientStorage(
+                    f"no space left in the blob store ({os.strerror(exc.errno or 0)}): "
+                    "free space on the server's data disk, then upload again"
+                ) from exc
+            raise
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".incoming-")  # 0600
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)

@@ -3,11 +3,12 @@
 A first check-in costs about 1 ms of server CPU, and FastAPI's exception and
 exit-stack middlewares, route matching and dependency resolution took about a
 sixth of it. ``CheckinFastPath`` answers POST /api/v1/hosts/{host_id}/checkin
-with the route's own code (``host_routes.check_in_answer``), the same bearer
-scheme and the app's own exception handlers, and passes every other request
-on. It sits inside ``RequestGuard`` (NUL and size limits, latency metrics,
-access log) and Starlette's ServerErrorMiddleware (500s), and it sets
-``scope["route"]`` to the FastAPI route so the metrics carry the same label.
+with the route's own code (``host_routes.check_in_answer``, which checks the
+token before it reads the body), the same bearer scheme and the app's own
+exception handlers, and passes every other request on. It sits inside
+``RequestGuard`` (NUL and size limits, latency metrics, access log) and
+Starlette's ServerErrorMiddleware (500s), and it sets ``scope["route"]`` to
+the FastAPI route so the metrics carry the same label.
 The route stays in the app, where it documents the endpoint in the OpenAPI.
 """
 
@@ -61,7 +62,7 @@ class CheckinFastPath:
                 client_of(request),
                 await host_scheme(request),
                 host_id,
-                await request.body(),
+                request.body,  # read only once the token is known to be this host's
                 request.headers.get("content-type", ""),
             )
             response = Response(answer, media_type="application/json")

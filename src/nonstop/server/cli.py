@@ -161,7 +161,13 @@ def _add_database_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _private_files() -> None:
+    """Whatever this process creates (database, -wal/-shm, blobs) is for its user alone."""
+    os.umask(0o077)
+
+
 def _database(args: argparse.Namespace) -> Database:
+    _private_files()
     settings = ServerSettings(data_dir=args.data_dir, database_url=args.database_url)
     return Database(settings.effective_database_url, pool_size=1)
 
@@ -192,6 +198,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except SettingsError as exc:
         fail(TOOL, str(exc))
+    _private_files()
     logs.configure()
     log = logs.logger()
     database = Database(settings.effective_database_url, pool_size=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nonstop.bundle import TrustedKeys
+from nonstop.server.auth import KnownHostSecrets
 from nonstop.server.blobstore import BlobStore, DatabaseBlobStore, DirectoryBlobStore
 from nonstop.server.catalog import Catalog
 from nonstop.server.db import Database
@@ -21,8 +22,10 @@ class ServerContext:
     catalog: Catalog
     vendor_keys: TrustedKeys
     registrations: WindowLimiter
-    auth_failures: WindowLimiter
+    auth_failures: WindowLimiter  # per client address
+    credential_failures: WindowLimiter  # per credential presented (auth.credential_key)
     host_states: HostStateCollector
+    known_hosts: KnownHostSecrets
 
     @classmethod
     def create(cls, settings: ServerSettings) -> ServerContext:
@@ -43,5 +46,7 @@ class ServerContext:
             vendor_keys=vendor_keys,
             registrations=WindowLimiter(settings.registrations_per_minute),
             auth_failures=WindowLimiter(settings.failed_auth_per_minute),
+            credential_failures=WindowLimiter(settings.failed_auth_per_minute),
             host_states=HostStateCollector(db, settings.stale_after_days),
+            known_hosts=KnownHostSecrets(),
         )

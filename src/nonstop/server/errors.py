@@ -47,6 +47,12 @@ class Unavailable(ApiError):
     status = 503
 
 
+class InsufficientStorage(ApiError):
+    """The disk (or quota) under the blob store or the database is full."""
+
+    status = 507
+
+
 class TooManyRequests(ApiError):
     status = 429
 

@@ -22,6 +22,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # which worker, with --workers N
             "msg": record.getMessage(),
         }
         fields = getattr(record, "fields", None)
@@ -33,6 +34,7 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: int = logging.INFO) -> None:
+    """Send the server's and uvicorn's logs to stderr as JSON: once in every process."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     for name in (LOGGER_NAME, "uvicorn", "uvicorn.error"):

@@ -39,6 +39,7 @@ COMMON_ERRORS = errors(
     e413="the body is over the server's size limit",
     e429="too many failed authentications",
     e503="the database is unavailable; retry",
+    e507="the server's disk is full; nothing was stored",
 )
 ADMIN_ERRORS = COMMON_ERRORS | errors(
     e401="missing or invalid admin token",

@@ -1,8 +1,13 @@
 """Request dependencies: the server context, the client address, host and admin identity.
 
-A refused credential counts against the client's failed-authentication limit;
-past it, every authenticated call from that address gets 429 until the window
-ends, whatever it presents.
+A refused credential counts as a failed authentication twice: for the client
+address and for the credential presented (its public id, never its secret).
+Past the limit, a credential gets 429 until the window ends, right or wrong
+(a brute force on it must not learn when it guessed right); an address gets
+429 instead of 401 for each further failure, while valid credentials from it
+are still served: behind a reverse proxy without ``--forwarded-allow-ips``
+every client shares the proxy's address, and bad tokens from one must not
+lock out the fleet and its admins.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from sqlalchemy.dialects.postgresql.psycopg import dialect as psycopg_dialect
 from nonstop.server.auth import (
     ADMIN_PREFIX,
     HOST_PREFIX,
+    credential_key,
     scope_granted,
     secret_matches,
     split_credential,
@@ -65,18 +71,27 @@ async def client_address(request: Request) -> str:
 Client = Annotated[str, Depends(client_address)]
 
 
-def guard_failed_auth(ctx: ServerContext, client: str) -> None:
-    """429 while CLIENT is over its failed-authentication allowance."""
-    if ctx.auth_failures.exhausted(client):
+def guard_credential(ctx: ServerContext, credential: str) -> None:
+    """429 while CREDENTIAL (a ``credential_key``) is over its failed-authentication allowance."""
+    if ctx.credential_failures.exhausted(credential):
+        raise TooManyRequests(
+            "too many failed authentication attempts with this credential",
+            ctx.credential_failures.retry_after(credential),
+        )
+
+
+def refuse(
+    ctx: ServerContext, client: str, kind: str, detail: str, credential: str | None
+) -> NoReturn:
+    """Count a failed authentication for CLIENT and CREDENTIAL (None: none well-formed)."""
+    AUTH_FAILURES.labels(kind).inc()
+    if credential is not None:
+        ctx.credential_failures.hit(credential)
+    if not ctx.auth_failures.hit(client):
         raise TooManyRequests(
             "too many failed authentication attempts from this address",
             ctx.auth_failures.retry_after(client),
         )
-
-
-def refuse(ctx: ServerContext, client: str, kind: str, detail: str) -> NoReturn:
-    AUTH_FAILURES.labels(kind).inc()
-    ctx.auth_failures.hit(client)
     raise Unauthorized(detail)
 
 
@@ -92,25 +107,26 @@ _HOST_BY_ID_SQL = str(_HOST_BY_ID.compile(dialect=psycopg_dialect()))  # type: i
 
 
 def host_credential(ctx: ServerContext, client: str, credentials: Credentials) -> tuple[str, str]:
-    """(host id, secret) of a well-formed host token, else 401 (429 past the failure limit)."""
-    guard_failed_auth(ctx, client)
+    """(host id, secret) of a well-formed host token, else 401 (429 past the failure limits)."""
     parts = split_credential(HOST_PREFIX, credentials.credentials) if credentials else None
     if parts is None:
-        refuse(ctx, client, "host", "a host token is required (Authorization: Bearer nsh_...)")
+        message = "a host token is required (Authorization: Bearer nsh_...)"
+        refuse(ctx, client, "host", message, None)
+    guard_credential(ctx, credential_key(HOST_PREFIX, parts[0]))
     return parts
 
 
-def refuse_host(ctx: ServerContext, client: str) -> NoReturn:
-    refuse(ctx, client, "host", "host token is not valid")
+def refuse_host(ctx: ServerContext, client: str, host_id: str) -> NoReturn:
+    refuse(ctx, client, "host", "host token is not valid", credential_key(HOST_PREFIX, host_id))
 
 
-def _verified(ctx: ServerContext, client: str, row: Any, secret: str) -> Any:
+def _verified(ctx: ServerContext, client: str, row: Any, host_id: str, secret: str) -> Any:
     if (
         row is None
         or row.unregistered_at is not None
         or not secret_matches(secret, row.secret_hash)
     ):
-        refuse_host(ctx, client)
+        refuse_host(ctx, client, host_id)
     return row
 
 
@@ -120,7 +136,7 @@ def authenticate_host(
     """The host row (id, feed, sticky, inventory digest) of a valid host token, else 401."""
     host_id, secret = host_credential(ctx, client, credentials)
     row = connection.execute(_HOST_BY_ID, {"host_id": host_id}).first()
-    return cast(Row[Any], _verified(ctx, client, row, secret))
+    return cast(Row[Any], _verified(ctx, client, row, host_id, secret))
 
 
 async def authenticate_host_async(
@@ -134,7 +150,7 @@ async def authenticate_host_async(
     async with connection.cursor(row_factory=namedtuple_row) as cursor:
         await cursor.execute(_HOST_BY_ID_SQL, {"host_id": host_id}, prepare=True)
         row = await cursor.fetchone()
-    return _verified(ctx, client, row, secret)
+    return _verified(ctx, client, row, host_id, secret)
 
 
 def require_same_host(row: Any, host_id: str) -> None:
@@ -169,19 +185,19 @@ def require_scope(scope: str) -> Callable[..., Admin]:
     def dependency(
         ctx: Ctx, client: Client, credentials: Annotated[Credentials, Depends(admin_scheme)]
     ) -> Admin:
-        guard_failed_auth(ctx, client)
         parts = split_credential(ADMIN_PREFIX, credentials.credentials) if credentials else None
         if parts is None:
-            refuse(
-                ctx, client, "admin", "an admin token is required (Authorization: Bearer nsa_...)"
-            )
+            message = "an admin token is required (Authorization: Bearer nsa_...)"
+            refuse(ctx, client, "admin", message, None)
         token_id, secret = parts
+        credential = credential_key(ADMIN_PREFIX, token_id)
+        guard_credential(ctx, credential)
         with ctx.db.read() as connection:
             row = connection.execute(
                 select(admin_tokens).where(admin_tokens.c.id == token_id)
             ).first()
         if row is None or row.revoked_at is not None or not secret_matches(secret, row.secret_hash):
-            refuse(ctx, client, "admin", "admin token is not valid")
+            refuse(ctx, client, "admin", "admin token is not valid", credential)
         if not scope_granted(row.scopes, scope):
             raise Forbidden(f"this admin token lacks the {scope} scope")
         return Admin(row.id, row.name, list(row.scopes))

@@ -6,6 +6,7 @@ token reaches only its own host and only bundles for targets it reported.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -29,16 +30,24 @@ from nonstop.server.api.deps import (
     authenticate_host_async,
     client_of,
     context_of,
-    guard_failed_auth,
+    current_host,
+    guard_credential,
     host_credential,
     host_scheme,
     refuse,
     refuse_host,
     require_same_host,
 )
+from nonstop.server.auth import (
+    HOST_PREFIX,
+    KEY_PREFIX,
+    credential_key,
+    hash_secret,
+    split_credential,
+)
 from nonstop.server.bundles import authorize_download, bundle_bytes
 from nonstop.server.context import ServerContext
-from nonstop.server.errors import TooManyRequests
+from nonstop.server.errors import TooManyRequests, Unauthorized
 from nonstop.server.inventory import TargetRow
 from nonstop.server.metrics import CHECKINS, DOWNLOADS, REGISTRATIONS
 from nonstop.server.models import utcnow
@@ -67,7 +76,10 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 )
 def register_host(body: RegisterRequest, ctx: Ctx, client: Client) -> RegisterResponse:
     """Register a host with a registration key; the answer carries its token, shown once."""
-    guard_failed_auth(ctx, client)
+    parts = split_credential(KEY_PREFIX, body.registration_key)
+    credential = credential_key(KEY_PREFIX, parts[0]) if parts else None
+    if credential is not None:
+        guard_credential(ctx, credential)
     if not ctx.registrations.hit(client):
         REGISTRATIONS.labels("rate_limited").inc()
         raise TooManyRequests(
@@ -78,7 +90,9 @@ def register_host(body: RegisterRequest, ctx: Ctx, client: Client) -> RegisterRe
             host_id, token, feed = hosts.register(connection, body.registration_key, body.hostname)
     except hosts.KeyRefused as exc:
         REGISTRATIONS.labels("refused").inc()
-        refuse(ctx, client, "registration_key", str(exc))
+        refuse(ctx, client, "registration_key", str(exc), credential)
+    _, secret = split_credential(HOST_PREFIX, token) or ("", "")
+    ctx.known_hosts.remember(host_id, hash_secret(secret))  # its first check-in is coming
     REGISTRATIONS.labels("ok").inc()
     return RegisterResponse(
         host_id=host_id,
@@ -102,7 +116,7 @@ async def check_in(host_id: str, request: Request, credentials: HostCredentials)
         client_of(request),
         credentials,
         host_id,
-        await request.body(),
+        request.body,
         request.headers.get("content-type", ""),
     )
     return Response(answer, media_type="application/json")
@@ -113,11 +127,16 @@ async def check_in_answer(
     client: str,
     credentials: Credentials,
     host_id: str,
-    raw_body: bytes,
+    read_body: Callable[[], Awaitable[bytes]],
     content_type: str,
 ) -> bytes:
-    """The check-in's JSON answer; ``ApiError`` or ``RequestValidationError`` if refused."""
-    body = parse_json(raw_body, content_type, CheckinRequest)
+    """The check-in's JSON answer; ``ApiError`` or ``RequestValidationError`` if refused.
+
+    The token is checked before the body is read: a client without a valid token for
+    HOST_ID gets 401 (or 403, 429) and the server neither waits for nor parses its body.
+    """
+    secret = await _authenticate(ctx, client, credentials, host_id)
+    body = parse_json(await read_body(), content_type, CheckinRequest)
     catalog = ctx.catalog.fresh()
     if catalog is None:  # stale: re-read it without blocking the event loop
         catalog = await run_in_threadpool(ctx.catalog.snapshot)
@@ -126,35 +145,55 @@ async def check_in_answer(
             _record_sqlite, ctx, client, credentials, host_id, body
         )
     else:
-        host, recorded, targets = await _record_postgresql(ctx, client, credentials, host_id, body)
+        host, recorded, targets = await _record_postgresql(ctx, client, host_id, secret, body)
     CHECKINS.labels("recorded" if recorded else "replayed").inc()
     return checkin.answer(
         host, body, targets, catalog, recorded, ctx.settings.checkin_interval_seconds, utcnow()
     )
 
 
-async def _record_postgresql(
-    ctx: ServerContext, client: str, credentials: Credentials, host_id: str, body: CheckinRequest
-) -> tuple[Any, bool, list[TargetRow]]:
-    """Authenticate and store in one statement (one round trip to PostgreSQL)."""
+async def _authenticate(
+    ctx: ServerContext, client: str, credentials: Credentials, host_id: str
+) -> str:
+    """The token's secret; 401 unless the token is valid (429 past the failure limits),
+    403 unless it is HOST_ID's. Known hosts are told without a database read."""
     token_host, secret = host_credential(ctx, client, credentials)
+    if token_host == host_id and ctx.known_hosts.matches(host_id, secret):
+        return secret
+    if ctx.db.is_sqlite:
+        host = await run_in_threadpool(current_host, ctx, client, credentials)
+    else:
+        async with ctx.db.autocommit_async() as connection:
+            host = await authenticate_host_async(ctx, connection, client, credentials)
+    require_same_host(host, host_id)
+    ctx.known_hosts.remember(host.id, host.secret_hash)
+    return secret
+
+
+async def _record_postgresql(
+    ctx: ServerContext, client: str, host_id: str, secret: str, body: CheckinRequest
+) -> tuple[Any, bool, list[TargetRow]]:
+    """Store in one statement that authenticates again (the host may have been unregistered
+    since): one round trip to PostgreSQL."""
     async with ctx.db.autocommit_async() as connection:
-        if token_host != host_id:  # 401 if the token is not valid at all, else 403
-            require_same_host(
-                await authenticate_host_async(ctx, connection, client, credentials), host_id
-            )
         host, targets = await checkin.record_postgresql(connection, host_id, secret, body)
     if host is None:
-        refuse_host(ctx, client)
+        ctx.known_hosts.forget(host_id)
+        refuse_host(ctx, client, host_id)
     return host, host.recorded, targets
 
 
 def _record_sqlite(
     ctx: ServerContext, client: str, credentials: Credentials, host_id: str, body: CheckinRequest
 ) -> tuple[Any, bool, list[TargetRow]]:
-    """Authenticate and store in one write transaction (in a worker thread: SQLite blocks)."""
+    """Authenticate again and store in one write transaction (in a worker thread: SQLite
+    blocks); the host may have been unregistered since ``_authenticate``."""
     with ctx.db.write() as connection:
-        host = authenticate_host(ctx, connection, client, credentials)
+        try:
+            host = authenticate_host(ctx, connection, client, credentials)
+        except Unauthorized:
+            ctx.known_hosts.forget(host_id)
+            raise
         require_same_host(host, host_id)
         return (host, *checkin.record(ctx.db, connection, host, body))
 

@@ -1,4 +1,4 @@
-"""Operations endpoints: liveness with the schema revision, and Prometheus metrics."""
+"""Operations endpoints: health (the database answers and takes writes), Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from nonstop.server import metrics, migrate
 from nonstop.server.api.common import errors
 from nonstop.server.api.deps import Ctx
+from nonstop.server.db import NotWritable
 from nonstop.server.errors import Unavailable
 from nonstop.server.schemas import Health
 
@@ -17,14 +18,19 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get(
-    "/healthz", response_model=Health, responses=errors(e503="the database does not answer")
+    "/healthz",
+    response_model=Health,
+    responses=errors(e503="the database does not answer, or does not take writes"),
 )
 def healthz(ctx: Ctx) -> Health:
-    """200 when the database answers (a load balancer's health check)."""
+    """200 when the database answers and could take a write now (a load balancer's check)."""
     try:
         revision = migrate.current_revision(ctx.db.engine)
+        ctx.db.probe_writable()
     except SQLAlchemyError as exc:
         raise Unavailable(f"database unavailable: {exc.__class__.__name__}") from None
+    except NotWritable as exc:
+        raise Unavailable(f"database not writable: {exc}") from None
     return Health(status="ok", schema_revision=revision)
 
 
