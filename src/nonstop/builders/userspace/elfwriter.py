@@ -27,6 +27,8 @@ SYMBOL_BINDS = {"local": STB_LOCAL, "global": STB_GLOBAL, "weak": STB_WEAK}
 
 @dataclass
 class OutSymbol:
+    """A symbol to write; TYPE, BIND and VISIBILITY are ELF constants (STT_, STB_, STV_)."""
+
     name: str
     type: int
     bind: int
@@ -39,6 +41,8 @@ class OutSymbol:
 
 @dataclass
 class OutRelocation:
+    """A RELA entry to write: OFFSET within its section, TYPE an R_X86_64_* number."""
+
     offset: int
     type: int
     symbol: OutSymbol
@@ -47,6 +51,11 @@ class OutRelocation:
 
 @dataclass
 class OutSection:
+    """A section to write; DATA is ignored for SHT_NOBITS, whose SIZE alone counts.
+
+    Its SHF_GROUP flag is dropped on output: the patch object has no groups.
+    """
+
     name: str
     type: int
     flags: int

@@ -52,6 +52,14 @@ REPLACEMENT_SUFFIX = ".patched"
 
 @dataclass
 class PatchObject:
+    """A level's patch object (DATA, the ET_REL bytes) and what the manifest says of it.
+
+    FUNCTIONS are the target functions it replaces, sorted by name; LINKS maps
+    its undefined symbols that stand for locals of the target to their index in
+    the target's symbol map. TEXT_BYTES counts executable sections, DATA_BYTES
+    the rest.
+    """
+
     data: bytes
     functions: list[FunctionPatch]
     links: dict[str, int]
