@@ -116,6 +116,11 @@ class LivepatchDriver:
         On timeout the transition is reversed and the module unloaded, so the
         kernel is left exactly as before (TransitionTimeout names the blocking
         tasks); with FORCE the remaining tasks are switched by force instead.
+        The modules of the patches this one replaced are unloaded too.
+
+        LoadRefusedError and TransitionTimeout leave the kernel unchanged; any
+        other LivepatchError (a reversal that did not finish, a module not
+        freed) may leave it part-way, and the caller must not assume either state.
         """
         if not self.available():
             raise LoadRefusedError(f"{self.sysfs} is missing: this kernel has no livepatch support")
