@@ -88,7 +88,10 @@ def compile_module(tree: KernelTree, recipe: KernelRecipe, stamps: dict[str, str
 
 
 def kbuild(tree: KernelTree, work: Path, module: str) -> bytes:
-    """Run kbuild on the prepared directory WORK (with its Kbuild file); return MODULE.ko."""
+    """Run kbuild on the prepared directory WORK (with its Kbuild file); return MODULE.ko stripped.
+
+    Only debug information is stripped: the symbols the kernel needs stay.
+    """
     argv = ["make", "-C", str(tree.headers), f"M={work}", "modules"]
     env = {**os.environ, "LC_ALL": "C"}
     try:
