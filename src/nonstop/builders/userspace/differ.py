@@ -121,7 +121,7 @@ class Canonical:
 
 
 def program_symbols(obj: ObjectFile) -> dict[str, Symbol]:
-    """Defined functions and data of OBJ by name."""
+    """Defined functions and data of OBJ by name, common symbols included."""
     return {
         s.name: s
         for s in obj.symbols

@@ -95,7 +95,7 @@ def write_object(sections: list[OutSection], symbols: list[OutSymbol]) -> bytes:
     ordered += [s for s in symbols if s.bind != STB_LOCAL]
     symbol_index = {id(s): i for i, s in enumerate(ordered)}
 
-    # Section header table order: null, contents, their RELAs, symtab, strtab, shstrtab.
+    # Section header order: null, contents, their RELAs, symtab, strtab, note, shstrtab.
     rela_sections = [s for s in sections if s.relocations]
     index_of = {id(s): i + 1 for i, s in enumerate(sections)}
     symtab_index = 1 + len(sections) + len(rela_sections)

@@ -14,7 +14,7 @@ tables). Each relocation is rewritten to point at one of three things:
 Taking the address of a replaced function (anything but a call or jump to its
 entry) points at the original, whose entry jumps to the replacement anyway, so
 function pointers compare equal to those running code already holds.
-Replacement functions are the patch's only global symbols: ``NAME.patched``.
+Replacement functions are the patch's only defined global symbols: ``NAME.patched``.
 """
 
 from __future__ import annotations
