@@ -1,4 +1,4 @@
-"""`nonstop`: the vendor and admin tool (keys, bundles; later build, server, demo, bench).
+"""`nonstop`: the vendor and admin tool (keys, bundles, builders, patch server, demo).
 
 Each part registers its own sub-commands; this module only assembles them.
 """
@@ -21,6 +21,7 @@ COMMAND_GROUPS = [bundle_cli, build_cli, server_cli, demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``nonstop`` parser; every command sets ``handler``, which returns the exit status."""
     parser = argparse.ArgumentParser(prog=TOOL, description="nonstop live patching: admin tool")
     parser.add_argument("--version", action="version", version=f"{TOOL} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -30,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command ARGV names (default: sys.argv) and return its exit status.
+
+    A BundleError a handler lets through becomes a one-line error and status 1;
+    argparse exits with status 2 on bad usage.
+    """
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)

@@ -45,5 +45,6 @@ def emit_json(document: Any) -> None:
 
 
 def fail(tool: str, message: str, code: int = 1) -> NoReturn:
+    """Print ``TOOL: error: MESSAGE`` on stderr and exit with CODE (raises SystemExit)."""
     stderr.print(f"{tool}: error: {message}", markup=False)
     raise SystemExit(code)

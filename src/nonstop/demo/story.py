@@ -65,14 +65,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def step(text: str) -> None:
+    """Print a step heading; TEXT is rich markup, so square brackets in it must be escaped."""
     stdout.print(f"[bold cyan]==>[/] {text}")
 
 
 def say(text: str) -> None:
+    """Print a detail line under the current step; TEXT is plain (no markup)."""
     stdout.print(f"    {text}", markup=False)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``nonstop demo``: exit status 0 if every step behaved, 1 after a DemoFailure.
+
+    Works in a temporary directory removed at the end; an error other than a
+    DemoFailure propagates.
+    """
     with tempfile.TemporaryDirectory(prefix="nonstop-demo-") as tmp:
         try:
             run_demo(Path(tmp))
@@ -104,16 +111,27 @@ class Service:
         self.reader = self.connection.makefile("r")
 
     def ask(self, request: str) -> str:
+        """Send one request line on the kept connection; its reply line, or "" if it closed.
+
+        Raises TimeoutError if no reply comes within 5 s.
+        """
         self.connection.sendall(request.encode() + b"\n")
         return self.reader.readline().strip()
 
     def stop(self) -> None:
+        """Close the connection, kill the service (SIGKILL) and reap it."""
         self.connection.close()
         self.process.kill()
         self.process.wait()
 
 
 def run_demo(work: Path) -> None:
+    """Tell the whole story in WORK, an empty directory; DemoFailure names the first surprise.
+
+    Needs root and gcc. The services, the patch server and the daemon it
+    starts are stopped on the way out, success or not; a service process whose
+    start failed (no ``listening`` line, no connection) is left running.
+    """
     if os.geteuid() != 0:
         raise DemoFailure("the demo patches a running process with ptrace: run it as root")
     if shutil.which("gcc") is None:
@@ -205,6 +223,10 @@ class PatchServer:
         self.token = ""
 
     def admin(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Call the admin API with TOKEN; the decoded JSON reply (None if empty).
+
+        A status of 300 or more raises DemoFailure quoting the reply.
+        """
         import httpx
 
         headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}

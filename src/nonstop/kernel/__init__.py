@@ -8,7 +8,7 @@ Modules, by what they own:
 - ``errors``: ``KernelError``, the root of every exception raised here.
 - ``syscalls``: loading and removing kernel modules (finit_module, delete_module) via ctypes.
 - ``modinfo``: reading a ``.ko`` file's ``.modinfo`` section (name, vermagic, nonstop stamps).
-- ``tasks``: which tasks still block a livepatch transition, from /proc/*/patch_state.
+- ``tasks``: which tasks still block a livepatch transition, from /proc/*/task/*/patch_state.
 - ``livepatch``: the sysfs driver: load, wait for the transition, revert, replace, disable, unload.
 - ``guard``: the crash-loop guard, a small state machine over the agent's kernel state.
 """

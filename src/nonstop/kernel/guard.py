@@ -41,10 +41,15 @@ class GuardBlockedError(KernelError):
 
 
 def current_boot_id(path: Path = BOOT_ID) -> str:
+    """The running boot's id (a UUID the kernel draws anew at every boot).
+
+    A pending record with another boot id was left by a boot that went down.
+    """
     return path.read_text().strip()
 
 
 def kernel_taint(path: Path = TAINTED) -> int:
+    """The kernel's taint bit mask; bits are only ever added until reboot, never cleared."""
     return int(path.read_text().strip())
 
 
@@ -55,6 +60,7 @@ def new_problems(before: int, after: int) -> list[str]:
 
 
 def blocked_entry(state: KernelState, ref: LevelRef) -> Blocked | None:
+    """The block on REF, or None; matched by bundle SHA-256, so a rebuilt bundle is not blocked."""
     return next((b for b in state.blocked if b.ref.bundle_sha256 == ref.bundle_sha256), None)
 
 

@@ -43,31 +43,51 @@ class TransitionTimeout(LivepatchError):
 
 @dataclass(frozen=True)
 class PatchStatus:
+    """One loaded patch as sysfs showed it when read (it may change at any moment)."""
+
     name: str
     enabled: bool
+    """The target state: 1 in ``enabled``, even while the transition to it is still running."""
     transition: bool
+    """Tasks are still being switched to (or back from) the patch."""
     objects: tuple[str, ...]
     """Kernel objects the patch touches (``vmlinux`` or module names)."""
 
 
 @dataclass
 class TransitionReport:
+    """What a completed apply or disable did (a failed one raises instead)."""
+
     patch: str
     seconds: float
+    """Wall time from the load (or the ``enabled=0`` write) until the transition completed."""
     replaced: list[str] = field(default_factory=list)
     """Modules of the patches this one replaced (and that were unloaded)."""
     forced: bool = False
+    """The transition was completed with ``force``: some tasks skipped the consistency check."""
 
 
 class LivepatchDriver:
+    """The livepatch subsystem under SYSFS, with task states read from PROC.
+
+    It keeps no state of its own: every call reads sysfs afresh. Its mutating
+    calls are not safe to run concurrently; the agent makes them only under its
+    kernel state lock.
+    """
+
     def __init__(self, sysfs: Path = SYSFS, proc: Path = Path("/proc")) -> None:
         self.sysfs = sysfs
         self.proc = proc
 
     def available(self) -> bool:
+        """True if this kernel has livepatch support (CONFIG_LIVEPATCH: SYSFS exists)."""
         return self.sysfs.is_dir()
 
     def patches(self) -> list[PatchStatus]:
+        """Every loaded patch, sorted by module name; empty without livepatch support.
+
+        A patch freed while the list is being read is left out.
+        """
         if not self.available():
             return []
         found = []
@@ -78,6 +98,7 @@ class LivepatchDriver:
         return found
 
     def status(self, name: str) -> PatchStatus | None:
+        """Patch NAME now, or None if it is not loaded (or was freed while being read)."""
         directory = self.sysfs / name
         try:
             enabled = (directory / "enabled").read_text().strip() == "1"
@@ -95,6 +116,11 @@ class LivepatchDriver:
         On timeout the transition is reversed and the module unloaded, so the
         kernel is left exactly as before (TransitionTimeout names the blocking
         tasks); with FORCE the remaining tasks are switched by force instead.
+        The modules of the patches this one replaced are unloaded too.
+
+        LoadRefusedError and TransitionTimeout leave the kernel unchanged; any
+        other LivepatchError (a reversal that did not finish, a module not
+        freed) may leave it part-way, and the caller must not assume either state.
         """
         if not self.available():
             raise LoadRefusedError(f"{self.sysfs} is missing: this kernel has no livepatch support")

@@ -18,6 +18,8 @@ class ModinfoError(KernelError):
 
 @dataclass(frozen=True)
 class ModuleInfo:
+    """The key=value entries of a .modinfo section, in file order; keys may repeat."""
+
     entries: tuple[tuple[str, str], ...]
 
     def get(self, key: str) -> str | None:
@@ -26,6 +28,7 @@ class ModuleInfo:
 
     @property
     def name(self) -> str | None:
+        """The name the kernel registers the module (and its livepatch sysfs directory) under."""
         return self.get("name")
 
     @property
@@ -36,6 +39,7 @@ class ModuleInfo:
 
     @property
     def is_livepatch(self) -> bool:
+        """True if the module declares ``livepatch=Y``: the kernel enables no patch from others."""
         return self.get("livepatch") == "Y"
 
 

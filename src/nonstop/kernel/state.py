@@ -19,17 +19,27 @@ STATE_NAME = "kernel"
 
 @dataclass(frozen=True)
 class LevelRef:
+    """One kernel level as the agent records it.
+
+    BUNDLE_SHA256 names the exact verified bundle in the agent's cache, MODULE
+    the livepatch module (and sysfs directory) it loads as, EFFECTIVE_VERSION
+    what ``--uname`` reports while it is applied.
+    """
+
     level: int
     bundle_sha256: str
     module: str
     effective_version: str
 
     def describe(self) -> str:
+        """The level as messages name it: ``level N (module)``."""
         return f"level {self.level} ({self.module})"
 
 
 @dataclass(frozen=True)
 class Pending:
+    """REF is being applied; BOOT_ID is the boot it started in, STARTED a UTC ``...Z`` timestamp."""
+
     ref: LevelRef
     boot_id: str
     started: str
@@ -37,6 +47,8 @@ class Pending:
 
 @dataclass(frozen=True)
 class Blocked:
+    """The guard keeps REF from loading; REASON is one line for the operator, SINCE UTC."""
+
     ref: LevelRef
     reason: str
     since: str
@@ -44,16 +56,25 @@ class Blocked:
 
 @dataclass
 class KernelState:
+    """The whole ``kernel.json`` document; the agent changes it only under the state lock."""
+
     current: LevelRef | None = None
     wanted: LevelRef | None = None
     pending: Pending | None = None
     blocked: list[Blocked] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON document: each level an object of LevelRef fields, or null; see from_dict."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, document: dict[str, Any]) -> KernelState:
+        """The state a to_dict document holds; an empty document is the initial state.
+
+        A document of another shape raises KeyError or TypeError: it is the
+        agent's own root-only file, not validated further.
+        """
+
         def ref(value: Any) -> LevelRef | None:
             return LevelRef(**value) if value else None
 

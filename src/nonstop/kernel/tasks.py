@@ -17,6 +17,8 @@ UNDEFINED = -1
 
 @dataclass(frozen=True)
 class BlockingTask:
+    """A thread whose patch state was not yet the target when /proc was read."""
+
     pid: int
     tid: int
     comm: str
@@ -25,11 +27,13 @@ class BlockingTask:
     """Kernel stack frames (``func+0x1a/0x40 [module]``); empty when unreadable."""
 
     def describe(self) -> str:
+        """One line for messages: ``comm (pid P[/TID]) in <top stack frame>``."""
         where = f" in {self.stack[0]}" if self.stack else ""
         thread = f"/{self.tid}" if self.tid != self.pid else ""
         return f"{self.comm} (pid {self.pid}{thread}){where}"
 
     def to_dict(self) -> dict[str, object]:
+        """The task in the ``blocking_tasks`` list of the agent's ``--json`` output."""
         return {
             "pid": self.pid,
             "tid": self.tid,

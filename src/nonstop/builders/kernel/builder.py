@@ -36,12 +36,19 @@ class KernelBuildError(BuilderError):
 
 @dataclass(frozen=True)
 class BuiltBundle:
+    """A bundle file written by build_kernel_bundle; MODULE_SIZE is the stripped .ko's, in bytes."""
+
     path: Path
     manifest: Manifest
     module_size: int
 
 
 def module_stamps(recipe: KernelRecipe, tree: KernelTree, effective_version: str) -> dict[str, str]:
+    """The ``nonstop_*`` keys to stamp into the module's .modinfo.
+
+    The agent refuses a bundle whose module's ``nonstop_level`` differs from
+    its manifest's level; the other keys are for people running modinfo(8).
+    """
     cves = sorted({cve for fix in recipe.fixes for cve in fix.cves})
     return {
         "nonstop_level": str(recipe.level),
@@ -56,6 +63,13 @@ def module_stamps(recipe: KernelRecipe, tree: KernelTree, effective_version: str
 def build_kernel_bundle(
     recipe: KernelRecipe, key: SigningKey, outdir: Path, tree: KernelTree
 ) -> BuiltBundle:
+    """Compile RECIPE's level against TREE, check the module, sign and write its bundle.
+
+    The bundle goes to ``OUTDIR/<module>-<release>.nsb`` (replacing any file
+    there), written only after the module passed its checks; it carries the
+    stripped module and the recipe's sources and headers under their bare file
+    names. The effective version defaults to ``<Debian version>+nonstop<level>``.
+    """
     effective_version = recipe.effective_version or f"{tree.version}+nonstop{recipe.level}"
     stamps = module_stamps(recipe, tree, effective_version)
     image = compile_module(tree, recipe, stamps)
@@ -108,6 +122,11 @@ def register_build(builders: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def cmd_build_kernel(args: argparse.Namespace) -> int:
+    """``nonstop build kernel``: a BuilderError ends in a one-line error and exit status 1.
+
+    With ``--kernel-release`` the recipe's package version is ignored (it names
+    a package of the recipe's release): ``--kernel-version`` or apt's candidate.
+    """
     try:
         recipe = load_recipe(args.recipe)
         release = args.kernel_release or recipe.release

@@ -39,6 +39,12 @@ class KernelPackageError(BuilderError):
 
 @dataclass(frozen=True)
 class KernelTree:
+    """One exact kernel build unpacked under ROOT: release, Debian package version, build-id.
+
+    BUILD_ID is read from the tree's own vmlinuz, so it is the build-id the
+    kernel reports once it runs.
+    """
+
     release: str
     version: str
     build_id: str
@@ -46,6 +52,7 @@ class KernelTree:
 
     @property
     def headers(self) -> Path:
+        """The kbuild tree modules are built against (``make -C`` there)."""
         return self.root / "usr" / "src" / f"linux-headers-{self.release}"
 
     @property
@@ -54,9 +61,11 @@ class KernelTree:
 
     @property
     def modules_dir(self) -> Path:
+        """The image's modules; only the few a test guest needs (GUEST_MODULE_DIRS) are unpacked."""
         return self.root / "lib" / "modules" / self.release / "kernel"
 
     def target(self) -> KernelTarget:
+        """The manifest target of bundles built on this tree: its exact release and build-id."""
         return KernelTarget(
             release=self.release,
             build_id=self.build_id,
@@ -67,6 +76,7 @@ class KernelTree:
 
 
 def default_cache_dir() -> Path:
+    """``$NONSTOP_KERNEL_CACHE``, else ``nonstop/kernel`` in ``$XDG_CACHE_HOME`` or ``~/.cache``."""
     explicit = os.environ.get("NONSTOP_KERNEL_CACHE")
     if explicit:
         return Path(explicit)
@@ -88,6 +98,7 @@ def _apt(argv: list[str], cwd: Path | None = None) -> str:
 
 
 def candidate_version(package: str) -> str:
+    """The version apt would install of PACKAGE; KernelPackageError if the archive has none."""
     out = _apt(["apt-cache", "policy", package])
     match = re.search(r"Candidate: (\S+)", out)
     if not match or match.group(1) == "(none)":
@@ -109,7 +120,13 @@ def _cache_lock(cache_dir: Path) -> Iterator[None]:
 def fetch_kernel(
     release: str, version: str | None = None, cache_dir: Path | None = None
 ) -> KernelTree:
-    """The unpacked tree of kernel RELEASE at package VERSION (default: the archive's candidate)."""
+    """The unpacked tree of kernel RELEASE at package VERSION (default: the archive's candidate).
+
+    The first call downloads and unpacks the packages under CACHE_DIR (see the
+    module docstring); the tree's stamp file is written last, so a later call
+    reuses only a complete tree and redoes a partial one. An flock on the
+    cache dir serialises concurrent builds.
+    """
     cache_dir = (cache_dir or default_cache_dir()).resolve()
     image_package = f"linux-image-{release}"
     version = version or candidate_version(image_package)

@@ -36,6 +36,14 @@ _TOP_KEYS = {
 
 @dataclass(frozen=True)
 class KernelRecipe:
+    """A validated recipe for one cumulative level.
+
+    SOURCES and HEADERS are absolute paths with distinct plain file names (that
+    the files exist is checked when building); every text stamped into the
+    module is printable ASCII. RELEASE and VERSION are None when the recipe
+    leaves the kernel to the command line.
+    """
+
     path: Path
     name: str
     level: int
@@ -118,6 +126,10 @@ def _fixes(document: dict[str, Any], where: Path) -> tuple[Fix, ...]:
 
 
 def parse_recipe(document: dict[str, Any], path: Path) -> KernelRecipe:
+    """Validate DOCUMENT, the parsed TOML of the recipe file PATH (its paths are relative to it).
+
+    Unknown keys are refused; the RecipeError names the first problem.
+    """
     unknown = set(document) - _TOP_KEYS
     if unknown:
         raise RecipeError(f"{path}: unknown key {sorted(unknown)[0]!r}")
@@ -167,6 +179,7 @@ def parse_recipe(document: dict[str, Any], path: Path) -> KernelRecipe:
 
 
 def load_recipe(path: Path) -> KernelRecipe:
+    """Read and validate the recipe file PATH; any problem is a one-line RecipeError."""
     try:
         document = tomllib.loads(path.read_text())
     except FileNotFoundError:

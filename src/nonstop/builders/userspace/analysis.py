@@ -39,6 +39,12 @@ _CONSTRUCTOR_SECTIONS = (".init_array", ".fini_array", ".preinit_array", ".ctors
 
 @dataclass(frozen=True)
 class Refusal:
+    """One reason a level cannot be applied live.
+
+    SYMBOL names the function, data, type or library concerned, by its original
+    name where it has one.
+    """
+
     symbol: str
     reason: str
 
@@ -58,11 +64,19 @@ class UnitPlan:
 
     @property
     def patched(self) -> ObjectFile:
+        """The unit's object in the patched build: the names in INCLUDED are its symbols."""
         return self.diff.patched
 
 
 @dataclass
 class LevelAnalysis:
+    """What one level's comparison found; the level may be built only if REFUSALS is empty.
+
+    The name lists are for the report, in the original build's names. NEW_DATA
+    is filled in later, by ``patchobj.assemble``, which may add refusals too.
+    LINE_ONLY functions differ only by line numbers and are not patched.
+    """
+
     units: list[UnitPlan] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
@@ -96,6 +110,12 @@ def references(obj: ObjectFile, symbol: Symbol) -> Iterator[tuple[Relocation, Sy
 
 
 def analyze_level(original: BuiltTree, patched: BuiltTree, targets: TargetSymbols) -> LevelAnalysis:
+    """Compare each translation unit of PATCHED with ORIGINAL and plan the level's patch.
+
+    Units whose objects are byte-identical are skipped. Unsafe changes are
+    collected as refusals, not raised, so one run reports every reason; an
+    unreadable object or one without DWARF raises BuilderError.
+    """
     result = LevelAnalysis()
     for unit, new_path in sorted(patched.objects.items()):
         old_path = original.objects.get(unit)

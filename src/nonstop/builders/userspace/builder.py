@@ -35,6 +35,11 @@ SOURCE_NAME = "fixes.patch"
 
 @dataclass
 class LevelResult:
+    """One level's outcome: built (BUNDLE written), refused, or skipped (NOTE says why).
+
+    SECONDS covers analysis, assembly and signing, not the compilation.
+    """
+
     level: int
     fixes: tuple[FixSpec, ...]
     status: str
@@ -48,11 +53,14 @@ class LevelResult:
 
     @property
     def refusals(self) -> list[Refusal]:
+        """Why the level was refused; empty for a built or skipped level."""
         return self.analysis.refusals if self.analysis else []
 
 
 @dataclass
 class BuildResult:
+    """What build_userspace did: one LevelResult per fix, in order; STAGES in seconds."""
+
     recipe: Recipe
     reproduction: Reproduction
     levels: list[LevelResult] = field(default_factory=list)
@@ -62,10 +70,12 @@ class BuildResult:
 
     @property
     def ok(self) -> bool:
+        """True only if every level was built (``nonstop build userspace`` exits 1 otherwise)."""
         return all(level.status == "built" for level in self.levels)
 
 
 def bundle_name(recipe: Recipe, level: int) -> str:
+    """The file name of level LEVEL's bundle in the output dir; a rebuild overwrites it."""
     return f"{recipe.name}-level{level}.nsb"
 
 

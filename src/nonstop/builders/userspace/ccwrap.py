@@ -40,6 +40,11 @@ def wrap(argv: list[str]) -> list[str]:
 
 
 def main() -> None:
+    """Log this invocation (if NONSTOP_CC_LOG is set), then exec the real compiler.
+
+    Never returns. The line is logged before the compiler runs, so failed
+    compilations are in the log too.
+    """
     real = os.environ["NONSTOP_CC_REAL"]
     argv = wrap(sys.argv[1:])
     log = os.environ.get("NONSTOP_CC_LOG")

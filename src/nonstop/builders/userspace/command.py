@@ -28,6 +28,12 @@ def register_build(builders: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def cmd_build_userspace(args: argparse.Namespace) -> int:
+    """``nonstop build userspace``: exit status 0 if every level was built, else 1.
+
+    Levels below the first refused one keep their bundles. A BuilderError ends
+    in a one-line error. With ``--report -`` the report is the only thing on
+    stdout; the summary then goes to stderr.
+    """
     key_path = args.key / PRIVATE_KEY_NAME if args.key.is_dir() else args.key
     key = load_signing_key(key_path)
     try:

@@ -72,6 +72,7 @@ class Canonical:
         return found, effective - found.value
 
     def ref(self, reloc: Relocation) -> Ref:
+        """Where RELOC points, in terms that survive a rebuild (see Ref)."""
         found, addend = self.target(reloc)
         if found is not None:
             return Ref("sym", self.rename(found.name), addend)
@@ -113,13 +114,14 @@ class Canonical:
         return Form(size=size, masked=bytes(masked), relocations=tuple(relocations))
 
     def form(self, symbol: Symbol) -> Form:
+        """The canonical form of the defined or common SYMBOL: equal unless its contents changed."""
         if symbol.section is None:  # a common symbol: only its size
             return Form(size=symbol.size, masked=b"", relocations=())
         return self._form(symbol.section, symbol.value, symbol.size)
 
 
 def program_symbols(obj: ObjectFile) -> dict[str, Symbol]:
-    """Defined functions and data of OBJ by name."""
+    """Defined functions and data of OBJ by name, common symbols included."""
     return {
         s.name: s
         for s in obj.symbols
@@ -212,9 +214,15 @@ class UnitDiff:
         return self.pairs.get(patched_name)
 
     def canonical_patched(self) -> Canonical:
+        """Canonical forms of the patched object, symbols named as rename_patched says."""
         return Canonical(self.patched, self.rename_patched)
 
     def rename_patched(self, name: str) -> str:
+        """The name a patched symbol is compared under, so unchanged code compares equal.
+
+        A paired symbol takes its original's name; an unpaired defined one a
+        ``new:`` name no original has; an undefined (external) one keeps its own.
+        """
         if name in self.pairs:
             return self.pairs[name]
         symbol = self.patched.by_name.get(name)

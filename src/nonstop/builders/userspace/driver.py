@@ -34,7 +34,7 @@ _LOG_TAIL = 15
 
 @dataclass(frozen=True)
 class BuiltTree:
-    """A finished build: its tree (moved into the work dir), library and compiler log."""
+    """A finished build: its tree (moved into the work dir), library and the library's objects."""
 
     stage: str
     root: Path

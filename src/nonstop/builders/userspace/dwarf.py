@@ -39,6 +39,8 @@ def source_name(symbol: str) -> str:
 
 @dataclass(frozen=True)
 class Member:
+    """A struct or union member; OFFSET and SIZE in bytes (OFFSET -1: a location not decoded)."""
+
     name: str
     offset: int
     size: int
@@ -48,6 +50,8 @@ class Member:
 
 @dataclass(frozen=True)
 class Layout:
+    """A complete struct or union as compiled; the two builds' layouts are paired by KEY."""
+
     key: str
     """``struct foo``, ``union bar``, or the typedef or member path naming an anonymous one."""
     size: int
@@ -72,6 +76,8 @@ class Layout:
 
 @dataclass(frozen=True)
 class DeclSite:
+    """A function's declaration site as the DWARF records it; LINE is 1-based."""
+
     path: str
     """Path of the declaring file as compiled (absolute, or relative to the build directory)."""
     line: int
@@ -154,6 +160,7 @@ class DebugInfo:
             raise BuilderError(f"cannot read debug information of {path}: {exc}") from None
 
     def close(self) -> None:
+        """Close the object file; DIEs are read lazily from it, so nothing may be asked after."""
         self._handle.close()
 
     def _index(self, elf: ELFFile) -> None:
@@ -187,6 +194,10 @@ class DebugInfo:
                 self.variables.setdefault(name, die)
 
     def decl_site(self, function: str) -> DeclSite | None:
+        """Where FUNCTION (or the source function of a compiler-made copy) is declared.
+
+        None when the DWARF does not say, or names a file outside its line table.
+        """
         die = self.declarations.get(source_name(function))
         if die is None:
             return None
@@ -227,6 +238,7 @@ class DebugInfo:
         return found
 
     def all_layouts(self) -> dict[str, Layout]:
+        """Every complete struct and union reachable from the unit's functions and variables."""
         found: dict[str, Layout] = {}
         seen: set[int] = set()
         for dies in self.functions.values():

@@ -65,6 +65,8 @@ _BINDS = {"STB_LOCAL": "local", "STB_GLOBAL": "global", "STB_WEAK": "weak", "STB
 
 @dataclass(frozen=True)
 class Symbol:
+    """One .symtab entry; INDEX is its position there, which relocations refer to."""
+
     index: int
     name: str
     value: int
@@ -78,6 +80,7 @@ class Symbol:
 
     @property
     def defined(self) -> bool:
+        """Defined in a section of this object: absolute and common symbols are not."""
         return self.section is not None
 
     @property
@@ -88,6 +91,11 @@ class Symbol:
 
 @dataclass(frozen=True)
 class Relocation:
+    """One RELA entry; TYPE is always in RELOCATION_TYPES (ObjectFile refuses others).
+
+    OFFSET is within the section it applies to, SYMBOL an index into the symbols.
+    """
+
     offset: int
     type: int
     symbol: int
@@ -99,15 +107,19 @@ class Relocation:
 
     @property
     def width(self) -> int:
+        """Bytes of the field the relocation writes (0 for the TLSDESC_CALL marker)."""
         return RELOCATION_TYPES[self.type][1]
 
     @property
     def pc_relative(self) -> bool:
+        """The field holds a distance from itself (S + A - P), not an address."""
         return RELOCATION_TYPES[self.type][2]
 
 
 @dataclass
 class Section:
+    """One section; contents and relocations are kept for allocated sections only."""
+
     index: int
     name: str
     type: str
@@ -137,13 +149,16 @@ class Section:
 
     @property
     def mergeable_strings(self) -> bool:
+        """Strings the linker may merge and move: only their content identifies them."""
         return bool(self.flags & SHF_MERGE) and bool(self.flags & SHF_STRINGS)
 
     @property
     def mergeable_constants(self) -> bool:
+        """ENTSIZE-byte constants the linker may merge and move: compared by content."""
         return bool(self.flags & SHF_MERGE) and not self.flags & SHF_STRINGS
 
     def content(self, start: int, end: int) -> bytes:
+        """Bytes START to END of the section as loaded: zeros for NOBITS (.bss)."""
         if self.nobits:
             return bytes(max(0, end - start))
         return self.data[start:end]
@@ -230,6 +245,7 @@ class ObjectFile:
         ]
 
     def bytes_of(self, symbol: Symbol) -> bytes:
+        """The contents of the defined SYMBOL (zeros for one in .bss)."""
         assert symbol.section is not None
         return self.sections[symbol.section].content(symbol.value, symbol.value + symbol.size)
 

@@ -27,6 +27,8 @@ SYMBOL_BINDS = {"local": STB_LOCAL, "global": STB_GLOBAL, "weak": STB_WEAK}
 
 @dataclass
 class OutSymbol:
+    """A symbol to write; TYPE, BIND and VISIBILITY are ELF constants (STT_, STB_, STV_)."""
+
     name: str
     type: int
     bind: int
@@ -39,6 +41,8 @@ class OutSymbol:
 
 @dataclass
 class OutRelocation:
+    """A RELA entry to write: OFFSET within its section, TYPE an R_X86_64_* number."""
+
     offset: int
     type: int
     symbol: OutSymbol
@@ -47,6 +51,11 @@ class OutRelocation:
 
 @dataclass
 class OutSection:
+    """A section to write; DATA is ignored for SHT_NOBITS, whose SIZE alone counts.
+
+    Its SHF_GROUP flag is dropped on output: the patch object has no groups.
+    """
+
     name: str
     type: int
     flags: int
@@ -86,7 +95,7 @@ def write_object(sections: list[OutSection], symbols: list[OutSymbol]) -> bytes:
     ordered += [s for s in symbols if s.bind != STB_LOCAL]
     symbol_index = {id(s): i for i, s in enumerate(ordered)}
 
-    # Section header table order: null, contents, their RELAs, symtab, strtab, shstrtab.
+    # Section header order: null, contents, their RELAs, symtab, strtab, note, shstrtab.
     rela_sections = [s for s in sections if s.relocations]
     index_of = {id(s): i + 1 for i, s in enumerate(sections)}
     symtab_index = 1 + len(sections) + len(rela_sections)

@@ -14,7 +14,7 @@ tables). Each relocation is rewritten to point at one of three things:
 Taking the address of a replaced function (anything but a call or jump to its
 entry) points at the original, whose entry jumps to the replacement anyway, so
 function pointers compare equal to those running code already holds.
-Replacement functions are the patch's only global symbols: ``NAME.patched``.
+Replacement functions are the patch's only defined global symbols: ``NAME.patched``.
 """
 
 from __future__ import annotations
@@ -52,6 +52,14 @@ REPLACEMENT_SUFFIX = ".patched"
 
 @dataclass
 class PatchObject:
+    """A level's patch object (DATA, the ET_REL bytes) and what the manifest says of it.
+
+    FUNCTIONS are the target functions it replaces, sorted by name; LINKS maps
+    its undefined symbols that stand for locals of the target to their index in
+    the target's symbol map. TEXT_BYTES counts executable sections, DATA_BYTES
+    the rest.
+    """
+
     data: bytes
     functions: list[FunctionPatch]
     links: dict[str, int]

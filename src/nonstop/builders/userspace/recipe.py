@@ -23,6 +23,8 @@ TREE_PLACEHOLDER = "{tree}"
 
 @dataclass(frozen=True)
 class SourceSpec:
+    """Exactly one of DIRECTORY (copied) and TARBALL (extracted, dropping STRIP_COMPONENTS)."""
+
     directory: Path | None
     tarball: Path | None
     strip_components: int
@@ -30,6 +32,8 @@ class SourceSpec:
 
 @dataclass(frozen=True)
 class BuildSpec:
+    """COMMAND runs with /bin/sh -c in the tree, for at most TIMEOUT seconds, with ENV added."""
+
     command: str
     library: str
     """Where the built library lands, relative to the tree."""
@@ -41,6 +45,8 @@ class BuildSpec:
 
 @dataclass(frozen=True)
 class CompilerSpec:
+    """CC is the real compiler (name on PATH or path) the wrapper runs."""
+
     cc: str
     cflags: str | None
     """Exported as CFLAGS when set; None leaves the flags to the build system."""
@@ -48,12 +54,23 @@ class CompilerSpec:
 
 @dataclass(frozen=True)
 class TargetSpec:
+    """Exactly one: BINARY, the library the bundles are for; or BUILD_IS_TARGET.
+
+    BUILD_IS_TARGET means the recipe's own build of the unmodified source is
+    what gets deployed, so there is nothing to reproduce.
+    """
+
     binary: Path | None
     build_is_target: bool
 
 
 @dataclass(frozen=True)
 class FixSpec:
+    """One ``[[fix]]``; NUMBER counts from 1 in recipe order, and level N applies fixes 1..N.
+
+    PATCH is applied with ``patch -pSTRIP``.
+    """
+
     number: int
     title: str
     cves: tuple[str, ...]
@@ -64,6 +81,8 @@ class FixSpec:
 
 @dataclass(frozen=True)
 class Recipe:
+    """A checked recipe: input paths resolved and existing, no unknown key, at least one fix."""
+
     path: Path
     name: str
     effective_version: str | None

@@ -16,6 +16,11 @@ if TYPE_CHECKING:
 
 
 def level_document(level: LevelResult) -> dict[str, Any]:
+    """One level of the JSON report.
+
+    ``functions``, ``new_data`` and ``replaced_rodata`` are present only for
+    an analysed level; ``replaces``, ``links`` and the sizes only for a built one.
+    """
     analysis, patch = level.analysis, level.patch
     document: dict[str, Any] = {
         "level": level.level,
@@ -50,6 +55,7 @@ def level_document(level: LevelResult) -> dict[str, Any]:
 
 
 def report_document(result: BuildResult) -> dict[str, Any]:
+    """The whole report; both renderings are made from it, so text and JSON always agree."""
     reproduction = result.reproduction
     return {
         "recipe": str(result.recipe.path),
@@ -73,6 +79,7 @@ def report_document(result: BuildResult) -> dict[str, Any]:
 
 
 def render_json(result: BuildResult) -> str:
+    """The report as JSON with sorted keys and a final newline: stable for diffing."""
     return json.dumps(report_document(result), indent=2, sort_keys=True) + "\n"
 
 
@@ -81,6 +88,7 @@ def _line(label: str, items: list[str]) -> str | None:
 
 
 def render_text(result: BuildResult) -> str:
+    """The report for people, made from the same document as render_json."""
     doc = report_document(result)
     lines = [
         f"nonstop build userspace: {doc['name']} ({doc['recipe']})",

@@ -19,6 +19,12 @@ from nonstop.bundle.identity import IdentityError, userspace_target_of
 
 @dataclass(frozen=True)
 class Reproduction:
+    """The reproduction verdict; check_reproduction returns only one that matches.
+
+    TARGET is the identity the bundles name, read from TARGET_PATH: the
+    recipe's binary, or the built library itself when the build is the target.
+    """
+
     built_build_id: str
     target: UserspaceTarget
     target_path: Path

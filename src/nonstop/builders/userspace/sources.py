@@ -13,6 +13,11 @@ from pathlib import Path
 
 @lru_cache(maxsize=256)
 def read_lines(path: Path) -> tuple[str, ...] | None:
+    """The lines of PATH, or None if it is unreadable.
+
+    Cached by path for the life of the process: a file rewritten in place
+    afterwards is not read again.
+    """
     try:
         return tuple(path.read_text(errors="replace").splitlines())
     except OSError:

@@ -15,11 +15,15 @@ from nonstop.bundle.symbols import MapSymbol, SymbolMap
 
 @dataclass(frozen=True)
 class Located:
+    """A symbol of the target's map; INDEX into ``SymbolMap.symbols`` is what links name."""
+
     index: int
     symbol: MapSymbol
 
 
 class TargetSymbols:
+    """The target's symbol map, indexed by name and defining file; lookups never guess."""
+
     def __init__(self, symbol_map: SymbolMap) -> None:
         self.map = symbol_map
         self._locals: dict[tuple[str, str | None], list[int]] = defaultdict(list)
