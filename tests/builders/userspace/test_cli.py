@@ -72,5 +72,6 @@ def test_cli_bad_recipe_is_one_line(
         main(["build", "userspace", str(recipe), "--key", str(key_dir), "-o", str(tmp_path / "o")])
     assert caught.value.code == 1
     err = capsys.readouterr().err.strip()
-    assert err.startswith("nonstop: error: recipe ") and "[source] is required" in err
+    assert err.startswith("nonstop build userspace: error: recipe ")
+    assert "[source] is required" in err
     assert "\n" not in err

@@ -25,7 +25,7 @@ from nonstop.builders.kernel.recipe import KernelRecipe, load_recipe
 from nonstop.bundle import Manifest, SigningKey, describe_payload, load_signing_key, pack
 from nonstop.bundle.keys import PRIVATE_KEY_NAME
 from nonstop.console import fail, stdout
-from nonstop.kernel.modinfo import read_modinfo
+from nonstop.kernel.modinfo import ModinfoError, read_modinfo
 
 BUILDER = f"nonstop build kernel {__version__}"
 
@@ -73,7 +73,10 @@ def build_kernel_bundle(
     effective_version = recipe.effective_version or f"{tree.version}+nonstop{recipe.level}"
     stamps = module_stamps(recipe, tree, effective_version)
     image = compile_module(tree, recipe, stamps)
-    info = read_modinfo(image)
+    try:
+        info = read_modinfo(image)
+    except ModinfoError as exc:
+        raise KernelBuildError(f"the built module is unreadable: {exc}") from None
     if not info.is_livepatch:
         raise KernelBuildError('the module lacks MODULE_INFO(livepatch, "Y") in its source')
     if info.name != recipe.module_name or info.release != tree.release:

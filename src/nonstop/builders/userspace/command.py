@@ -40,7 +40,7 @@ def cmd_build_userspace(args: argparse.Namespace) -> int:
         recipe = load_recipe(args.recipe)
         result = build_userspace(recipe, key, args.output, work=args.work)
     except BuilderError as exc:
-        fail("nonstop", str(exc))
+        fail("nonstop build userspace", str(exc))
     text = render_json(result) if args.report_format == "json" else render_text(result)
     if args.report == "-":
         print(text, end="")

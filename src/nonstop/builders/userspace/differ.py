@@ -210,9 +210,6 @@ class UnitDiff:
     new_data: list[str] = field(default_factory=list)
     line_only: list[str] = field(default_factory=list)
 
-    def original_name(self, patched_name: str) -> str | None:
-        return self.pairs.get(patched_name)
-
     def canonical_patched(self) -> Canonical:
         """Canonical forms of the patched object, symbols named as rename_patched says."""
         return Canonical(self.patched, self.rename_patched)
