@@ -35,6 +35,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
 from nonstop.agent.daemon import NONSTOPCTL
 from nonstop.bundle import generate_keypair
 from nonstop.console import stdout
@@ -75,16 +77,16 @@ def say(text: str) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """``nonstop demo``: exit status 0 if every step behaved, 1 after a DemoFailure.
+    """``nonstop demo``: exit status 0 if every step behaved, 1 after a failure of any step.
 
-    Works in a temporary directory removed at the end; an error other than a
-    DemoFailure propagates.
+    Works in a temporary directory removed at the end. A failed command or
+    tool (OSError, CalledProcessError) is a failed step too, named in one line.
     """
     with tempfile.TemporaryDirectory(prefix="nonstop-demo-") as tmp:
         try:
             run_demo(Path(tmp))
-        except DemoFailure as exc:
-            stdout.print(f"[bold red]demo failed:[/] {exc}")
+        except (DemoFailure, OSError, subprocess.SubprocessError) as exc:
+            stdout.print(f"[bold red]demo failed:[/] {escape(str(exc))}")
             return 1
     stdout.print("[bold green]demo finished: every step behaved as expected[/]")
     return 0
@@ -103,11 +105,16 @@ class Service:
         self.program = program
         self.process = subprocess.Popen([str(program), "0"], stdout=subprocess.PIPE, text=True)
         assert self.process.stdout is not None
-        match = re.match(r"listening (\d+)", self.process.stdout.readline())
-        if not match:
-            raise DemoFailure("the service did not start")
-        self.port = int(match.group(1))
-        self.connection = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        try:
+            match = re.match(r"listening (\d+)", self.process.stdout.readline())
+            if not match:
+                raise DemoFailure("the service did not start")
+            self.port = int(match.group(1))
+            self.connection = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        except (DemoFailure, OSError) as exc:
+            self.process.kill()
+            self.process.wait()
+            raise DemoFailure(f"the service did not start: {exc}") from None
         self.reader = self.connection.makefile("r")
 
     def ask(self, request: str) -> str:
@@ -129,8 +136,7 @@ def run_demo(work: Path) -> None:
     """Tell the whole story in WORK, an empty directory; DemoFailure names the first surprise.
 
     Needs root and gcc. The services, the patch server and the daemon it
-    starts are stopped on the way out, success or not; a service process whose
-    start failed (no ``listening`` line, no connection) is left running.
+    starts are stopped on the way out, success or not.
     """
     if os.geteuid() != 0:
         raise DemoFailure("the demo patches a running process with ptrace: run it as root")
