@@ -11,13 +11,21 @@ from functools import lru_cache
 from pathlib import Path
 
 
-@lru_cache(maxsize=256)
 def read_lines(path: Path) -> tuple[str, ...] | None:
     """The lines of PATH, or None if it is unreadable.
 
-    Cached by path for the life of the process: a file rewritten in place
-    afterwards is not read again.
+    Cached by path, size and modification time, so that a build tree reused
+    within one process (a second build in the same ``--work``) is read afresh.
     """
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return _read_lines(path, status.st_size, status.st_mtime_ns)
+
+
+@lru_cache(maxsize=256)
+def _read_lines(path: Path, size: int, mtime_ns: int) -> tuple[str, ...] | None:
     try:
         return tuple(path.read_text(errors="replace").splitlines())
     except OSError:
