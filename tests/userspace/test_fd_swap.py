@@ -16,9 +16,9 @@ import pytest
 
 from .conftest import nonstopctl
 from .helpers import nonstop_lines, whole_text_matches_file
-from .hostile import ask, fd_swapper, public_dir, root_secret, start_as_nobody
+from .hostile import ask, fd_swapper, public_dir, public_library, root_secret, start_as_nobody
 
-__all__ = ["fd_swapper", "public_dir"]  # fixtures
+__all__ = ["fd_swapper", "public_dir", "public_library"]  # fixtures
 ATTEMPTS = 30
 """Runs at most: the race is won by the attacker only when one of its threads has a CPU."""
 

@@ -11,8 +11,20 @@ import contextlib
 import os
 
 from nonstop.userspace.image import BuildIdCache
-from nonstop.userspace.procfs import list_pids, read_maps
+from nonstop.userspace.procfs import Mapping, list_pids, read_maps
 from nonstop.userspace.region import MAPS_PREFIX
+
+
+def build_id_of(build_ids: BuildIdCache, pid: int, mapping: Mapping) -> str | None:
+    """The build-id of the file behind MAPPING; None when it has none or cannot be read.
+
+    The file is whatever the process chose to map: reading it may fail in any way
+    (a parser's AssertionError, OverflowError on a huge offset, ...), and such a file is
+    simply not a target, like an unreadable one."""
+    try:
+        return build_ids.get(pid, mapping)
+    except Exception:  # one hostile file never stops the scan of the others
+        return None
 
 
 def processes_mapping(build_id: str, build_ids: BuildIdCache) -> list[int]:
@@ -27,7 +39,7 @@ def processes_mapping(build_id: str, build_ids: BuildIdCache) -> list[int]:
             continue  # exited meanwhile, or a kernel thread
         for mapping in maps:
             is_file = mapping.offset == 0 and mapping.inode and mapping.path.startswith("/")
-            if is_file and build_ids.get(pid, mapping) == build_id:
+            if is_file and build_id_of(build_ids, pid, mapping) == build_id:
                 found.append(pid)
                 break
     return found
