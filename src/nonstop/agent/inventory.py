@@ -26,8 +26,7 @@ from nonstop.agent.host_info import Distro, detect_distro
 from nonstop.agent.new_processes import all_process_maps
 from nonstop.bundle import KernelTarget
 from nonstop.userspace import Engine
-from nonstop.userspace.discovery import build_id_of
-from nonstop.userspace.image import BuildIdCache
+from nonstop.userspace.image import BuildIdCache, build_id_of
 from nonstop.userspace.procfs import PROC, executable_of, map_file_path
 
 MAX_LIBRARIES = 4096

@@ -25,9 +25,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from nonstop.userspace.discovery import build_id_of
 from nonstop.userspace.elfmodel import PT_GNU_RELRO, PT_LOAD, read_program_headers
-from nonstop.userspace.image import BuildIdCache
+from nonstop.userspace.image import BuildIdCache, build_id_of
 from nonstop.userspace.procfs import Mapping, list_pids, map_file_path, read_maps, start_time
 
 PAGE = 4096

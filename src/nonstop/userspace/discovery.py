@@ -10,21 +10,9 @@ from __future__ import annotations
 import contextlib
 import os
 
-from nonstop.userspace.image import BuildIdCache
-from nonstop.userspace.procfs import Mapping, list_pids, read_maps
+from nonstop.userspace.image import BuildIdCache, build_id_of
+from nonstop.userspace.procfs import list_pids, read_maps
 from nonstop.userspace.region import MAPS_PREFIX
-
-
-def build_id_of(build_ids: BuildIdCache, pid: int, mapping: Mapping) -> str | None:
-    """The build-id of the file behind MAPPING; None when it has none or cannot be read.
-
-    The file is whatever the process chose to map: reading it may fail in any way
-    (a parser's AssertionError, OverflowError on a huge offset, ...), and such a file is
-    simply not a target, like an unreadable one."""
-    try:
-        return build_ids.get(pid, mapping)
-    except Exception:  # one hostile file never stops the scan of the others
-        return None
 
 
 def processes_mapping(build_id: str, build_ids: BuildIdCache) -> list[int]:
