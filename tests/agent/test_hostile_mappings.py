@@ -26,6 +26,7 @@ from nonstop.userspace import Engine, EngineOptions
 from tests.agent.conftest import Agent, nsfix_build_id
 from tests.userspace.helpers import spec_for
 from tests.userspace.hostile import MAPPER, public_dir, public_library, start_python_as_nobody
+from tests.userspace.region_forgery import library_build_id
 
 __all__ = ["public_dir", "public_library"]  # fixtures
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="reading other processes: root")
@@ -74,7 +75,7 @@ def mutants(public_dir: Path, public_library: Path) -> Path:
     directory = public_dir / "mutants"
     directory.mkdir(exist_ok=True)
     original = public_library.read_bytes()
-    build_id = bytes.fromhex(nsfix_build_id_of(public_library))
+    build_id = bytes.fromhex(library_build_id(public_library))
     rng = random.Random(SEED)
     for index in range(MUTANTS):
         (directory / f"m{index:04d}.so").write_bytes(mutate(original, build_id, index, rng))
@@ -88,12 +89,6 @@ def mapper(mutants: Path, public_library: Path) -> Iterator[subprocess.Popen[str
     yield process
     process.kill()
     process.wait()
-
-
-def nsfix_build_id_of(library: Path) -> str:
-    from nonstop.bundle.identity import userspace_target_of
-
-    return userspace_target_of(library, with_package=False).build_id
 
 
 def test_thousands_of_damaged_libraries_stop_no_step_of_the_agent(
