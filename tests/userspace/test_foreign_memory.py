@@ -14,11 +14,12 @@ import pytest
 from nonstop.agent.config import Blocklist
 from nonstop.agent.inventory import libraries_in_use
 from nonstop.userspace import Engine, EngineOptions
+from nonstop.userspace.region import MAX_REGIONS
 
 from .conftest import nonstopctl
 from .helpers import nonstop_lines
 from .hostile import FORGER, public_dir, public_library, start_python_as_nobody
-from .region_forgery import FORGED_LEVEL, forged_headers, forger_line, library_build_id
+from .region_forgery import FORGED_LEVEL, forged_headers, forger_line, header, library_build_id
 from .test_engine import patched
 
 __all__ = ["public_dir", "public_library"]  # fixtures
@@ -58,12 +59,15 @@ def test_forged_patch_memory_is_foreign_and_stops_nothing(
     other_version = forge([b"NSTPHDR9" + bytes(24)])
     healthy = start_target(busy=1, sleepers=1)
     assert forged_lines(forger.pid) == len(shapes)
+    ours = {forger.pid, other_version.pid, healthy.pid}
+    pids = [arg for pid in sorted(ours) for arg in ("--pid", str(pid))]
 
-    # --lib-info reports each forged region as foreign, and nothing as a live patch.
+    # --lib-info (of the whole host: other processes may be patched) reports each forged
+    # region as foreign, and nothing as a live patch.
     done = run(agent_env, "--lib-info", "--json")
     assert done.returncode == 0
     document = json.loads(done.stdout)
-    assert document["processes"] == []
+    assert [p for p in document["processes"] if p["pid"] in ours] == []
     foreign = [f for f in document["foreign"] if f["pid"] == forger.pid]
     assert len(foreign) == len(shapes)
     assert {f["reason"] for f in foreign} == {"no well-formed nonstop header"}
@@ -75,7 +79,7 @@ def test_forged_patch_memory_is_foreign_and_stops_nothing(
 
     # Patching goes on around foreign memory; a process with another version's header is
     # refused (that version's patch may run there), in one line.
-    done = run(agent_env, "--lib-update", "--bundle", str(bundles[1]), "--json")
+    done = run(agent_env, "--lib-update", "--bundle", str(bundles[1]), "--json", *pids)
     by_pid = {p["pid"]: p for p in json.loads(done.stdout)["processes"]}
     assert by_pid[healthy.pid]["result"] == "patched"
     assert by_pid[forger.pid]["result"] == "patched", by_pid[forger.pid]
@@ -85,10 +89,10 @@ def test_forged_patch_memory_is_foreign_and_stops_nothing(
     assert forged_lines(forger.pid) == len(shapes)  # left alone
     assert any(line.endswith(":L1 (deleted)") for line in nonstop_lines(forger.pid))
 
-    info = json.loads(run(agent_env, "--lib-info", "--json").stdout)
+    info = json.loads(run(agent_env, "--lib-info", "--json", *pids).stdout)
     levels = {p["pid"]: p["level"] for p in info["processes"]}
     assert levels == {healthy.pid: 1, forger.pid: 1}
-    assert run(agent_env, "--lib-patch-info", "--json").returncode == 0
+    assert run(agent_env, "--lib-patch-info", "--json", *pids).returncode == 0
 
     # The inventory counts the forger's library like any other, at the level really applied.
     engine = Engine(EngineOptions(lock_dir=tmp_path / "locks"))
@@ -97,8 +101,17 @@ def test_forged_patch_memory_is_foreign_and_stops_nothing(
     assert {healthy.pid, forger.pid, other_version.pid} <= use.pids
     assert use.levels[forger.pid] == 1 and use.levels[healthy.pid] == 1
 
-    done = run(agent_env, "--lib-unload", "--json")
+    done = run(agent_env, "--lib-unload", "--json", *pids)
     by_pid = {p["pid"]: p for p in json.loads(done.stdout)["processes"]}
     assert by_pid[healthy.pid]["result"] == by_pid[forger.pid]["result"] == "reverted"
     assert forged_lines(forger.pid) == len(nonstop_lines(forger.pid)) == len(shapes)
     assert forger.poll() is None and other_version.poll() is None
+
+
+def test_only_so_many_patch_memories_are_read_per_process(forge, agent_env) -> None:
+    """A process cannot make the agent read unbounded headers: past MAX_REGIONS, none."""
+    forger = forge([header(b"[]")] * (MAX_REGIONS + 6))
+    done = run(agent_env, "--lib-info", "--json", "--pid", str(forger.pid))
+    reasons = [f["reason"] for f in json.loads(done.stdout)["foreign"]]
+    assert reasons.count("no well-formed nonstop header") == MAX_REGIONS
+    assert reasons.count(f"more than {MAX_REGIONS} patch memories in one process: not read") == 6

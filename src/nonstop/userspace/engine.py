@@ -28,6 +28,7 @@ from nonstop.userspace.errors import (
     ProcessGoneError,
     RefusedError,
 )
+from nonstop.userspace.header import MAX_JSON, MAX_SITES
 from nonstop.userspace.image import BuildIdCache, LoadedModule, ProcessImage
 from nonstop.userspace.inject import SYS_MUNMAP
 from nonstop.userspace.linker import PreparedLink, prepare_link
@@ -37,6 +38,7 @@ from nonstop.userspace.placement import candidates
 from nonstop.userspace.procfs import executable_of, is_alive, read_maps
 from nonstop.userspace.region import (
     COMMIT_OFFSET,
+    JSON_OFFSET,
     Foreign,
     Region,
     create_region,
@@ -332,6 +334,9 @@ class Engine:
         header = encode_header(document)
         if len(header) > header_size:
             raise EngineError("header grew after layout")  # offsets never change its length much
+        if len(header) - JSON_OFFSET > MAX_JSON or len(sites) > MAX_SITES:
+            # A header the readers would not accept (they bound what a process can make them read).
+            raise RefusedError(f"{len(sites)} functions are more than one live patch may hold")
         anchors = [site.patch_address for site in sites] + link.far_targets()
         anchors += [t for site in sites for t in site.displaced.targets(site.patch_address)]
         maps = read_maps(patcher.pid)

@@ -57,6 +57,8 @@ MAP_PRIVATE, MAP_FIXED_NOREPLACE = 0x02, 0x100000
 MFD_CLOEXEC = 1
 EEXIST = 17
 MAX_LEAKED = 64
+MAX_REGIONS = 64
+"""Patch memories read per process: a few levels of a few libraries in practice."""
 
 
 class State(IntEnum):
@@ -175,17 +177,21 @@ def header_size_for(document: dict[str, Any]) -> int:
 @dataclass(frozen=True)
 class Foreign:
     """A mapping named like nonstop patch memory whose header this engine did not write (or
-    cannot read): never trusted, never written, never unmapped."""
+    did not read): never trusted, never written, never unmapped."""
 
     start: int
     end: int
     other_format: bytes | None = None
     """The header version, when it is another version of nonstop's header."""
+    unread: bool = False
+    """Beyond the MAX_REGIONS patch memories read per process."""
 
     @property
     def reason(self) -> str:
         if self.other_format is not None:
             return f"header format {self.other_format!r}, which this engine does not know"
+        if self.unread:
+            return f"more than {MAX_REGIONS} patch memories in one process: not read"
         return "no well-formed nonstop header"
 
 
@@ -193,20 +199,21 @@ def scan_regions(
     pid: int, memory: ProcessMemory, maps: list[Mapping] | None = None
 ) -> tuple[list[Region], list[Foreign]]:
     """Every mapping of PID named like patch memory: the regions (lowest address first) and the
-    foreign ones."""
+    foreign ones. At most MAX_REGIONS headers are read (each up to MAX_JSON bytes)."""
     grouped: dict[int, list[Mapping]] = {}
     for mapping in maps if maps is not None else read_maps(pid):
         if mapping.path.startswith(MAPS_PREFIX):
             grouped.setdefault(mapping.inode, []).append(mapping)
+    spans = sorted((min(m.start for m in g), max(m.end for m in g)) for g in grouped.values())
     regions: list[Region] = []
-    foreign: list[Foreign] = []
-    for group in grouped.values():
-        found = read_region(memory, min(m.start for m in group), max(m.end for m in group))
+    foreign = [Foreign(start, end, unread=True) for start, end in spans[MAX_REGIONS:]]
+    for start, end in spans[:MAX_REGIONS]:
+        found = read_region(memory, start, end)
         if isinstance(found, Region):
             regions.append(found)
         else:
             foreign.append(found)
-    return sorted(regions, key=lambda r: r.start), sorted(foreign, key=lambda f: f.start)
+    return regions, sorted(foreign, key=lambda f: f.start)
 
 
 def find_regions(
