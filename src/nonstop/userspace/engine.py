@@ -28,7 +28,7 @@ from nonstop.userspace.errors import (
     ProcessGoneError,
     RefusedError,
 )
-from nonstop.userspace.header import MAX_JSON, MAX_SITES
+from nonstop.userspace.header import MAX_JSON, well_formed
 from nonstop.userspace.image import BuildIdCache, LoadedModule, ProcessImage
 from nonstop.userspace.inject import SYS_MUNMAP
 from nonstop.userspace.linker import PreparedLink, prepare_link
@@ -334,9 +334,11 @@ class Engine:
         header = encode_header(document)
         if len(header) > header_size:
             raise EngineError("header grew after layout")  # offsets never change its length much
-        if len(header) - JSON_OFFSET > MAX_JSON or len(sites) > MAX_SITES:
-            # A header the readers would not accept (they bound what a process can make them read).
-            raise RefusedError(f"{len(sites)} functions are more than one live patch may hold")
+        if len(header) - JSON_OFFSET > MAX_JSON or not well_formed(document, link.size):
+            # The readers accept only bounded, strictly shaped headers (a process can forge one).
+            raise RefusedError(
+                f"this level ({len(sites)} functions) does not fit the patch memory header"
+            )
         anchors = [site.patch_address for site in sites] + link.far_targets()
         anchors += [t for site in sites for t in site.displaced.targets(site.patch_address)]
         maps = read_maps(patcher.pid)
