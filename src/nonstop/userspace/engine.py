@@ -369,7 +369,7 @@ class Engine:
                         return region
                 # Its own file, but the target changed the header meanwhile (it can write
                 # the memfd itself): nothing refers to it yet.
-                injector.call(SYS_MUNMAP, address, link.size, what="munmap")
+                injector.call(SYS_MUNMAP, address, len(rx) + len(rw), what="munmap")
                 raise RefusedError("the patch memory header changed in the target after mapping")
         raise RefusedError("no free address range within rel32 reach of the library")
 

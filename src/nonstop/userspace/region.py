@@ -57,6 +57,10 @@ MAP_PRIVATE, MAP_FIXED_NOREPLACE = 0x02, 0x100000
 MFD_CLOEXEC = 1
 EEXIST = 17
 MAX_LEAKED = 64
+SWAPPED = (
+    "the patch memory fd was replaced by another file inside the target before it was "
+    "mapped: nothing of the patch was left there"
+)
 MAX_REGIONS = 64
 """Patch memories read per process: a few levels of a few libraries in practice."""
 
@@ -315,19 +319,31 @@ def create_region(
         if result != address:
             if result > 0:
                 injector.syscall(SYS_MUNMAP, result, size)
+            if not _holds(pid, fd, created):
+                raise RefusedError(SWAPPED)
             raise EngineError(f"mmap of patch memory failed in the target (result {result})")
         if not _maps_file(pid, address, size, created, name):
             injector.syscall(SYS_MUNMAP, address, size)
-            raise RefusedError(
-                "the patch memory fd was replaced by another file inside the target before "
-                "it was mapped: the mapping was removed"
-            )
+            raise RefusedError(SWAPPED)
         if rw:
             injector.call(
                 SYS_MPROTECT, address + len(rx), len(rw), PROT_READ | PROT_WRITE, what="mprotect"
             )
     finally:
         injector.syscall(SYS_CLOSE, fd)
+
+
+def _holds(pid: int, fd: int, file: os.stat_result) -> bool:
+    """PID still holds FILE as FD."""
+    try:
+        taken = take_fd(pid, fd)
+    except EngineError:
+        return False
+    try:
+        now = os.fstat(taken)
+    finally:
+        os.close(taken)
+    return (now.st_dev, now.st_ino) == (file.st_dev, file.st_ino)
 
 
 def _maps_file(pid: int, address: int, size: int, file: os.stat_result, name: str) -> bool:
