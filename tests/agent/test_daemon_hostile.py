@@ -1,7 +1,7 @@
 """`nonstopctl --daemon` among hostile processes run by nobody: one that forged patch memory
-(it used to kill the daemon at every start) and several that swap the patch memfd for a
-root-only file. The daemon refuses or patches each in one log line, writes no root file,
-and goes on patching new processes."""
+(it used to kill the daemon at every start), one that maps 3,000 damaged libraries, and one
+that swaps the patch memfd for a root-only file. The daemon refuses or patches each in one
+log line, writes no root file, and goes on patching new processes."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import pytest
 
 from tests.agent.conftest import Agent, level_of
 from tests.agent.test_daemon import DaemonProcess, start_daemon, wait_level
+from tests.agent.test_hostile_mappings import mapper, mutants
 from tests.userspace.hostile import (
     FORGER,
     fd_swapper,
@@ -26,7 +27,7 @@ from tests.userspace.hostile import (
 )
 from tests.userspace.region_forgery import forged_headers, forger_line, library_build_id
 
-__all__ = ["fd_swapper", "public_dir", "public_library", "start_daemon"]  # fixtures
+__all__ = ["fd_swapper", "mapper", "mutants", "public_dir", "public_library", "start_daemon"]
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="the daemon patches processes (ptrace): root"
 )
@@ -63,6 +64,7 @@ def test_the_daemon_survives_forged_memory_and_fd_swaps(
     bundles: dict[int, Path],
     start_daemon: Callable[[], DaemonProcess],
     hostile: tuple[subprocess.Popen[str], list[subprocess.Popen[str]], Path],
+    mapper: subprocess.Popen[str],
 ) -> None:
     forger, swappers, secret = hostile
     before = secret.read_bytes()
@@ -74,6 +76,8 @@ def test_the_daemon_survives_forged_memory_and_fd_swaps(
     daemon.wait_for(r"running: 1 userspace target", timeout=120)
     forged = daemon.wait_for(rf"pid {forger.pid} \(.*\): libnsfix\.so\.1 level 1 (\w+)")
     assert forged.group(1) == "patched"  # its forged memory is ignored, its library patched
+    damaged = daemon.wait_for(rf"pid {mapper.pid} \(.*\): libnsfix\.so\.1 level 1 (\w+)")
+    assert damaged.group(1) == "patched"  # 3,000 damaged libraries beside it change nothing
     outcomes = []
     for process in swappers:
         found = daemon.wait_for(rf"pid {process.pid} \(.*\): libnsfix\.so\.1 level 1 (\w+)(.*)")
@@ -92,4 +96,4 @@ def test_the_daemon_survives_forged_memory_and_fd_swaps(
     assert daemon.stop() == 0
     log = daemon.log()
     assert "Traceback" not in log and log.rstrip().endswith("stopped")
-    assert all(p.poll() is None for p in [forger, *swappers])
+    assert all(p.poll() is None for p in [forger, mapper, *swappers])
