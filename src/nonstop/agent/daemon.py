@@ -164,7 +164,11 @@ class Daemon:
                 next_cycle = now if self.config.auto_update else float("inf")
                 lost = True
             for item in self.queue.due(now):
-                self._check_new(item, now)
+                try:
+                    self._check_new(item, now)
+                except Exception as exc:  # one process never stops the daemon
+                    self.queue.drop(item)
+                    log(f"pid {item.pid}: new process skipped ({type(exc).__name__})")
             if lost or now >= next_rescan:
                 self.rescan()
                 next_rescan = time.monotonic() + self.config.daemon_rescan_seconds
@@ -319,10 +323,13 @@ class Daemon:
             if uptime - started / ticks < RESCAN_MIN_AGE:
                 self.queue.add(pid, time.monotonic())
                 continue
-            for file in mapped_files(pid, maps, self.engine.build_ids):
-                spec = self.wanted.get(file.build_id)
-                if spec is not None and not has_level(maps, spec.build_id, spec.level):
-                    self._patch(pid, started, spec)
+            try:
+                for file in mapped_files(pid, maps, self.engine.build_ids):
+                    spec = self.wanted.get(file.build_id)
+                    if spec is not None and not has_level(maps, spec.build_id, spec.level):
+                        self._patch(pid, started, spec)
+            except Exception as exc:  # one process never stops the rescan of the others
+                log(f"pid {pid}: skipped in this rescan ({type(exc).__name__})")
 
     def _patch(self, pid: int, started: int, spec: PatchSpec, exec_seen: float = 0.0) -> None:
         key = (pid, started, spec.build_id, spec.level)

@@ -26,7 +26,7 @@ from nonstop.agent.host_info import Distro, detect_distro
 from nonstop.agent.new_processes import all_process_maps
 from nonstop.bundle import KernelTarget
 from nonstop.userspace import Engine
-from nonstop.userspace.image import BuildIdCache
+from nonstop.userspace.image import BuildIdCache, build_id_of
 from nonstop.userspace.procfs import PROC, executable_of, map_file_path
 
 MAX_LIBRARIES = 4096
@@ -77,7 +77,7 @@ def libraries_in_use(
                 continue
             if mapping.path.removesuffix(" (deleted)") == executable:
                 continue
-            build_id = ids.get(pid, mapping)
+            build_id = build_id_of(ids, pid, mapping)
             if build_id is None or build_id in seen:
                 continue
             seen.add(build_id)
@@ -151,13 +151,14 @@ class LibraryFacts:
 
 
 def _soname(use: LibraryUse) -> str:
-    from elftools.common.exceptions import ELFError
     from elftools.elf.elffile import ELFFile
 
     from nonstop.bundle.identity import elf_soname
 
     name = None
-    with contextlib.suppress(OSError, ELFError), open(use.opener, "rb") as handle:
+    # A process may map any file: pyelftools fails on hostile ones in many ways (ELFError,
+    # AssertionError, OverflowError, ...). Such a library is reported by its file name.
+    with contextlib.suppress(Exception), open(use.opener, "rb") as handle:
         name = elf_soname(ELFFile(handle))
     return _clean(name or Path(use.path.removesuffix(" (deleted)")).name, 255)
 

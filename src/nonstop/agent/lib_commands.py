@@ -100,32 +100,49 @@ def lib_update(ctx: AgentContext) -> int:
     return _exit_code(results)
 
 
-def _live(ctx: AgentContext) -> list[dict[str, Any]]:
+def _live(ctx: AgentContext) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One row per live patch, and one per foreign patch memory (a mapping named like
+    nonstop's whose header nonstop did not write: shown, never trusted)."""
     engine = _engine(ctx)
-    rows = []
+    rows, foreign = [], []
     for pid in ctx.args.pid or engine.processes_with_patches():
-        for patch in engine.live_patches(pid):
+        patches, others = engine.inspect(pid)
+        for patch in patches:
             doc = patch.region.document
             rows.append(
                 {
                     "pid": pid,
                     "executable": patch.executable,
-                    "soname": doc.get("soname"),
+                    "soname": doc["soname"],
                     "build_id": patch.region.build_id,
                     "level": patch.region.level,
                     "state": patch.region.state.name.lower(),
                     "functions": patch.region.functions,
-                    "info": doc.get("info", {}),
+                    "info": doc["info"],
                 }
             )
-    return rows
+        foreign += [
+            {
+                "pid": pid,
+                "start": f"{each.start:#x}",
+                "end": f"{each.end:#x}",
+                "reason": each.reason,
+            }
+            for each in others
+        ]
+    return rows, foreign
 
 
 def lib_info(ctx: AgentContext) -> int:
     require_root("--lib-info")
-    rows = _live(ctx)
+    rows, foreign = _live(ctx)
     if ctx.json:
-        emit_json({"processes": [{k: v for k, v in r.items() if k != "info"} for r in rows]})
+        emit_json(
+            {
+                "processes": [{k: v for k, v in r.items() if k != "info"} for r in rows],
+                "foreign": foreign,
+            }
+        )
         return 0
     if not rows:
         stdout.print("no live userspace patches", markup=False)
@@ -135,13 +152,19 @@ def lib_info(ctx: AgentContext) -> int:
             f"({len(r['functions'])} functions)",
             markup=False,
         )
+    for f in foreign:
+        stdout.print(
+            f"{f['pid']}: foreign patch memory at {f['start']}-{f['end']} ({f['reason']}): "
+            "not nonstop's, ignored",
+            markup=False,
+        )
     return 0
 
 
 def lib_patch_info(ctx: AgentContext) -> int:
     require_root("--lib-patch-info")
     patches: dict[tuple[str, int], dict[str, Any]] = {}
-    for row in _live(ctx):
+    for row in _live(ctx)[0]:
         key = (row["build_id"], row["level"])
         info = row["info"]
         entry = patches.setdefault(

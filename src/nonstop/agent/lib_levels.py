@@ -92,17 +92,23 @@ def apply_to_processes(
     results = []
     for pid in pids if pids is not None else engine.processes_mapping(spec.build_id):
         executable = executable_of(pid)
-        skip = None
-        if executable and blocklist.blocks(executable):
-            skip = ProcessResult(pid, "refused", "blocklisted")
-        elif still_starting(pid, spec.build_id, engine.build_ids, _RELRO):
-            skip = ProcessResult(pid, "busy", "still starting: ld.so has not finished relocating")
-        if skip is not None:
-            skip.executable, skip.build_id = executable, spec.build_id
-            results.append(skip)
-            continue
-        results.append(engine.apply(pid, spec))
+        try:
+            result = _apply_one(engine, spec, blocklist, pid, executable)
+        except Exception as exc:  # one process's failure stays its own (the engine's are)
+            result = ProcessResult(pid, "refused", f"cannot inspect process ({type(exc).__name__})")
+        result.executable, result.build_id = executable, spec.build_id
+        results.append(result)
     return results
+
+
+def _apply_one(
+    engine: Engine, spec: PatchSpec, blocklist: Blocklist, pid: int, executable: str
+) -> ProcessResult:
+    if executable and blocklist.blocks(executable):
+        return ProcessResult(pid, "refused", "blocklisted")
+    if still_starting(pid, spec.build_id, engine.build_ids, _RELRO):
+        return ProcessResult(pid, "busy", "still starting: ld.so has not finished relocating")
+    return engine.apply(pid, spec)
 
 
 def apply_bundle(

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nonstop.userspace.elfmodel import PT_GNU_RELRO, PT_LOAD, read_program_headers
-from nonstop.userspace.image import BuildIdCache
+from nonstop.userspace.image import BuildIdCache, build_id_of
 from nonstop.userspace.procfs import Mapping, list_pids, map_file_path, read_maps, start_time
 
 PAGE = 4096
@@ -51,7 +51,7 @@ def read_relro(path: Path) -> Relro | None:
     try:
         with open(path, "rb") as handle:
             segments = read_program_headers(handle)
-    except OSError:
+    except Exception:  # a hostile file (a huge offset, ...) has no RELRO that can be watched
         return None
     loads = [s.vaddr & ~(PAGE - 1) for s in segments or [] if s.type == PT_LOAD]
     relros = [s for s in segments or [] if s.type == PT_GNU_RELRO]
@@ -93,7 +93,7 @@ def mapped_files(pid: int, maps: list[Mapping], build_ids: BuildIdCache) -> list
         first = min(group, key=lambda m: m.start)
         if first.offset != 0:
             continue
-        build_id = build_ids.get(pid, first)
+        build_id = build_id_of(build_ids, pid, first)
         if build_id is not None:
             files.append(MappedFile(build_id, group, map_file_path(pid, first)))
     return files

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from nonstop.userspace.image import BuildIdCache
+from nonstop.userspace.image import BuildIdCache, build_id_of
 from nonstop.userspace.procfs import list_pids, read_maps
 from nonstop.userspace.region import MAPS_PREFIX
 
@@ -27,7 +27,7 @@ def processes_mapping(build_id: str, build_ids: BuildIdCache) -> list[int]:
             continue  # exited meanwhile, or a kernel thread
         for mapping in maps:
             is_file = mapping.offset == 0 and mapping.inode and mapping.path.startswith("/")
-            if is_file and build_ids.get(pid, mapping) == build_id:
+            if is_file and build_id_of(build_ids, pid, mapping) == build_id:
                 found.append(pid)
                 break
     return found

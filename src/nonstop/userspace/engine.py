@@ -28,7 +28,9 @@ from nonstop.userspace.errors import (
     ProcessGoneError,
     RefusedError,
 )
+from nonstop.userspace.header import MAX_JSON, well_formed
 from nonstop.userspace.image import BuildIdCache, LoadedModule, ProcessImage
+from nonstop.userspace.inject import SYS_MUNMAP
 from nonstop.userspace.linker import PreparedLink, prepare_link
 from nonstop.userspace.lock import DEFAULT_LOCK_DIR, process_lock
 from nonstop.userspace.memory import ProcessMemory
@@ -36,6 +38,8 @@ from nonstop.userspace.placement import candidates
 from nonstop.userspace.procfs import executable_of, is_alive, read_maps
 from nonstop.userspace.region import (
     COMMIT_OFFSET,
+    JSON_OFFSET,
+    Foreign,
     Region,
     create_region,
     encode_header,
@@ -43,6 +47,7 @@ from nonstop.userspace.region import (
     header_size_for,
     memfd_name,
     running,
+    scan_regions,
 )
 from nonstop.userspace.scope import Scope
 from nonstop.userspace.sites import ALIGNMENT, JMP_SIZE, Site, plan_site
@@ -127,17 +132,22 @@ class Engine:
         return processes_with_patches()
 
     def live_patches(self, pid: int) -> list[LivePatch]:
+        return self.inspect(pid)[0]
+
+    def inspect(self, pid: int) -> tuple[list[LivePatch], list[Foreign]]:
+        """The running level per target in PID, and the patch memory it shows that is not
+        nonstop's (a forged or damaged header: reported, never trusted)."""
         try:
             with ProcessMemory(pid) as memory:
-                regions = find_regions(pid, memory)
+                regions, foreign = scan_regions(pid, memory)
         except (OSError, ProcessGoneError):
-            return []
+            return [], []
         exe = executable_of(pid)
         targets: dict[str, list[Region]] = {}
         for region in regions:
             targets.setdefault(region.build_id, []).append(region)
         runs = [running(group) for group in targets.values()]
-        return [LivePatch(pid, exe, region) for region in runs if region is not None]
+        return [LivePatch(pid, exe, region) for region in runs if region is not None], foreign
 
     # -- operations ------------------------------------------------------------
 
@@ -221,6 +231,11 @@ class Engine:
                 result.result, result.reason = "refused", str(exc)
             else:
                 result.result, result.reason = "refused", f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # one process's failure stays its own
+            # Whatever a process maps (ELF files, headers) is hostile: a parser may fail in any
+            # way on it. Only the type is reported: the message may quote the process's data.
+            result.result = "gone" if not is_alive(result.pid) else "refused"
+            result.reason = f"cannot inspect process {result.pid} ({type(exc).__name__})"
 
     @contextlib.contextmanager
     def _session(
@@ -319,6 +334,11 @@ class Engine:
         header = encode_header(document)
         if len(header) > header_size:
             raise EngineError("header grew after layout")  # offsets never change its length much
+        if len(header) - JSON_OFFSET > MAX_JSON or not well_formed(document, link.size):
+            # The readers accept only bounded, strictly shaped headers (a process can forge one).
+            raise RefusedError(
+                f"this level ({len(sites)} functions) does not fit the patch memory header"
+            )
         anchors = [site.patch_address for site in sites] + link.far_targets()
         anchors += [t for site in sites for t in site.displaced.targets(site.patch_address)]
         maps = read_maps(patcher.pid)
@@ -344,8 +364,13 @@ class Engine:
                 except FileExistsError:
                     continue
                 patcher._hook("prepared")
-                region = next(r for r in patcher.regions(spec.build_id) if r.start == address)
-                return region
+                for region in patcher.regions(spec.build_id):
+                    if region.start == address:
+                        return region
+                # Its own file, but the target changed the header meanwhile (it can write
+                # the memfd itself): nothing refers to it yet.
+                injector.call(SYS_MUNMAP, address, len(rx) + len(rw), what="munmap")
+                raise RefusedError("the patch memory header changed in the target after mapping")
         raise RefusedError("no free address range within rel32 reach of the library")
 
     def _site(self, scope: Scope, target: LoadedModule, function: str) -> tuple[Site, int]:

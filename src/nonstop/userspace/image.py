@@ -67,6 +67,18 @@ class BuildIdCache:
         return self._ids[key]
 
 
+def build_id_of(build_ids: BuildIdCache, pid: int, mapping: Mapping) -> str | None:
+    """The build-id of the file behind MAPPING; None when it has none or cannot be read.
+
+    The file is whatever the process chose to map: reading it may fail in any way
+    (a parser's AssertionError, OverflowError on a huge offset, ...), and such a file is
+    simply not a target, like an unreadable one."""
+    try:
+        return build_ids.get(pid, mapping)
+    except Exception:  # one hostile file never stops the scan of the others
+        return None
+
+
 def _is_file(mapping: Mapping) -> bool:
     return (
         mapping.inode != 0
@@ -92,7 +104,7 @@ class ProcessImage:
             first = min(group, key=lambda m: m.start)
             if first.offset != 0:
                 continue
-            build_id = ids.get(pid, first)
+            build_id = build_id_of(ids, pid, first)
             if build_id is None:
                 continue
             self.modules.append(

@@ -30,7 +30,8 @@ from enum import IntEnum
 from functools import cached_property
 from typing import Any
 
-from nonstop.userspace.errors import EngineError, RefusedError
+from nonstop.userspace.errors import EngineError, ProcessGoneError, RefusedError
+from nonstop.userspace.header import MAX_JSON, well_formed
 from nonstop.userspace.inject import (
     DATA,
     SYS_CLOSE,
@@ -40,6 +41,7 @@ from nonstop.userspace.inject import (
     SYS_MUNMAP,
     Injector,
 )
+from nonstop.userspace.memfd import check_fresh_memfd, take_fd, write_all
 from nonstop.userspace.memory import ProcessMemory
 from nonstop.userspace.procfs import Mapping, read_maps
 from nonstop.userspace.sites import jump_bytes
@@ -54,6 +56,13 @@ PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 MAP_PRIVATE, MAP_FIXED_NOREPLACE = 0x02, 0x100000
 MFD_CLOEXEC = 1
 EEXIST = 17
+MAX_LEAKED = 64
+SWAPPED = (
+    "the patch memory fd was replaced by another file inside the target before it was "
+    "mapped: nothing of the patch was left there"
+)
+MAX_REGIONS = 64
+"""Patch memories read per process: a few levels of a few libraries in practice."""
 
 
 class State(IntEnum):
@@ -169,56 +178,79 @@ def header_size_for(document: dict[str, Any]) -> int:
     return (len(encode_header(document)) + 63) // 64 * 64
 
 
-def find_regions(
+@dataclass(frozen=True)
+class Foreign:
+    """A mapping named like nonstop patch memory whose header this engine did not write (or
+    did not read): never trusted, never written, never unmapped."""
+
+    start: int
+    end: int
+    other_format: bytes | None = None
+    """The header version, when it is another version of nonstop's header."""
+    unread: bool = False
+    """Beyond the MAX_REGIONS patch memories read per process."""
+
+    @property
+    def reason(self) -> str:
+        if self.other_format is not None:
+            return f"header format {self.other_format!r}, which this engine does not know"
+        if self.unread:
+            return f"more than {MAX_REGIONS} patch memories in one process: not read"
+        return "no well-formed nonstop header"
+
+
+def scan_regions(
     pid: int, memory: ProcessMemory, maps: list[Mapping] | None = None
-) -> list[Region]:
-    """Every nonstop patch memory in PID with a readable header, lowest address first."""
+) -> tuple[list[Region], list[Foreign]]:
+    """Every mapping of PID named like patch memory: the regions (lowest address first) and the
+    foreign ones. At most MAX_REGIONS headers are read (each up to MAX_JSON bytes)."""
     grouped: dict[int, list[Mapping]] = {}
     for mapping in maps if maps is not None else read_maps(pid):
         if mapping.path.startswith(MAPS_PREFIX):
             grouped.setdefault(mapping.inode, []).append(mapping)
-    regions = []
-    for group in grouped.values():
-        start = min(m.start for m in group)
-        end = max(m.end for m in group)
-        region = read_region(memory, start, end)
-        if region is not None:
-            regions.append(region)
-    return sorted(regions, key=lambda r: r.start)
+    spans = sorted((min(m.start for m in g), max(m.end for m in g)) for g in grouped.values())
+    regions: list[Region] = []
+    foreign = [Foreign(start, end, unread=True) for start, end in spans[MAX_REGIONS:]]
+    for start, end in spans[:MAX_REGIONS]:
+        found = read_region(memory, start, end)
+        if isinstance(found, Region):
+            regions.append(found)
+        else:
+            foreign.append(found)
+    return regions, sorted(foreign, key=lambda f: f.start)
 
 
-def unreadable_regions(pid: int, memory: ProcessMemory) -> list[tuple[int, int]]:
-    """nonstop mappings whose header is missing or damaged (a patcher died while creating them)."""
-    found = []
-    grouped: dict[int, list[Mapping]] = {}
-    for mapping in read_maps(pid):
-        if mapping.path.startswith(MAPS_PREFIX):
-            grouped.setdefault(mapping.inode, []).append(mapping)
-    for group in grouped.values():
-        start, end = min(m.start for m in group), max(m.end for m in group)
-        if read_region(memory, start, end) is None:
-            found.append((start, end))
-    return found
+def find_regions(
+    pid: int, memory: ProcessMemory, maps: list[Mapping] | None = None
+) -> list[Region]:
+    """Every nonstop patch memory in PID with a well-formed header, lowest address first.
+
+    RefusedError when one has a header of another nonstop version: this engine must not
+    change a process another version's patch runs in."""
+    regions, foreign = scan_regions(pid, memory, maps)
+    for each in foreign:
+        if each.other_format is not None:
+            raise RefusedError(
+                f"patch memory at {each.start:#x} has {each.reason}: use the engine that applied it"
+            )
+    return regions
 
 
-def read_region(memory: ProcessMemory, start: int, end: int) -> Region | None:
-    """The region at START, or None when its header is missing or damaged."""
+def read_region(memory: ProcessMemory, start: int, end: int) -> Region | Foreign:
+    """The region at START, or Foreign when its header is missing, damaged or forged."""
     try:
         head = memory.read(start, JSON_OFFSET)
         if head[:8] != MAGIC:
-            if head[:7] == MAGIC_FAMILY:
-                raise RefusedError(
-                    f"patch memory at {start:#x} has header format {head[7:8]!r}, which this "
-                    "engine does not know: use the engine that applied it"
-                )
-            return None
+            return Foreign(start, end, head[7:8] if head[:7] == MAGIC_FAMILY else None)
         state, commit, length, _ = struct.unpack_from("<QQII", head, STATE_OFFSET)
-        if length > end - start - JSON_OFFSET:
-            return None
+        if length > min(end - start - JSON_OFFSET, MAX_JSON) or commit not in (0, 1):
+            return Foreign(start, end)
         document = json.loads(memory.read(start + JSON_OFFSET, length))
+        if not well_formed(document, end - start):
+            return Foreign(start, end)
         return Region(start, end, State(state), bool(commit), document)
-    except (OSError, ValueError, KeyError):
-        return None
+    except (OSError, ValueError, RecursionError, ProcessGoneError):
+        return Foreign(start, end)
 
 
 def set_state(memory: ProcessMemory, region: Region, state: State) -> None:
@@ -232,19 +264,23 @@ def commit_bytes(on: bool) -> bytes:
 
 
 def leaked_memfds(pid: int) -> list[int]:
-    """File descriptors of nonstop memfds left open in PID by a patcher that died."""
+    """File descriptors of nonstop memfds left open in PID by a patcher that died (at most
+    MAX_LEAKED: closing them is tidying, and the fd table is the target's to fill)."""
     found: list[int] = []
     try:
-        names = os.listdir(f"/proc/{pid}/fd")
+        entries = os.scandir(f"/proc/{pid}/fd")
     except OSError:
         return found
-    for name in names:
-        try:
-            link = os.readlink(f"/proc/{pid}/fd/{name}")
-        except OSError:
-            continue
-        if link.startswith(MAPS_PREFIX):
-            found.append(int(name))
+    with entries:
+        for entry in entries:
+            try:
+                link = os.readlink(entry.path)
+            except OSError:
+                continue
+            if link.startswith(MAPS_PREFIX) and entry.name.isdigit():
+                found.append(int(entry.name))
+                if len(found) == MAX_LEAKED:
+                    break
     return found
 
 
@@ -258,37 +294,71 @@ def create_region(
 ) -> None:
     """Create the memfd in the target, fill it from here, and map it at ADDRESS.
 
-    Raises FileExistsError when ADDRESS is taken (the caller picks another).
+    The memfd is written only through a duplicate of the target's open file that was
+    proven to be the fresh memfd (memfd.py), and the mapping is checked to be that very
+    file, so whatever a thread of the target does to its fd table, root writes nothing
+    else. Raises FileExistsError when ADDRESS is taken (the caller picks another),
+    RefusedError when the target swapped the file.
     """
     fd = injector.call(
         SYS_MEMFD_CREATE, DATA, MFD_CLOEXEC, data=name.encode() + b"\0", what="memfd_create"
     )
+    size = len(rx) + len(rw)
     try:
-        with open(f"/proc/{pid}/fd/{fd}", "r+b", buffering=0) as handle:
-            handle.truncate(len(rx) + len(rw))
-            handle.write(rx)
-            handle.write(rw)
+        taken = take_fd(pid, fd)
+        try:
+            created = check_fresh_memfd(taken, name)
+            write_all(taken, rx + rw)
+        finally:
+            os.close(taken)
         result = injector.syscall(
-            SYS_MMAP,
-            address,
-            len(rx) + len(rw),
-            PROT_READ | PROT_EXEC,
-            MAP_PRIVATE | MAP_FIXED_NOREPLACE,
-            fd,
-            0,
+            SYS_MMAP, address, size, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_FIXED_NOREPLACE, fd, 0
         )
         if result == -EEXIST:
             raise FileExistsError(address)
         if result != address:
             if result > 0:
-                injector.syscall(SYS_MUNMAP, result, len(rx) + len(rw))
+                injector.syscall(SYS_MUNMAP, result, size)
+            if not _holds(pid, fd, created):
+                raise RefusedError(SWAPPED)
             raise EngineError(f"mmap of patch memory failed in the target (result {result})")
+        if not _maps_file(pid, address, size, created, name):
+            injector.syscall(SYS_MUNMAP, address, size)
+            raise RefusedError(SWAPPED)
         if rw:
             injector.call(
                 SYS_MPROTECT, address + len(rx), len(rw), PROT_READ | PROT_WRITE, what="mprotect"
             )
     finally:
         injector.syscall(SYS_CLOSE, fd)
+
+
+def _holds(pid: int, fd: int, file: os.stat_result) -> bool:
+    """PID still holds FILE as FD."""
+    try:
+        taken = take_fd(pid, fd)
+    except EngineError:
+        return False
+    try:
+        now = os.fstat(taken)
+    finally:
+        os.close(taken)
+    return (now.st_dev, now.st_ino) == (file.st_dev, file.st_ino)
+
+
+def _maps_file(pid: int, address: int, size: int, file: os.stat_result, name: str) -> bool:
+    """PID maps exactly [ADDRESS, ADDRESS+SIZE) from FILE (the memfd NAME that was filled)."""
+    device = f"{os.major(file.st_dev):02x}:{os.minor(file.st_dev):02x}"
+    covering = [m for m in read_maps(pid) if m.start < address + size and m.end > address]
+    return (
+        bool(covering)
+        and min(m.start for m in covering) == address
+        and max(m.end for m in covering) >= address + size
+        and all(
+            m.inode == file.st_ino and m.dev == device and m.path == f"/memfd:{name} (deleted)"
+            for m in covering
+        )
+    )
 
 
 def unmap_region(injector: Injector, region: Region) -> None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from nonstop.userspace.dispatch import STUB_SIZE
 from nonstop.userspace.errors import BusyError, ProcessGoneError, RefusedError
 from nonstop.userspace.image import LoadedModule
-from nonstop.userspace.inject import GADGET, SYS_MUNMAP, Injector, pick_gadget_home
+from nonstop.userspace.inject import GADGET, Injector, pick_gadget_home
 from nonstop.userspace.memory import ProcessMemory
 from nonstop.userspace.procfs import MapIndex, read_maps
 from nonstop.userspace.region import (
@@ -46,7 +46,6 @@ from nonstop.userspace.region import (
     running,
     set_state,
     unmap_region,
-    unreadable_regions,
 )
 from nonstop.userspace.safety import SafetyRules, ThreadView
 from nonstop.userspace.sites import JMP_SIZE
@@ -360,14 +359,13 @@ class ProcessPatcher:
                 unmap_region(injector, region)
 
     def _tidy_leftovers(self) -> None:
-        """Close memfds and unmap headerless regions a killed patcher left; restore the gadget."""
+        """Close memfds a killed patcher left open and restore the gadget. (Patch memory is
+        mapped only once filled, so a mapping without a valid header is not a leftover but
+        foreign: it is left alone.)"""
         fds = leaked_memfds(self.pid)
-        broken = unreadable_regions(self.pid, self.memory)
-        if fds or broken:
+        if fds:
             with self.injecting() as injector:
                 close_fds(injector, fds)
-                for start, end in broken:
-                    injector.call(SYS_MUNMAP, start, end - start, what="munmap")
         if self.gadget is None:
             return
         module, home = self.gadget
