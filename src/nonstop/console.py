@@ -1,4 +1,10 @@
-"""Output helpers shared by the two command-line tools: JSON documents and error lines."""
+"""Output helpers shared by the two command-line tools: JSON documents and error lines.
+
+Text lines often carry names that another user chose (an executable's path,
+a mapped file's name): every text line goes through ``printable``, so that no
+such name can send terminal escape sequences to root's terminal or hide text.
+JSON output escapes control characters by itself.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,25 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+# C0 and C1 controls, DEL, and the bidirectional overrides that reorder what a
+# terminal shows; newline and tab are kept (multi-line messages, tables).
+_UNPRINTABLE = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (
+        *range(0x20),
+        0x7F,
+        *range(0x80, 0xA0),
+        *range(0x202A, 0x202F),
+        *range(0x2066, 0x206A),
+    )
+    if chr(code) not in "\n\t"
+}
+
+
+def printable(text: str) -> str:
+    """TEXT with control characters shown as escapes (``\\x1b``), newlines and tabs kept."""
+    return text.translate(_UNPRINTABLE)
 
 
 class _LazyConsole:
@@ -24,14 +49,16 @@ class _LazyConsole:
     def print(self, *objects: Any, **options: Any) -> None:
         if options == {"markup": False} and all(isinstance(o, str) for o in objects):
             stream = sys.stderr if self._stderr else sys.stdout
-            stream.write(" ".join(objects) + "\n")
+            stream.write(printable(" ".join(objects)) + "\n")
             stream.flush()
             return
         if self._console is None:
             from rich.console import Console
 
             self._console = Console(stderr=self._stderr, highlight=False, soft_wrap=True)
-        self._console.print(*objects, **options)
+        self._console.print(
+            *(printable(o) if isinstance(o, str) else o for o in objects), **options
+        )
 
 
 stdout = _LazyConsole(stderr=False)

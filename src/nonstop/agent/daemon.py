@@ -47,6 +47,7 @@ from nonstop.agent.new_processes import (
     relocated,
 )
 from nonstop.agent.state import StateError
+from nonstop.console import printable
 from nonstop.userspace import Engine, EngineOptions, PatchSpec
 from nonstop.userspace.procfs import Mapping, list_pids, start_time
 from nonstop.userspace.region import memfd_name
@@ -60,7 +61,7 @@ NONSTOPCTL = [sys.executable, "-c", "from nonstop.agent.cli import main; raise S
 
 
 def log(message: str) -> None:
-    sys.stderr.write(f"nonstopctl daemon: {message}\n")
+    sys.stderr.write(f"nonstopctl daemon: {printable(message)}\n")
     sys.stderr.flush()
 
 
