@@ -50,7 +50,7 @@ from nonstop.userspace.trampoline import Displaced
 from nonstop.userspace.transaction import Hook, ProcessPatcher, SwitchPolicy
 
 SITES_CACHE = "sites-v2"
-"""Validated entry sites per build-id, with their trampoline plans."""
+"""Validated entry sites per file content, with their trampoline plans."""
 
 
 @dataclass(frozen=True)
@@ -349,11 +349,11 @@ class Engine:
         raise RefusedError("no free address range within rel32 reach of the library")
 
     def _site(self, scope: Scope, target: LoadedModule, function: str) -> tuple[Site, int]:
-        """The validated entry site of FUNCTION; validation is cached per build-id (on disk too,
-        so a cold run needs neither capstone nor the library's symbols for it)."""
-        sites = self._sites.setdefault(
-            target.build_id, self.models.load_extra(target.build_id, SITES_CACHE)
-        )
+        """The validated entry site of FUNCTION; validation is cached per file content (on disk
+        too, for files only root can change, so a cold run needs neither capstone nor the
+        library's symbols for it)."""
+        key = target.key
+        sites = self._sites.setdefault(key.name, self.models.load_extra(key, SITES_CACHE))
         if function not in sites:
             found = scope.target_function(function)
             code = target.read_file(found.address - target.base, found.size + ALIGNMENT)
@@ -366,7 +366,7 @@ class Engine:
                 "cet": site.cet,
                 "displaced": site.displaced.to_json(),
             }
-            self.models.store_extra(target.build_id, SITES_CACHE, sites)
+            self.models.store_extra(key, SITES_CACHE, sites)
         cached = sites[function]
         site = Site(
             function,
