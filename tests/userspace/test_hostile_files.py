@@ -7,7 +7,8 @@ import json
 import os
 import shutil
 import struct
-import tempfile
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,23 +16,29 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
-from .conftest import PARTIAL_LEVEL, FixtureBuild, nonstopctl
+from .conftest import NONSTOPCTL, PARTIAL_LEVEL, FixtureBuild, nonstopctl
 from .helpers import whole_text_matches_file
+from .hostile import NOBODY, SETPRIV, make_elf_bomb, mapped_by_nobody, nobody_directory
 from .test_engine import patched
 
-NOBODY = 65534
-SETPRIV = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
 pytestmark = pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv not installed")
+PEAK_RSS_LIMIT_KB = 150 * 1024
+_MEASURED = (
+    "import resource, subprocess, sys\n"
+    "limit = 2 << 30  # the unfixed agent must fail, not eat the machine\n"
+    "def cap(): resource.setrlimit(resource.RLIMIT_AS, (limit, limit))\n"
+    "done = subprocess.run(sys.argv[1:], preexec_fn=cap, capture_output=True, text=True)\n"
+    "sys.stdout.write(done.stdout)\n"
+    "sys.stderr.write(done.stderr[-2000:])\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+    "raise SystemExit(done.returncode)\n"
+)
 
 
 @pytest.fixture
 def nobody_dir() -> Iterator[Path]:
-    """A directory nobody owns and can reach (pytest's own tmp_path is root's, mode 0700)."""
-    path = Path(tempfile.mkdtemp(prefix="nonstop-nobody-"))
-    path.chmod(0o755)
-    os.chown(path, NOBODY, NOBODY)
-    yield path
-    shutil.rmtree(path)
+    with nobody_directory() as path:
+        yield path
 
 
 def point_symbol_elsewhere(library: Path, name: str, other: str) -> None:
@@ -80,3 +87,24 @@ def test_same_build_id_copy_steers_no_other_process(
             assert by_pid[process.pid]["result"] in ("patched", "already"), by_pid[process.pid]
             # nsfix_get carries the fix; nsfix_kind (which the copy named) is untouched.
             assert process.behaviour() == patched(PARTIAL_LEVEL)
+
+
+def test_elf_bomb_mapped_by_nobody_costs_the_agent_no_memory(
+    start_target, bundles, agent_env, nobody_dir
+):
+    bomb = nobody_dir / "bomb.so"
+    make_elf_bomb(bomb)
+    with mapped_by_nobody(bomb):
+        victim = start_target(busy=1, sleepers=1)
+        done = subprocess.run(
+            [sys.executable, "-c", _MEASURED, *NONSTOPCTL, "--lib-update", "--bundle",
+             str(bundles[1]), "--json"],
+            env=agent_env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    peak_kb = int(done.stderr.strip().splitlines()[-1])
+    print(f"nonstopctl --lib-update peak RSS with the bomb mapped: {peak_kb} kB")
+    assert done.returncode == 0, done.stderr
+    by_pid = {p["pid"]: p for p in json.loads(done.stdout)["processes"]}
+    assert by_pid[victim.pid]["result"] == "patched"
+    assert victim.behaviour() == patched(1)
+    assert peak_kb < PEAK_RSS_LIMIT_KB
