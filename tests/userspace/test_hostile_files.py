@@ -16,8 +16,10 @@ import pytest
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
+from nonstop.userspace.elfmodel import parse_model
+
 from .conftest import NONSTOPCTL, PARTIAL_LEVEL, FixtureBuild, nonstopctl
-from .helpers import whole_text_matches_file
+from .helpers import spec_for, whole_text_matches_file
 from .hostile import NOBODY, SETPRIV, make_elf_bomb, mapped_by_nobody, nobody_directory
 from .test_engine import patched
 
@@ -55,11 +57,11 @@ def point_symbol_elsewhere(library: Path, name: str, other: str) -> None:
 
 
 def attacker_program(fixture_build: FixtureBuild, directory: Path) -> Path:
-    """nsfix_prog and a same-build-id libnsfix whose nsfix_get names nsfix_kind, run as nobody."""
+    """A launcher of nsfix_prog as nobody, with copies of it and of libnsfix (same build-id)
+    in DIRECTORY for the test to rewrite."""
     for path in (fixture_build.program, fixture_build.library):
         shutil.copy2(path, directory / path.name)
         os.chown(directory / path.name, NOBODY, NOBODY)
-    point_symbol_elsewhere(directory / fixture_build.library.name, "nsfix_get", "nsfix_kind")
     launcher = directory / "run-as-nobody"
     launcher.write_text(f'#!/bin/sh\nexec {" ".join(SETPRIV)} {directory / "nsfix_prog"} "$@"\n')
     launcher.chmod(0o755)
@@ -69,7 +71,10 @@ def attacker_program(fixture_build: FixtureBuild, directory: Path) -> Path:
 def test_same_build_id_copy_steers_no_other_process(
     start_target, fixture_build, bundles, agent_env, nobody_dir
 ):
-    attacker = start_target(busy=1, sleepers=1, program=attacker_program(fixture_build, nobody_dir))
+    program = attacker_program(fixture_build, nobody_dir)
+    # The copy's nsfix_get names nsfix_kind's code.
+    point_symbol_elsewhere(nobody_dir / fixture_build.library.name, "nsfix_get", "nsfix_kind")
+    attacker = start_target(busy=1, sleepers=1, program=program)
     victim = start_target(busy=1, sleepers=1)
     assert attacker.pid < victim.pid  # the attacker's process is patched first
     later_victim = None
@@ -108,3 +113,24 @@ def test_elf_bomb_mapped_by_nobody_costs_the_agent_no_memory(
     assert by_pid[victim.pid]["result"] == "patched"
     assert victim.behaviour() == patched(1)
     assert peak_kb < PEAK_RSS_LIMIT_KB
+
+
+def test_same_build_id_copy_with_other_code_is_refused(
+    start_target, fixture_build, bundles, trusted, engine, nobody_dir
+):
+    program = attacker_program(fixture_build, nobody_dir)
+    copy = nobody_dir / fixture_build.library.name
+    with copy.open("rb") as handle:
+        (get,) = [s for s in parse_model(handle).defined("nsfix_get") if not s.hidden]
+    with copy.open("r+b") as handle:  # the copy's nsfix_get ends in a nop instead of its ret
+        handle.seek(get.value + get.size - 1)
+        assert handle.read(1) == b"\xc3"
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(b"\x90")
+    attacker = start_target(busy=1, sleepers=1, program=program)
+    spec = spec_for(bundles[1], trusted)
+    assert spec.expected_code["nsfix_get"]  # recorded by `nonstop bundle create`
+    result = engine.apply(attacker.pid, spec)
+    assert result.result == "refused", result
+    assert "nsfix_get" in result.reason and "not the code the bundle was built for" in result.reason
+    assert whole_text_matches_file(attacker.pid, copy)

@@ -11,6 +11,7 @@ before any thread is stopped.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,8 @@ class PatchSpec:
     functions: tuple[tuple[str, str], ...]
     """(target function, replacement symbol in the object)."""
     symbol_map: SymbolMap | None = None
+    expected_code: dict[str, str] = field(default_factory=dict)
+    """Target function -> SHA-256 of its original bytes, when the bundle records it."""
     info: dict[str, Any] = field(default_factory=dict)
     """Shown by --lib-patch-info: bundle sha256, fixes, CVEs, effective version."""
 
@@ -278,7 +281,9 @@ class Engine:
         """(site, function size, replacement (None: pass-through), stub it jumps to now)."""
         for function, replacement in spec.functions:
             site, size = self._site(scope, target, function)
-            planned.append((site, size, replacement, self._running_at(patcher, site, current)))
+            now = self._running_at(patcher, site, current)
+            _check_code(patcher, site, size, now, spec.expected_code.get(function))
+            planned.append((site, size, replacement, now))
         replaced = {function for function, _ in spec.functions}
         for record in current.sites if current is not None else []:
             assert current is not None
@@ -392,6 +397,25 @@ class Engine:
         raise RefusedError(
             f"{site.function} at {site.patch_address:#x} was modified by something else "
             "(bytes differ from the library file)"
+        )
+
+
+def _check_code(
+    patcher: ProcessPatcher, site: Site, size: int, now: int | None, expected: str | None
+) -> None:
+    """The function's code in the process (what would run, our entry jump read as the bytes
+    it replaced) must be the code the bundle was built against, when the bundle says which."""
+    if expected is None:
+        return
+    start = site.patch_address - site.entry
+    # A jump may sit in the alignment padding after a very short function: read that far.
+    code = bytearray(patcher.memory.read(site.entry, max(size, start + len(site.original))))
+    if now is not None:
+        code[start : start + len(site.original)] = site.original
+    if hashlib.sha256(code[:size]).hexdigest() != expected:
+        raise RefusedError(
+            f"{site.function} at {site.entry:#x} in process {patcher.pid} is not the code the "
+            "bundle was built for (its bytes differ)"
         )
 
 

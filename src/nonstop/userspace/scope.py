@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nonstop.bundle.symbols import MapSymbol, SymbolMap
+from nonstop.bundle.symbols import MapSymbol, SymbolMap, replacement_refusal
 from nonstop.userspace.elfmodel import DynSymbol
 from nonstop.userspace.errors import LinkError
 from nonstop.userspace.image import LoadedModule, ProcessImage
@@ -131,8 +131,9 @@ class Scope:
         model = self.target.model
         definition = default_definition(model.defined(name))
         if definition is not None:
-            if definition.type == "ifunc":
-                raise LinkError(f"{name} is an IFUNC resolver: patch its implementation instead")
+            refusal = replacement_refusal(name, definition.type)
+            if refusal is not None:
+                raise LinkError(refusal)
             if definition.type != "func":
                 raise LinkError(f"{name} in {self.target.path} is not a function")
             self._check_against_map(name, definition.value, definition.size)

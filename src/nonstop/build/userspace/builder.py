@@ -25,10 +25,23 @@ from nonstop.build.userspace.recipe import FixSpec, Recipe, load_recipe
 from nonstop.build.userspace.report import render_json, render_text
 from nonstop.build.userspace.reproduce import Reproduction, check_reproduction
 from nonstop.build.userspace.targetsyms import TargetSymbols
-from nonstop.bundle import Fix, Manifest, SigningKey, describe_payload, load_signing_key, pack
+from nonstop.bundle import (
+    Fix,
+    FunctionPatch,
+    Manifest,
+    SigningKey,
+    describe_payload,
+    load_signing_key,
+    pack,
+)
 from nonstop.bundle.errors import BundleError
 from nonstop.bundle.keys import PRIVATE_KEY_NAME
-from nonstop.bundle.symbols import SymbolMap, symbol_map_of
+from nonstop.bundle.symbols import (
+    SymbolMap,
+    replacement_refusal,
+    symbol_map_of,
+    target_functions,
+)
 from nonstop.console import fail, stderr, stdout
 
 BUILDER = f"nonstop build userspace {__version__}"
@@ -69,6 +82,23 @@ class BuildResult:
         return all(level.status == "built" for level in self.levels)
 
 
+def check_targets(
+    library: Path, functions: list[FunctionPatch], symbols: SymbolMap
+) -> tuple[list[FunctionPatch], list[Refusal]]:
+    """FUNCTIONS as the target LIBRARY has them: refused as the engine would refuse them, the
+    others with the SHA-256 of their original code (the engine checks it in each process)."""
+    found = target_functions(library, [f.target for f in functions], symbols)
+    checked, refusals = [], []
+    for function in functions:
+        known = found.get(function.target)
+        reason = replacement_refusal(function.target, known.type) if known else None
+        if reason is not None:
+            refusals.append(Refusal(function.target, reason))
+        code = known.code_sha256 if known else None
+        checked.append(replace(function, original_sha256=code))
+    return checked, refusals
+
+
 def bundle_name(recipe: Recipe, level: int) -> str:
     return f"{recipe.name}-level{level}.nsb"
 
@@ -89,6 +119,7 @@ class _Builder:
     def __init__(self, recipe: Recipe, key: SigningKey, outdir: Path, work: Path) -> None:
         self.recipe, self.key, self.outdir = recipe, key, outdir
         self.driver = BuildDriver(recipe, work)
+        self.work = work
         self.stages: dict[str, float] = {}
 
     def _timed_build(self, stage: str, fixes: tuple[FixSpec, ...], sections: bool) -> BuiltTree:
@@ -106,6 +137,8 @@ class _Builder:
                 f"the original build's library has no symbols to ship: {exc}"
             ) from None
         result = BuildResult(recipe=self.recipe, reproduction=reproduction, stages=self.stages)
+        self.target_library = self.work / "target-library"
+        shutil.copyfile(reproduced.library, self.target_library)  # the target's code, per level
         if self.recipe.target.build_is_target:
             result.target_copy = self._keep_target(reproduced.library)
             result.reproduction = replace(reproduction, target_path=result.target_copy)
@@ -147,6 +180,8 @@ class _Builder:
         started = time.monotonic()
         analysis = analyze_level(original, patched, targets)
         patch = assemble(analysis, targets)
+        patch.functions, refused = check_targets(self.target_library, patch.functions, symbols)
+        analysis.refusals.extend(refused)
         if not patch.functions and not analysis.refusals:
             analysis.refusals.append(
                 Refusal(
