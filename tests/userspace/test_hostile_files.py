@@ -20,7 +20,7 @@ from nonstop.userspace.elfmodel import parse_model
 
 from .conftest import NONSTOPCTL, PARTIAL_LEVEL, FixtureBuild, nonstopctl
 from .helpers import spec_for, whole_text_matches_file
-from .hostile import NOBODY, SETPRIV, make_elf_bomb, mapped_by_nobody, nobody_directory
+from .hostile import NOBODY, make_elf_bomb, mapped_by_nobody, nobody_directory
 from .test_engine import patched
 
 pytestmark = pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv not installed")
@@ -57,15 +57,12 @@ def point_symbol_elsewhere(library: Path, name: str, other: str) -> None:
 
 
 def attacker_program(fixture_build: FixtureBuild, directory: Path) -> Path:
-    """A launcher of nsfix_prog as nobody, with copies of it and of libnsfix (same build-id)
-    in DIRECTORY for the test to rewrite."""
+    """Copies of nsfix_prog and libnsfix (same build-id) in DIRECTORY, owned by nobody, for
+    the test to rewrite: the program, run as nobody, loads the copy."""
     for path in (fixture_build.program, fixture_build.library):
         shutil.copy2(path, directory / path.name)
         os.chown(directory / path.name, NOBODY, NOBODY)
-    launcher = directory / "run-as-nobody"
-    launcher.write_text(f'#!/bin/sh\nexec {" ".join(SETPRIV)} {directory / "nsfix_prog"} "$@"\n')
-    launcher.chmod(0o755)
-    return launcher
+    return directory / fixture_build.program.name
 
 
 def test_same_build_id_copy_steers_no_other_process(
@@ -74,7 +71,7 @@ def test_same_build_id_copy_steers_no_other_process(
     program = attacker_program(fixture_build, nobody_dir)
     # The copy's nsfix_get names nsfix_kind's code.
     point_symbol_elsewhere(nobody_dir / fixture_build.library.name, "nsfix_get", "nsfix_kind")
-    attacker = start_target(busy=1, sleepers=1, program=program)
+    attacker = start_target(busy=1, sleepers=1, program=program, user=NOBODY)
     victim = start_target(busy=1, sleepers=1)
     assert attacker.pid < victim.pid  # the attacker's process is patched first
     later_victim = None
@@ -127,7 +124,7 @@ def test_same_build_id_copy_with_other_code_is_refused(
         assert handle.read(1) == b"\xc3"
         handle.seek(-1, os.SEEK_CUR)
         handle.write(b"\x90")
-    attacker = start_target(busy=1, sleepers=1, program=program)
+    attacker = start_target(busy=1, sleepers=1, program=program, user=NOBODY)
     spec = spec_for(bundles[1], trusted)
     assert spec.expected_code["nsfix_get"]  # recorded by `nonstop bundle create`
     result = engine.apply(attacker.pid, spec)

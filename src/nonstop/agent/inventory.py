@@ -152,13 +152,13 @@ class LibraryFacts:
 
 def _soname(use: LibraryUse) -> str:
     from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
 
+    from nonstop.bundle.elfcheck import open_elf
     from nonstop.bundle.identity import elf_soname
 
     name = None
     with contextlib.suppress(OSError, ELFError), open(use.opener, "rb") as handle:
-        name = elf_soname(ELFFile(handle))
+        name = elf_soname(open_elf(handle))  # bounded: any user can map the file
     return _clean(name or Path(use.path.removesuffix(" (deleted)")).name, 255)
 
 
