@@ -339,7 +339,8 @@ class ModelCache:
             try:
                 handle.seek(0)
                 model = parse_model(handle)
-            except (ELFError, ValueError, KeyError, IndexError, struct.error) as exc:
+            except (ELFError, ValueError, KeyError, IndexError, TypeError, struct.error) as exc:
+                # pyelftools on a hostile file: any of these is a refusal of that file only.
                 raise RefusedError(f"cannot model the ELF file {key.sha256[:16]}: {exc}") from None
             if model.build_id != build_id:
                 raise RefusedError(f"a file with build-id {build_id} changed while it was read")
