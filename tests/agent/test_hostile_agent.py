@@ -18,7 +18,7 @@ from nonstop.agent.new_processes import RESCAN_MIN_AGE
 from tests.agent.conftest import Agent, level_of
 from tests.agent.test_daemon import slow_loader, start_daemon, start_slow  # noqa: F401
 from tests.userspace.conftest import FixtureBuild
-from tests.userspace.hostile import NOBODY, make_elf_bomb, mapped_by_nobody, nobody_directory
+from tests.userspace.hostile_files import NOBODY, make_elf_bomb, mapped_by_nobody, nobody_directory
 from tests.userspace.test_hostile_files import attacker_program
 
 pytestmark = [

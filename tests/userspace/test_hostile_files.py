@@ -20,7 +20,7 @@ from nonstop.userspace.elfmodel import parse_model
 
 from .conftest import NONSTOPCTL, PARTIAL_LEVEL, FixtureBuild, nonstopctl
 from .helpers import spec_for, whole_text_matches_file
-from .hostile import NOBODY, make_elf_bomb, mapped_by_nobody, nobody_directory
+from .hostile_files import NOBODY, make_elf_bomb, mapped_by_nobody, nobody_directory
 from .test_engine import patched
 
 pytestmark = pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv not installed")
