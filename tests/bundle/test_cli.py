@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from nonstop.bundle import TrustedKeys, open_bundle
+from nonstop.bundle.symbols import replacement_refusal
 
 NONSTOP = str(Path(sys.executable).parent / "nonstop")
 LIBC = "/lib/x86_64-linux-gnu/libc.so.6"
@@ -26,7 +28,7 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 def patch_object(tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("obj")
     source = directory / "patch.c"
-    source.write_text("unsigned long strlen_fixed(const char *s) { return 0; }\n")
+    source.write_text("void qsort_fixed(void *base, unsigned long n) { (void)base; (void)n; }\n")
     obj = directory / "patch.o"
     subprocess.run(
         [
@@ -66,7 +68,7 @@ def bundle_file(keys, patch_object, tmp_path_factory) -> Path:
         "--object",
         str(patch_object),
         "--replace",
-        "strlen=strlen_fixed",
+        "qsort=qsort_fixed",
         "--level",
         "1",
         "--cve",
@@ -81,6 +83,35 @@ def bundle_file(keys, patch_object, tmp_path_factory) -> Path:
     return out
 
 
+def test_created_bundle_records_the_code_of_each_replaced_function(bundle_file, keys):
+    # qsort's definition as readelf shows it (libc's text is mapped at its file offset).
+    line = next(
+        line.split()
+        for line in subprocess.run(
+            ["readelf", "-W", "--dyn-syms", LIBC], capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+        if line.endswith(" qsort@@GLIBC_2.2.5")
+    )
+    value, size = int(line[1], 16), int(line[2])
+    with open(LIBC, "rb") as handle:
+        handle.seek(value)
+        expected = hashlib.sha256(handle.read(size)).hexdigest()
+    (function,) = open_bundle(bundle_file, TrustedKeys.from_dir(keys)).manifest.functions
+    assert function.original_sha256 == expected
+
+
+def test_ifunc_target_is_refused_up_front_with_the_engines_reason(keys, patch_object, tmp_path):
+    # memcpy's default version is an IFUNC (its hidden GLIBC_2.2.5 version is a plain function).
+    done = run(
+        "bundle", "create", "--kind", "userspace", "--target", LIBC,
+        "--object", str(patch_object), "--replace", "memcpy=qsort_fixed", "--level", "1",
+        "--key", str(keys), "-o", str(tmp_path / "ifunc.nsb"), check=False,
+    )  # fmt: skip
+    assert done.returncode == 1 and not (tmp_path / "ifunc.nsb").exists()
+    assert done.stderr == f"nonstop: error: {replacement_refusal('memcpy', 'ifunc')}\n"
+    assert "memcpy is an IFUNC resolver" in done.stderr
+
+
 def test_keys_generate_prints_key_id_and_refuses_overwrite(keys):
     done = run("keys", "generate", "--out", str(keys), check=False)
     assert done.returncode == 1
@@ -91,7 +122,7 @@ def test_created_bundle_verifies_and_targets_libc(bundle_file, keys):
     bundle = open_bundle(bundle_file, TrustedKeys.from_dir(keys))
     manifest = bundle.manifest
     assert manifest.target.soname == "libc.so.6"  # type: ignore[union-attr]
-    assert manifest.functions[0].target == "strlen"
+    assert manifest.functions[0].target == "qsort"
     assert manifest.cves == ["CVE-2024-9999"]
     assert bundle.payload("object").startswith(b"\x7fELF")
 
@@ -146,7 +177,7 @@ def test_clear_errors_for_missing_files(keys, tmp_path):
 
 def test_inspect_text_and_json(bundle_file, keys):
     text = run("bundle", "inspect", str(bundle_file)).stdout
-    assert "NOT verified" in text and "strlen" in text and "CVE-2024-9999" in text
+    assert "NOT verified" in text and "qsort" in text and "CVE-2024-9999" in text
     document = json.loads(
         run("bundle", "inspect", str(bundle_file), "--json", "--keys", str(keys)).stdout
     )

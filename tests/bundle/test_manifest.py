@@ -41,6 +41,19 @@ def test_roundtrip_through_canonical_bytes(manifest):
     assert b"\n" not in data and b", " not in data
 
 
+def test_function_code_digest_is_optional_and_checked():
+    old = sample_manifest({"patch.o": b"x"}).to_json_bytes()
+    assert b"original_sha256" not in old  # manifests without it keep their exact bytes
+    digest = "0f" * 32
+    function = FunctionPatch("parse_record", "parse_record_v2", original_sha256=digest)
+    recorded = sample_manifest({"patch.o": b"x"}, functions=(function,))
+    assert Manifest.from_json_bytes(recorded.to_json_bytes()).functions == (function,)
+    document = json.loads(recorded.to_json_bytes())
+    document["functions"][0]["original_sha256"] = "not a digest"
+    with pytest.raises(ManifestSchemaError, match="functions/0/original_sha256"):
+        Manifest.from_json_bytes(json.dumps(document).encode())
+
+
 def test_kind_and_target_must_agree():
     document = json.loads(kernel_manifest().to_json_bytes())
     document["kind"] = "userspace"

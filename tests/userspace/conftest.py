@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,10 +70,20 @@ class Target:
     """A running nsfix_prog, driven through its stdin/stdout line protocol."""
 
     def __init__(
-        self, program: Path, busy: int, sleepers: int, env: dict[str, str] | None = None
+        self,
+        program: Path,
+        busy: int,
+        sleepers: int,
+        env: dict[str, str] | None = None,
+        user: int | None = None,
     ) -> None:
+        """USER: run as that uid (and gid, no other groups), exec'd once, as an attacker."""
+        as_user: dict[str, Any] = {}
+        if user is not None:
+            as_user = {"user": user, "group": user, "extra_groups": []}
         self.process = subprocess.Popen(
             [str(program), str(busy), str(sleepers)],
+            **as_user,
             env={**os.environ, **(env or {})},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -131,8 +142,9 @@ def start_target(fixture_build: FixtureBuild) -> Iterator[Callable[..., Target]]
         sleepers: int = 2,
         env: dict[str, str] | None = None,
         program: Path | None = None,
+        user: int | None = None,
     ) -> Target:
-        target = Target(program or fixture_build.program, busy, sleepers, env)
+        target = Target(program or fixture_build.program, busy, sleepers, env, user)
         started.append(target)
         return target
 

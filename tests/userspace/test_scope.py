@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from nonstop.bundle.symbols import symbol_map_of
+import pytest
+
+from nonstop.bundle.symbols import replacement_refusal, symbol_map_of
 from nonstop.userspace.elfmodel import ModelCache
+from nonstop.userspace.errors import LinkError
 from nonstop.userspace.image import ProcessImage
 from nonstop.userspace.memory import ProcessMemory
 from nonstop.userspace.scope import Scope, default_definition
@@ -63,4 +66,15 @@ def test_static_symbols_come_from_the_symbol_map(start_target, fixture_build):
     found = scope.resolve("hits")
     assert found is not None and found.how == "symbol map local"
     assert scope.resolve_global("hits") is None  # static: invisible to the global scope
+    memory.close()
+
+
+def test_ifunc_target_is_refused_with_the_reason_bundle_create_gives(start_target, fixture_build):
+    target = start_target(busy=0, sleepers=0)
+    _, image, memory = scope_for(target.pid, fixture_build)
+    (libc,) = [m for m in image.modules if "libc.so" in m.path]
+    libc_scope = Scope(image, memory, libc, None)
+    with pytest.raises(LinkError) as refused:
+        libc_scope.target_function("memcpy")  # default version: an IFUNC
+    assert str(refused.value) == replacement_refusal("memcpy", "ifunc")
     memory.close()

@@ -151,15 +151,14 @@ class LibraryFacts:
 
 
 def _soname(use: LibraryUse) -> str:
-    from elftools.elf.elffile import ELFFile
-
+    from nonstop.bundle.elfcheck import open_elf
     from nonstop.bundle.identity import elf_soname
 
     name = None
     # A process may map any file: pyelftools fails on hostile ones in many ways (ELFError,
     # AssertionError, OverflowError, ...). Such a library is reported by its file name.
     with contextlib.suppress(Exception), open(use.opener, "rb") as handle:
-        name = elf_soname(ELFFile(handle))
+        name = elf_soname(open_elf(handle))  # bounded: any user can map the file
     return _clean(name or Path(use.path.removesuffix(" (deleted)")).name, 255)
 
 

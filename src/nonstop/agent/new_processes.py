@@ -63,15 +63,23 @@ def read_relro(path: Path) -> Relro | None:
 
 
 class RelroCache:
-    """RELRO ranges per build-id (one read of the program headers per file, ever)."""
+    """RELRO ranges per mapped file (one read of the program headers per file, ever).
+
+    Keyed by the file's identity, not by its build-id: any user can map a copy with the same
+    build-id whose RELRO range says "relocated" from the start."""
 
     def __init__(self) -> None:
-        self._ranges: dict[str, Relro | None] = {}
+        self._ranges: dict[tuple[str, int, int, int, int, int], Relro | None] = {}
 
     def get(self, build_id: str, opener: Path) -> Relro | None:
-        if build_id not in self._ranges:
-            self._ranges[build_id] = read_relro(opener)
-        return self._ranges[build_id]
+        try:
+            stat = os.stat(opener)
+        except OSError:
+            return None
+        key = (build_id, stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        if key not in self._ranges:
+            self._ranges[key] = read_relro(opener)
+        return self._ranges[key]
 
 
 @dataclass

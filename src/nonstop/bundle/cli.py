@@ -26,6 +26,7 @@ from nonstop.bundle.manifest import (
     PayloadRole,
     Target,
 )
+from nonstop.bundle.symbols import SymbolMap, replacement_refusal, target_functions
 from nonstop.console import emit_json, stdout
 
 BUILDER = f"nonstop {__version__}"
@@ -110,17 +111,29 @@ def _userspace_parts(
         target = userspace_target_of(args.target)
     except IdentityError as exc:
         raise BundleError(str(exc)) from None
-    functions = []
+    replaces = []
     for spec in args.replace:
         old, sep, new = spec.partition("=")
         if not sep or not old or not new:
             raise BundleError(f"--replace wants OLD_SYMBOL=NEW_SYMBOL, got {spec!r}")
-        functions.append(FunctionPatch(target=old, replacement=new))
+        replaces.append((old, new))
     files: dict[str, tuple[PayloadRole, bytes]] = {
         "patch.o": ("object", _read_input(args.object, "patch object")),
     }
+    symbol_map = None
     if args.symbols:
         files["symbols.json"] = ("symbols", _read_input(args.symbols, "symbol map"))
+        symbol_map = SymbolMap.from_json_bytes(files["symbols.json"][1])
+    # The target is at hand: refuse what the engine would, and record each function's code.
+    found = target_functions(args.target, [old for old, _ in replaces], symbol_map)
+    functions = []
+    for old, new in replaces:
+        known = found.get(old)
+        reason = replacement_refusal(old, known.type) if known else None
+        if reason:
+            raise BundleError(reason)
+        code = known.code_sha256 if known else None
+        functions.append(FunctionPatch(target=old, replacement=new, original_sha256=code))
     return target, functions, files
 
 

@@ -46,16 +46,15 @@ def parse_build_id_notes(blob: bytes) -> str | None:
 
 
 def elf_build_id(elf: ELFFile) -> str | None:
-    from elftools.elf.sections import NoteSection
+    """The GNU build-id in ELF's note sections (each read whole only when small)."""
+    from nonstop.bundle.elfcheck import MAX_NOTES
 
     for section in elf.iter_sections():
-        if not isinstance(section, NoteSection):
-            continue
-        for note in section.iter_notes():
-            # Match the owner too: a Xen note (in a vmlinux) shares the type number.
-            if note["n_type"] == "NT_GNU_BUILD_ID" and note["n_name"] == "GNU":
-                desc: str = note["n_desc"]
-                return desc
+        # Our own parser, not pyelftools' note walker: that one reads whatever size a note claims.
+        if section["sh_type"] == "SHT_NOTE" and 0 < section["sh_size"] <= MAX_NOTES:
+            found = parse_build_id_notes(section.data())
+            if found:
+                return found
     return None
 
 
@@ -159,11 +158,12 @@ def _rpm_owners(paths: list[str]) -> dict[str, tuple[str, str]]:
 def userspace_target_of(path: Path, *, with_package: bool = True) -> UserspaceTarget:
     """Identity of the shared library at PATH."""
     from elftools.common.exceptions import ELFError
-    from elftools.elf.elffile import ELFFile
+
+    from nonstop.bundle.elfcheck import open_elf
 
     try:
         with path.open("rb") as handle:
-            elf = ELFFile(handle)
+            elf = open_elf(handle)
             if elf["e_machine"] != "EM_X86_64":
                 raise IdentityError(f"{path} is not an x86_64 ELF file")
             build_id = elf_build_id(elf)

@@ -102,6 +102,9 @@ class FunctionPatch:
     target: str
     replacement: str | None = None
     object: str | None = None
+    original_sha256: str | None = None
+    """SHA-256 of the target function's bytes in the target file (userspace, optional): the
+    engine refuses a process whose code there differs (a same-build-id file with other code)."""
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ patch-object symbol name, the symbol-map entry it must bind to (how two static
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 from elftools.elf.sections import SymbolTableSection
 
+from nonstop.bundle.elfcheck import open_elf
 from nonstop.bundle.errors import SymbolMapError
 from nonstop.bundle.identity import elf_build_id
 
@@ -103,6 +105,85 @@ class SymbolMap:
         if not all(isinstance(v, int) and 0 <= v < len(symbols) for v in links.values()):
             raise ValueError("links must name symbols by their index")
         return cls(build_id=str(document["build_id"]), symbols=tuple(symbols), links=dict(links))
+
+
+def replacement_refusal(name: str, kind: str) -> str | None:
+    """Why the target function NAME, of symbol type KIND, cannot be replaced (None: it can).
+
+    The engine refuses with this reason when it applies a bundle; `nonstop bundle create` and
+    the builder, which know the target, refuse with the same one up front."""
+    if kind == "ifunc":
+        return f"{name} is an IFUNC resolver: patch its implementation instead"
+    return None
+
+
+@dataclass(frozen=True)
+class TargetFunction:
+    """A function of the target file, found the way the engine finds it."""
+
+    name: str
+    type: SymbolType
+    value: int
+    size: int
+    code_sha256: str | None
+    """SHA-256 of its SIZE bytes in the file: what the engine expects to find in memory."""
+
+
+def target_functions(
+    path: Path, names: list[str], symbol_map: SymbolMap | None = None
+) -> dict[str, TargetFunction]:
+    """The functions NAMES of the ELF file PATH that can be found, in the engine's order: the
+    default-version .dynsym definition, else the one function of that name in SYMBOL_MAP, else
+    the first in the file's .symtab."""
+    try:
+        with path.open("rb") as handle:
+            elf = open_elf(handle)
+            found = _dynamic_definitions(elf, set(names))
+            for name in set(names) - set(found):
+                listed = [s for s in symbol_map.symbols if s.name == name] if symbol_map else []
+                listed = [s for s in listed if s.type == "func"]
+                if len(listed) == 1:
+                    found[name] = (listed[0].type, listed[0].value, listed[0].size)
+            table = elf.get_section_by_name(".symtab")
+            if isinstance(table, SymbolTableSection) and set(names) - set(found):
+                for symbol in table.iter_symbols():
+                    kind = symbol["st_info"]["type"]
+                    wanted = symbol.name in names and symbol.name not in found
+                    if wanted and kind == "STT_FUNC" and symbol["st_shndx"] != "SHN_UNDEF":
+                        found[symbol.name] = ("func", symbol["st_value"], symbol["st_size"])
+            return {
+                name: TargetFunction(name, kind, value, size, _code_sha256(elf, value, size))
+                for name, (kind, value, size) in found.items()
+            }
+    except (ELFError, OSError) as exc:
+        raise SymbolMapError(f"cannot read the functions of {path}: {exc}") from None
+
+
+def _dynamic_definitions(elf: ELFFile, names: set[str]) -> dict[str, tuple[SymbolType, int, int]]:
+    """The default (not hidden-version) global definition of each of NAMES in .dynsym."""
+    dynsym = elf.get_section_by_name(".dynsym")
+    if not isinstance(dynsym, SymbolTableSection):
+        return {}
+    versym = elf.get_section_by_name(".gnu.version")
+    raw = versym.data() if versym is not None else b""
+    found: dict[str, tuple[SymbolType, int, int]] = {}
+    for index, symbol in enumerate(dynsym.iter_symbols()):
+        kind = _TYPES.get(symbol["st_info"]["type"])
+        hidden = 2 * index + 2 <= len(raw) and raw[2 * index + 1] & 0x80
+        if symbol.name not in names or symbol.name in found or kind is None or hidden:
+            continue
+        if symbol["st_shndx"] != "SHN_UNDEF" and symbol["st_info"]["bind"] != "STB_LOCAL":
+            found[symbol.name] = (kind, symbol["st_value"], symbol["st_size"])
+    return found
+
+
+def _code_sha256(elf: ELFFile, value: int, size: int) -> str | None:
+    for segment in elf.iter_segments():
+        start, filesz = segment["p_vaddr"], segment["p_filesz"]
+        if segment["p_type"] == "PT_LOAD" and start <= value and value + size <= start + filesz:
+            elf.stream.seek(segment["p_offset"] + value - start)
+            return hashlib.sha256(elf.stream.read(size)).hexdigest()
+    return None
 
 
 def symbol_map_of(path: Path) -> SymbolMap:

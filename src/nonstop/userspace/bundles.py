@@ -17,10 +17,13 @@ def spec_from_bundle(bundle: Bundle) -> PatchSpec:
     if target.arch != "x86_64":
         raise RefusedError(f"bundle targets {target.arch}; this engine patches x86_64")
     functions = []
+    expected_code = {}
     for function in manifest.functions:
         if not function.replacement:
             raise RefusedError(f"function {function.target} has no replacement symbol")
         functions.append((function.target, function.replacement))
+        if function.original_sha256:
+            expected_code[function.target] = function.original_sha256
     symbol_map = None
     if manifest.payload_with_role("symbols") is not None:
         symbol_map = SymbolMap.from_json_bytes(bundle.payload("symbols"))
@@ -31,6 +34,7 @@ def spec_from_bundle(bundle: Bundle) -> PatchSpec:
         object_bytes=bundle.payload("object"),
         functions=tuple(functions),
         symbol_map=symbol_map,
+        expected_code=expected_code,
         info={
             "bundle_sha256": bundle.sha256,
             "key_id": bundle.key_id,

@@ -1,25 +1,38 @@
-"""What the engine needs to know about one ELF file, parsed once and cached per build-id.
+"""What the engine needs to know about one ELF file, parsed once and cached per content.
 
 Parsing libc with pyelftools costs far more than a whole patch, so the model
-is kept in memory and as a small JSON file per build-id in a cache directory
-(a build-id names exactly one build, so a cached model never goes stale).
+is kept in memory and as a small JSON file in a cache directory. The key is
+the SHA-256 of the very file a process maps, never its build-id: a build-id
+note is bytes anyone can copy into a file with other symbols (see
+:class:`FileKey` for which files may share the on-disk cache).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO
 
+from elftools.common.exceptions import ELFError
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
 from elftools.elf.relocation import RelocationSection
 from elftools.elf.sections import SymbolTableSection
 
+from nonstop.bundle.elfcheck import (
+    MAX_FILE_SIZE,
+    MAX_NOTES,
+    ElfBoundsError,
+    ProgramHeader,
+    open_elf,
+)
+from nonstop.bundle.elfcheck import read_program_headers as _checked_program_headers
 from nonstop.bundle.identity import elf_build_id, elf_soname, parse_build_id_notes
+from nonstop.userspace.errors import RefusedError
 
 MODEL_VERSION = 1
 PAGE = 4096
@@ -132,42 +145,27 @@ class ElfModel:
         )
 
 
-class ProgramHeader(NamedTuple):
-    type: int
-    offset: int
-    vaddr: int
-    filesz: int
-    memsz: int
-
-
 PT_LOAD, PT_NOTE, PT_GNU_RELRO = 1, 4, 0x6474E552
 
 
 def read_program_headers(handle: BinaryIO) -> list[ProgramHeader] | None:
-    """The program headers of a 64-bit ELF file, with two plain reads (None: not one)."""
-    handle.seek(0)
-    header = handle.read(64)
-    if len(header) < 64 or header[:4] != b"\x7fELF" or header[4] != 2:
+    """The program headers (None: not an ELF file, or one whose header tables lie)."""
+    try:
+        return _checked_program_headers(handle)
+    except ElfBoundsError:
         return None
-    (phoff,) = struct.unpack_from("<Q", header, 32)
-    size, count = struct.unpack_from("<HH", header, 54)
-    if size < 56:
-        return None
-    handle.seek(phoff)
-    table = handle.read(size * count)
-    headers = []
-    for index in range(len(table) // size):
-        p_type, _, offset, vaddr, _, filesz, memsz = struct.unpack_from(
-            "<IIQQQQQ", table, index * size
-        )
-        headers.append(ProgramHeader(p_type, offset, vaddr, filesz, memsz))
-    return headers
 
 
 def read_build_id(handle: BinaryIO) -> str | None:
-    """The GNU build-id from the program headers only: cheap enough to run on every mapping."""
-    for segment in read_program_headers(handle) or []:
-        if segment.type == PT_NOTE and 0 < segment.filesz <= 65536:
+    """The GNU build-id from the program headers only: cheap enough to run on every mapping.
+
+    The file is hostile (any user can map one): every read is bounded by the file."""
+    segments = read_program_headers(handle) or []
+    size = handle.seek(0, os.SEEK_END)
+    for segment in segments:
+        if segment.type == PT_NOTE and 0 < segment.filesz <= MAX_NOTES:
+            if segment.offset + segment.filesz > size:
+                continue
             handle.seek(segment.offset)
             found = parse_build_id_notes(handle.read(segment.filesz))
             if found:
@@ -184,17 +182,26 @@ def _versions(elf: ELFFile) -> tuple[list[int], dict[int, str]]:
         section = elf.get_section_by_name(name)
         if section is None:
             continue
+        # Each entry takes 8 bytes or more: a longer walk follows a looping chain.
+        left = section["sh_size"] // 8
         for version, auxiliaries in section.iter_versions():  # type: ignore[attr-defined]
             if name == ".gnu.version_d":
                 names[version["vd_ndx"]] = next(iter(auxiliaries)).name
+                left -= 2
             else:
                 for aux in auxiliaries:
                     names[aux["vna_other"]] = aux.name
+                    left -= 1
+                    if left < 0:
+                        break
+            if left < 0:
+                raise ElfBoundsError(f"{name} holds more versions than its size allows")
     return entries, names
 
 
 def parse_model(handle: BinaryIO) -> ElfModel:
-    elf = ELFFile(handle)
+    """The model of the ELF file HANDLE (ElfBoundsError, or another ELFError, when malformed)."""
+    elf = open_elf(handle)
     build_id = elf_build_id(elf) or ""
     segments = [
         Segment(
@@ -275,43 +282,93 @@ def parse_model(handle: BinaryIO) -> ElfModel:
     )
 
 
+@dataclass(frozen=True)
+class FileKey:
+    """Which bytes one mapped file holds, from an open handle on it (never from its build-id:
+    a build-id note is bytes anyone can copy into a file of their own)."""
+
+    sha256: str
+    identity: tuple[int, int, int, int, int]
+    """(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns) when it was hashed."""
+    sealed: bool
+    """Only root can change these bytes (root-owned, not group- or world-writable)."""
+
+    @property
+    def name(self) -> str:
+        """The cache key: the hash alone when sealed (identical copies share it); otherwise
+        bound to this inode, since its owner can rewrite it between hashing and parsing."""
+        if self.sealed:
+            return self.sha256
+        return f"{self.sha256}-{'-'.join(str(part) for part in self.identity)}"
+
+
+def _identity(stat: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+
+
 class ModelCache:
-    """ELF models by build-id: in memory, and on disk when a directory is given."""
+    """ELF models (and documents derived from a file, like validated sites) by file content.
+
+    Kept in memory by :attr:`FileKey.name`, and on disk, when a directory is given, only for
+    sealed files: a model parsed from a file its owner could rewrite meanwhile is never shared
+    with a later run."""
 
     def __init__(self, directory: Path | None = None) -> None:
         self.directory = directory
         self._memory: dict[str, ElfModel] = {}
+        self._hashes: dict[tuple[int, int, int, int, int], str] = {}
 
-    def get(self, build_id: str, path: Path) -> ElfModel:
-        """The model of the file at PATH, whose build-id the caller has read already."""
-        model = self._memory.get(build_id) or self._load(build_id)
+    def key(self, handle: BinaryIO) -> FileKey:
+        """The content key of the open file HANDLE (hashed once per identity)."""
+        stat = os.fstat(handle.fileno())
+        identity = _identity(stat)
+        digest = self._hashes.get(identity)
+        if digest is None:
+            if stat.st_size > MAX_FILE_SIZE:
+                raise RefusedError(f"a mapped file of {stat.st_size} bytes is not a library")
+            handle.seek(0)
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()  # type: ignore[arg-type]
+            self._hashes[identity] = digest
+        sealed = stat.st_uid == 0 and not stat.st_mode & 0o022
+        return FileKey(digest, identity, sealed)
+
+    def get(self, build_id: str, handle: BinaryIO, key: FileKey) -> ElfModel:
+        """The model of the file open as HANDLE, whose KEY and build-id the caller has read."""
+        model = self._memory.get(key.name) or self._load(key)
         if model is None:
-            with open(path, "rb") as handle:
+            try:
+                handle.seek(0)
                 model = parse_model(handle)
+            except (ELFError, ValueError, KeyError, IndexError, TypeError, struct.error) as exc:
+                # pyelftools on a hostile file: any of these is a refusal of that file only.
+                raise RefusedError(f"cannot model the ELF file {key.sha256[:16]}: {exc}") from None
             if model.build_id != build_id:
-                raise ValueError(f"{path} changed while it was read (build-id differs)")
-            self._store(model)
-        self._memory[build_id] = model
+                raise RefusedError(f"a file with build-id {build_id} changed while it was read")
+            if key.sealed:
+                self.store_extra(key, "model", model.to_json())
+        if model.build_id != build_id:
+            raise RefusedError(f"the file read as build-id {build_id} holds {model.build_id}")
+        self._memory[key.name] = model
         return model
 
-    def _file(self, build_id: str, kind: str = "model") -> Path | None:
-        if self.directory is None or not build_id.isalnum():
+    def _file(self, key: FileKey, kind: str) -> Path | None:
+        if self.directory is None or not key.sealed:
             return None
         return self.directory / (
-            f"{build_id}.json" if kind == "model" else f"{build_id}.{kind}.json"
+            f"{key.sha256}.json" if kind == "model" else f"{key.sha256}.{kind}.json"
         )
 
-    def load_extra(self, build_id: str, kind: str) -> dict[str, Any]:
-        """A small document derived from the file with BUILD_ID (e.g. validated sites)."""
-        path = self._file(build_id, kind)
+    def load_extra(self, key: FileKey, kind: str) -> dict[str, Any]:
+        """A small document derived from the file with KEY (e.g. validated sites)."""
+        path = self._file(key, kind)
         try:
             document = json.loads(path.read_bytes()) if path else {}
         except (OSError, ValueError):
             return {}
         return document if isinstance(document, dict) else {}
 
-    def store_extra(self, build_id: str, kind: str, document: dict[str, Any]) -> None:
-        path = self._file(build_id, kind)
+    def store_extra(self, key: FileKey, kind: str, document: dict[str, Any]) -> None:
+        path = self._file(key, kind)
         if path is None:
             return
         try:
@@ -322,17 +379,9 @@ class ModelCache:
         except OSError:
             pass  # a cache that cannot be written only costs time
 
-    def _load(self, build_id: str) -> ElfModel | None:
-        path = self._file(build_id)
-        if path is None:
-            return None
+    def _load(self, key: FileKey) -> ElfModel | None:
+        doc = self.load_extra(key, "model")
         try:
-            doc = json.loads(path.read_bytes())
-            if doc.get("model_version") != MODEL_VERSION or doc.get("build_id") != build_id:
-                return None
-            return ElfModel.from_json(doc)
-        except (OSError, ValueError, KeyError, TypeError):
-            return None  # absent or damaged: parse the file again
-
-    def _store(self, model: ElfModel) -> None:
-        self.store_extra(model.build_id, "model", model.to_json())
+            return ElfModel.from_json(doc) if doc.get("model_version") == MODEL_VERSION else None
+        except (ValueError, KeyError, TypeError):
+            return None  # damaged: parse the file again

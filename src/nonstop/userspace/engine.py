@@ -11,6 +11,7 @@ before any thread is stopped.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +56,7 @@ from nonstop.userspace.trampoline import Displaced
 from nonstop.userspace.transaction import Hook, ProcessPatcher, SwitchPolicy
 
 SITES_CACHE = "sites-v2"
-"""Validated entry sites per build-id, with their trampoline plans."""
+"""Validated entry sites per file content, with their trampoline plans."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,8 @@ class PatchSpec:
     functions: tuple[tuple[str, str], ...]
     """(target function, replacement symbol in the object)."""
     symbol_map: SymbolMap | None = None
+    expected_code: dict[str, str] = field(default_factory=dict)
+    """Target function -> SHA-256 of its original bytes, when the bundle records it."""
     info: dict[str, Any] = field(default_factory=dict)
     """Shown by --lib-patch-info: bundle sha256, fixes, CVEs, effective version."""
 
@@ -293,7 +296,9 @@ class Engine:
         """(site, function size, replacement (None: pass-through), stub it jumps to now)."""
         for function, replacement in spec.functions:
             site, size = self._site(scope, target, function)
-            planned.append((site, size, replacement, self._running_at(patcher, site, current)))
+            now = self._running_at(patcher, site, current)
+            _check_code(patcher, site, size, now, spec.expected_code.get(function))
+            planned.append((site, size, replacement, now))
         replaced = {function for function, _ in spec.functions}
         for record in current.sites if current is not None else []:
             assert current is not None
@@ -374,11 +379,11 @@ class Engine:
         raise RefusedError("no free address range within rel32 reach of the library")
 
     def _site(self, scope: Scope, target: LoadedModule, function: str) -> tuple[Site, int]:
-        """The validated entry site of FUNCTION; validation is cached per build-id (on disk too,
-        so a cold run needs neither capstone nor the library's symbols for it)."""
-        sites = self._sites.setdefault(
-            target.build_id, self.models.load_extra(target.build_id, SITES_CACHE)
-        )
+        """The validated entry site of FUNCTION; validation is cached per file content (on disk
+        too, for files only root can change, so a cold run needs neither capstone nor the
+        library's symbols for it)."""
+        key = target.key
+        sites = self._sites.setdefault(key.name, self.models.load_extra(key, SITES_CACHE))
         if function not in sites:
             found = scope.target_function(function)
             code = target.read_file(found.address - target.base, found.size + ALIGNMENT)
@@ -391,7 +396,7 @@ class Engine:
                 "cet": site.cet,
                 "displaced": site.displaced.to_json(),
             }
-            self.models.store_extra(target.build_id, SITES_CACHE, sites)
+            self.models.store_extra(key, SITES_CACHE, sites)
         cached = sites[function]
         site = Site(
             function,
@@ -417,6 +422,25 @@ class Engine:
         raise RefusedError(
             f"{site.function} at {site.patch_address:#x} was modified by something else "
             "(bytes differ from the library file)"
+        )
+
+
+def _check_code(
+    patcher: ProcessPatcher, site: Site, size: int, now: int | None, expected: str | None
+) -> None:
+    """The function's code in the process (what would run, our entry jump read as the bytes
+    it replaced) must be the code the bundle was built against, when the bundle says which."""
+    if expected is None:
+        return
+    start = site.patch_address - site.entry
+    # A jump may sit in the alignment padding after a very short function: read that far.
+    code = bytearray(patcher.memory.read(site.entry, max(size, start + len(site.original))))
+    if now is not None:
+        code[start : start + len(site.original)] = site.original
+    if hashlib.sha256(code[:size]).hexdigest() != expected:
+        raise RefusedError(
+            f"{site.function} at {site.entry:#x} in process {patcher.pid} is not the code the "
+            "bundle was built for (its bytes differ)"
         )
 
 

@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
-from nonstop.userspace.elfmodel import ElfModel, ModelCache, read_build_id
+from nonstop.userspace.elfmodel import ElfModel, FileKey, ModelCache, read_build_id
+from nonstop.userspace.errors import RefusedError
 from nonstop.userspace.memory import ProcessMemory
 from nonstop.userspace.procfs import Mapping, map_file_path, read_maps
 
 DT_NULL = 0
 DT_DEBUG = 21
+
+
+def open_mapped(path: Path, mapping: Mapping) -> BinaryIO:
+    """Open the file behind MAPPING through PATH, and check it is the one mapped (same device
+    and inode as /proc/PID/maps shows): the mapping may have been replaced meanwhile."""
+    handle = open(path, "rb")  # noqa: SIM115  # returned to the caller, who closes it
+    stat = os.fstat(handle.fileno())
+    major, _, minor = mapping.dev.partition(":")
+    if (os.major(stat.st_dev), os.minor(stat.st_dev), stat.st_ino) != (
+        int(major, 16),
+        int(minor, 16),
+        mapping.inode,
+    ):
+        handle.close()
+        raise RefusedError(f"{path} is no longer the file mapped at {mapping.start:#x}")
+    return handle
 
 
 @dataclass
@@ -25,11 +44,26 @@ class LoadedModule:
     mappings: list[Mapping]
     _cache: ModelCache = field(repr=False)
     _model: ElfModel | None = field(default=None, repr=False)
+    _key: FileKey | None = field(default=None, repr=False)
+
+    def open(self) -> BinaryIO:
+        return open_mapped(self.file, self.mappings[0])
+
+    @property
+    def key(self) -> FileKey:
+        """What the mapped file holds (its SHA-256, and whether only root can change it)."""
+        if self._key is None:
+            with self.open() as handle:
+                self._key = self._cache.key(handle)
+        return self._key
 
     @property
     def model(self) -> ElfModel:
+        """The model of the very file mapped here, never one read from another file."""
         if self._model is None:
-            self._model = self._cache.get(self.build_id, self.file)
+            with self.open() as handle:
+                self._key = self._key or self._cache.key(handle)
+                self._model = self._cache.get(self.build_id, handle, self._key)
         return self._model
 
     @property
@@ -38,14 +72,14 @@ class LoadedModule:
 
     def read_file(self, vaddr: int, size: int) -> bytes:
         """Bytes of the file (not of memory) at module address VADDR."""
-        with open(self.file, "rb") as handle:
+        with self.open() as handle:
             handle.seek(self.model.file_offset(vaddr))
             return handle.read(size)
 
     def read_mapped_file(self, address: int, size: int) -> bytes:
         """What the file holds for process address ADDRESS, by the mapping that covers it."""
         mapping = next(m for m in self.mappings if m.contains(address))
-        with open(self.file, "rb") as handle:
+        with self.open() as handle:
             handle.seek(mapping.offset + address - mapping.start)
             return handle.read(size).ljust(size, b"\0")
 
@@ -60,10 +94,10 @@ class BuildIdCache:
         key = (mapping.dev, mapping.inode)
         if key not in self._ids:
             try:
-                with open(map_file_path(pid, mapping), "rb") as handle:
+                with open_mapped(map_file_path(pid, mapping), mapping) as handle:
                     self._ids[key] = read_build_id(handle)
-            except OSError:
-                return None  # not readable now: do not remember the failure
+            except (OSError, RefusedError):
+                return None  # not readable now, or remapped meanwhile: do not remember it
         return self._ids[key]
 
 

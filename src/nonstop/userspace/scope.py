@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nonstop.bundle.symbols import MapSymbol, SymbolMap
+from nonstop.bundle.symbols import MapSymbol, SymbolMap, replacement_refusal
 from nonstop.userspace.elfmodel import DynSymbol
 from nonstop.userspace.errors import LinkError
 from nonstop.userspace.image import LoadedModule, ProcessImage
@@ -131,10 +131,12 @@ class Scope:
         model = self.target.model
         definition = default_definition(model.defined(name))
         if definition is not None:
-            if definition.type == "ifunc":
-                raise LinkError(f"{name} is an IFUNC resolver: patch its implementation instead")
+            refusal = replacement_refusal(name, definition.type)
+            if refusal is not None:
+                raise LinkError(refusal)
             if definition.type != "func":
                 raise LinkError(f"{name} in {self.target.path} is not a function")
+            self._check_against_map(name, definition.value, definition.size)
             return TargetFunction(name, self.target.base + definition.value, definition.size)
         if self.symbol_map is not None:
             found = [s for s in self.symbol_map.symbols if s.name == name and s.type == "func"]
@@ -146,6 +148,18 @@ class Scope:
             value, size = model.functions[name]
             return TargetFunction(name, self.target.base + value, size)
         raise LinkError(f"function {name} not found in {self.target.path}")
+
+    def _check_against_map(self, name: str, value: int, size: int) -> None:
+        """The mapped file's own symbol table must agree with the builder's symbol map: the
+        file is whatever its owner wrote, behind a build-id anyone can copy."""
+        if self.symbol_map is None:
+            return
+        known = [s for s in self.symbol_map.symbols if s.name == name and s.type == "func"]
+        if known and not any((s.value, s.size) == (value, size) for s in known):
+            raise LinkError(
+                f"{name} in {self.target.path} is not where the bundle's symbol map puts it "
+                f"({value:#x}, {size} bytes): the file is not the build the bundle is for"
+            )
 
     def function_starts(self) -> set[int]:
         """Start addresses of every function of the target library that the engine knows of."""

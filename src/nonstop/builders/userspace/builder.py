@@ -23,9 +23,14 @@ from nonstop.builders.userspace.patchobj import PatchObject, assemble
 from nonstop.builders.userspace.recipe import FixSpec, Recipe
 from nonstop.builders.userspace.reproduce import Reproduction, check_reproduction
 from nonstop.builders.userspace.targetsyms import TargetSymbols
-from nonstop.bundle import Fix, Manifest, SigningKey, describe_payload, pack
+from nonstop.bundle import Fix, FunctionPatch, Manifest, SigningKey, describe_payload, pack
 from nonstop.bundle.errors import BundleError
-from nonstop.bundle.symbols import SymbolMap, symbol_map_of
+from nonstop.bundle.symbols import (
+    SymbolMap,
+    replacement_refusal,
+    symbol_map_of,
+    target_functions,
+)
 
 BUILDER = f"nonstop build userspace {__version__}"
 OBJECT_NAME = "patch.o"
@@ -74,6 +79,23 @@ class BuildResult:
         return all(level.status == "built" for level in self.levels)
 
 
+def check_targets(
+    library: Path, functions: list[FunctionPatch], symbols: SymbolMap
+) -> tuple[list[FunctionPatch], list[Refusal]]:
+    """FUNCTIONS as the target LIBRARY has them: refused as the engine would refuse them, the
+    others with the SHA-256 of their original code (the engine checks it in each process)."""
+    found = target_functions(library, [f.target for f in functions], symbols)
+    checked, refusals = [], []
+    for function in functions:
+        known = found.get(function.target)
+        reason = replacement_refusal(function.target, known.type) if known else None
+        if reason is not None:
+            refusals.append(Refusal(function.target, reason))
+        code = known.code_sha256 if known else None
+        checked.append(replace(function, original_sha256=code))
+    return checked, refusals
+
+
 def bundle_name(recipe: Recipe, level: int) -> str:
     """The file name of level LEVEL's bundle in the output dir; a rebuild overwrites it."""
     return f"{recipe.name}-level{level}.nsb"
@@ -95,6 +117,7 @@ class _Builder:
     def __init__(self, recipe: Recipe, key: SigningKey, outdir: Path, work: Path) -> None:
         self.recipe, self.key, self.outdir = recipe, key, outdir
         self.driver = BuildDriver(recipe, work)
+        self.work = work
         self.stages: dict[str, float] = {}
 
     def _timed_build(self, stage: str, fixes: tuple[FixSpec, ...], sections: bool) -> BuiltTree:
@@ -112,6 +135,8 @@ class _Builder:
                 f"the original build's library has no symbols to ship: {exc}"
             ) from None
         result = BuildResult(recipe=self.recipe, reproduction=reproduction, stages=self.stages)
+        self.target_library = self.work / "target-library"
+        shutil.copyfile(reproduced.library, self.target_library)  # the target's code, per level
         if self.recipe.target.build_is_target:
             result.target_copy = self._keep_target(reproduced.library)
             result.reproduction = replace(reproduction, target_path=result.target_copy)
@@ -153,6 +178,8 @@ class _Builder:
         started = time.monotonic()
         analysis = analyze_level(original, patched, targets)
         patch = assemble(analysis, targets)
+        patch.functions, refused = check_targets(self.target_library, patch.functions, symbols)
+        analysis.refusals.extend(refused)
         if not patch.functions and not analysis.refusals:
             analysis.refusals.append(
                 Refusal(
