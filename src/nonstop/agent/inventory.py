@@ -26,6 +26,7 @@ from nonstop.agent.host_info import Distro, detect_distro
 from nonstop.agent.new_processes import all_process_maps
 from nonstop.bundle import KernelTarget
 from nonstop.userspace import Engine
+from nonstop.userspace.elfmodel import root_sealed
 from nonstop.userspace.image import BuildIdCache, build_id_of
 from nonstop.userspace.procfs import PROC, executable_of, map_file_path
 
@@ -42,6 +43,8 @@ class LibraryUse:
     """Opens the very file (through one process's map_files)."""
     same_namespace: bool
     """Mapped from this agent's mount namespace, so dpkg/rpm here know its path."""
+    sealed: bool
+    """The file is one only root can change, so what it says may be cached for its build-id."""
     pids: set[int] = field(default_factory=set)
     levels: dict[int, int | None] = field(default_factory=dict)
     """Applied level per process that may be patched (blocklisted processes left out)."""
@@ -59,6 +62,13 @@ def _mount_namespace(pid: int | str) -> str | None:
         return os.readlink(PROC / str(pid) / "ns" / "mnt")
     except OSError:
         return None
+
+
+def _sealed(opener: Path) -> bool:
+    try:
+        return root_sealed(os.stat(opener))
+    except OSError:
+        return False
 
 
 def libraries_in_use(
@@ -81,15 +91,19 @@ def libraries_in_use(
             if build_id is None or build_id in seen:
                 continue
             seen.add(build_id)
-            use = found.setdefault(
-                build_id,
-                LibraryUse(
-                    build_id,
-                    mapping.path,
-                    map_file_path(pid, mapping),
-                    namespace == own_namespace,
-                ),
-            )
+            use = found.get(build_id)
+            if use is None or not use.sealed:
+                # Any user can copy a build-id note: facts are read from a root-sealed file
+                # with that build-id if a process maps one, whoever was met first.
+                opener = map_file_path(pid, mapping)
+                candidate = LibraryUse(
+                    build_id, mapping.path, opener, namespace == own_namespace, _sealed(opener)
+                )
+                if use is None:
+                    use = found[build_id] = candidate
+                elif candidate.sealed:
+                    use.path, use.opener = candidate.path, candidate.opener
+                    use.same_namespace, use.sealed = candidate.same_namespace, True
             use.pids.add(pid)
             if not (executable and blocklist.blocks(executable)):
                 use.levels[pid] = None
@@ -102,11 +116,16 @@ def libraries_in_use(
 
 
 class LibraryFacts:
-    """Soname and owning package per build-id, cached on disk (``inventory-libraries.json``)."""
+    """Soname and owning package per build-id, cached on disk (``inventory-libraries.json``).
+
+    Only facts read from a root-sealed file are cached: another user's file with a copied
+    build-id note is described for this run only, so it cannot name that build-id for good.
+    """
 
     def __init__(self, cache_dir: Path) -> None:
         self.path = cache_dir / "inventory-libraries.json"
         self._facts: dict[str, dict[str, Any]] = {}
+        self._this_run: dict[str, dict[str, Any]] = {}
         with contextlib.suppress(OSError, ValueError):
             loaded = json.loads(self.path.read_text())
             if isinstance(loaded, dict):
@@ -116,6 +135,7 @@ class LibraryFacts:
     def learn(self, uses: list[LibraryUse]) -> None:
         """Find soname and package of the build-ids not known yet (one package query)."""
         new = [use for use in uses if use.build_id not in self._facts]
+        self._this_run.clear()
         if not new:
             return
         from nonstop.bundle.identity import owning_packages
@@ -125,7 +145,8 @@ class LibraryFacts:
         packages = owning_packages(list(local))
         for use in new:
             package = packages.get(Path(use.path)) if Path(use.path) in local else None
-            self._facts[use.build_id] = {
+            facts = self._facts if use.sealed else self._this_run
+            facts[use.build_id] = {
                 "soname": _soname(use),
                 "package": {
                     "name": _clean(package.name, 255),
@@ -137,7 +158,7 @@ class LibraryFacts:
         self._dirty = True
 
     def of(self, build_id: str) -> dict[str, Any]:
-        return self._facts[build_id]
+        return self._facts.get(build_id) or self._this_run[build_id]
 
     def save(self) -> None:
         if not self._dirty:

@@ -302,6 +302,14 @@ class FileKey:
         return f"{self.sha256}-{'-'.join(str(part) for part in self.identity)}"
 
 
+def root_sealed(stat: os.stat_result) -> bool:
+    """Only root can change the file's bytes: root-owned, not group- or world-writable.
+
+    What is learnt from any other file may be used for the process mapping it, but is never
+    cached for others: its owner can rewrite it, or copy a build-id note into it."""
+    return stat.st_uid == 0 and not stat.st_mode & 0o022
+
+
 def _identity(stat: os.stat_result) -> tuple[int, int, int, int, int]:
     return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
@@ -329,8 +337,7 @@ class ModelCache:
             handle.seek(0)
             digest = hashlib.file_digest(handle, "sha256").hexdigest()  # type: ignore[arg-type]
             self._hashes[identity] = digest
-        sealed = stat.st_uid == 0 and not stat.st_mode & 0o022
-        return FileKey(digest, identity, sealed)
+        return FileKey(digest, identity, root_sealed(stat))
 
     def get(self, build_id: str, handle: BinaryIO, key: FileKey) -> ElfModel:
         """The model of the file open as HANDLE, whose KEY and build-id the caller has read."""
