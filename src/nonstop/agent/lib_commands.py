@@ -12,7 +12,7 @@
 With ``--json`` each prints one JSON document; per process: ``pid``,
 ``result`` (patched, already, busy, refused, gone; reverted for unload),
 ``reason``, ``level_before``, ``level_after``, ``functions``, ``pause_us``.
-Exit status: 0 when no process ended busy or refused, 3 otherwise.
+Exit status: 0 when no process ended busy or refused, ``EXIT_PARTIAL`` otherwise.
 """
 
 from __future__ import annotations
@@ -20,13 +20,19 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from nonstop.agent.actions import Action, AgentContext, AgentError, require_root
+from nonstop.agent.actions import (
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    Action,
+    AgentContext,
+    AgentError,
+    require_root,
+)
 from nonstop.console import emit_json, stdout
 
 if TYPE_CHECKING:  # the engine is imported by the commands that use it, not by every nonstopctl
     from nonstop.userspace import Engine, ProcessResult
 
-EXIT_PARTIAL = 3
 FAILED = {"busy", "refused"}
 
 
@@ -36,13 +42,23 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="userspace: switch only when no thread is in or returning into a replaced function",
     )
+    parser.add_argument(
+        "--allow-downgrade",
+        action="store_true",
+        help="--lib-update --bundle: roll back to this bundle's level (lower, or the same level "
+        "built differently)",
+    )
 
 
 def _engine(ctx: AgentContext) -> Engine:
     from nonstop.userspace import Engine, EngineOptions
 
     return Engine(
-        EngineOptions(strict=bool(ctx.args.strict), cache_dir=ctx.config.cache_dir / "elf")
+        EngineOptions(
+            strict=bool(ctx.args.strict),
+            cache_dir=ctx.config.cache_dir / "elf",
+            allow_downgrade=bool(ctx.args.allow_downgrade),
+        )
     )
 
 
@@ -72,6 +88,11 @@ def lib_update(ctx: AgentContext) -> int:
         )
     if ctx.args.bundle is None:
         from nonstop.agent import online_commands
+
+        if ctx.args.allow_downgrade:
+            raise AgentError(
+                "--allow-downgrade needs --bundle FILE (the level to go back to)", EXIT_USAGE
+            )
 
         return online_commands.online_update(ctx, "userspace", 0.0)
     bundle = ctx.bundle_cache.store(read_bundle_bytes(ctx.args.bundle), ctx.trusted_keys())
@@ -198,10 +219,24 @@ ACTIONS = [
         "--lib-update",
         "apply published userspace patches (or the one in --bundle FILE) to running processes",
         lib_update,
+        options=frozenset({"--bundle", "--pid", "--strict", "--allow-downgrade"}),
     ),
-    Action("--lib-info", "show processes with live userspace patches", lib_info),
     Action(
-        "--lib-patch-info", "show the fixes and functions of live userspace patches", lib_patch_info
+        "--lib-info",
+        "show processes with live userspace patches",
+        lib_info,
+        options=frozenset({"--pid"}),
     ),
-    Action("--lib-unload", "remove userspace patches from running processes", lib_unload),
+    Action(
+        "--lib-patch-info",
+        "show the fixes and functions of live userspace patches",
+        lib_patch_info,
+        options=frozenset({"--pid"}),
+    ),
+    Action(
+        "--lib-unload",
+        "remove userspace patches from running processes",
+        lib_unload,
+        options=frozenset({"--pid", "--strict"}),
+    ),
 ]
