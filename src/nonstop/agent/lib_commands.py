@@ -203,10 +203,11 @@ def lib_unload(ctx: AgentContext) -> int:
 
     require_root("--lib-unload")
     engine = _engine(ctx)
-    results = [engine.revert(pid) for pid in ctx.args.pid or engine.processes_with_patches()]
     if not ctx.args.pid:
-        # Unloaded everywhere: neither the daemon nor --auto-update may bring it back.
+        # Unloaded everywhere: neither the daemon nor --auto-update may bring it back. Recorded
+        # before the revert, so a running daemon never sees a reverted process still wanted.
         lib_levels.forget(ctx.state, {w.build_id for w in lib_levels.wanted_levels(ctx.state)})
+    results = [engine.revert(pid) for pid in ctx.args.pid or engine.processes_with_patches()]
     if ctx.json:
         emit_json({"action": "lib-unload", "processes": [r.to_dict() for r in results]})
     else:
