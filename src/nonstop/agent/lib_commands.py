@@ -1,13 +1,15 @@
 """`nonstopctl --lib-*`: userspace library patches in running processes (kcarectl's flags).
 
-- ``--lib-update --bundle FILE [--pid PID ...] [--strict]``: verify the bundle
-  against the trusted keys, then patch every process mapping its target
-  build-id (or only the PIDs given); without ``--bundle``: every library the
-  patch server has a level for (``online``);
+- ``--lib-update --bundle FILE [--pid PID ...] [--strict] [--allow-downgrade]``:
+  verify the bundle against the trusted keys, then patch every process mapping
+  its target build-id (or only the PIDs given); ``--allow-downgrade`` makes it a
+  rollback (a lower level, or another build of the applied level); without
+  ``--bundle``: every library the patch server has a level for (``online``);
 - ``--lib-info``: processes with live patches, read from the processes;
 - ``--lib-patch-info``: the fixes and functions those patches apply;
 - ``--lib-unload [--pid PID ...]``: take the patches out again (without
-  ``--pid``, the levels are also forgotten, so nothing re-applies them).
+  ``--pid``, the levels are also forgotten and held out of automatic updates,
+  so nothing re-applies them: ``lib_levels``).
 
 With ``--json`` each prints one JSON document; per process: ``pid``,
 ``result`` (patched, already, busy, refused, gone; reverted for unload),
