@@ -118,11 +118,19 @@ def test_a_rollback_is_asked_for_with_allow_downgrade_and_stays(
     (entry,) = refused["processes"]
     assert entry["result"] == "refused" and entry["reason"].endswith("(--allow-downgrade)")
     assert level_of(target) == "2000"
+    # A rollback of some processes (--pid) changes them now, not what the host wants.
+    other = start_target(busy=0, sleepers=1)
+    agent.json("--lib-update", "--bundle", str(bundles[2]), "--pid", str(other.pid))
+    agent.json("--lib-update", "--bundle", str(bundles[1]), "--pid", str(other.pid),
+               "--allow-downgrade")  # fmt: skip
+    assert level_of(other) == "1000"
+    state = json.loads((agent.state / "userspace.json").read_text())
+    assert [t["level"] for t in state["targets"].values()] == [2] and state["held"] == {}
 
     rolled = agent.json("--lib-update", "--bundle", str(bundles[1]), "--allow-downgrade")
     entry = next(p for p in rolled["processes"] if p["pid"] == target.pid)
     assert (entry["result"], entry["level_before"], entry["level_after"]) == ("patched", 2, 1)
-    assert level_of(target) == "1000"
+    assert level_of(target) == "1000" and level_of(other) == "1000"
 
     # The server still offers level 2: automatic updates leave the rollback in place.
     published(1, 2)

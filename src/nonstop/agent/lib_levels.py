@@ -151,9 +151,12 @@ def apply_bundle(
     blocklist: Blocklist,
     pids: list[int] | None = None,
 ) -> tuple[PatchSpec, list[ProcessResult]]:
-    """Apply a verified userspace BUNDLE everywhere (or to PIDS) and record it as wanted
-    (a rollback when the engine was allowed to go down: see ``remember``)."""
+    """Apply a verified userspace BUNDLE everywhere (or to PIDS) and record it as wanted.
+
+    Everywhere with the engine allowed to go down, it is a rollback (see ``remember``);
+    for some PIDS only it changes those processes now and not the recorded wish."""
     spec = spec_from_bundle(bundle)
     results = apply_to_processes(engine, spec, blocklist, pids)
-    remember(store, spec, bundle.sha256, results, rollback=engine.options.allow_downgrade)
+    rollback = engine.options.allow_downgrade and pids is None
+    remember(store, spec, bundle.sha256, results, rollback=rollback)
     return spec, results
