@@ -199,6 +199,7 @@ def test_server_that_accepts_and_stalls(patched_agent, stalling_url) -> None:
     ("body", "message"),
     [
         (b"{this is not json", "answered malformed JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "answered malformed JSON"),  # nested past the stack
         (b'{"host_id": "x", "targets": []}', "sent an invalid check-in: field"),
         (b'{"targets": "all of them"}', "sent an invalid check-in"),
     ],

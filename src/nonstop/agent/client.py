@@ -125,7 +125,7 @@ class ServerClient:
         where = f"the patch server at {self.base_url}"
         try:
             document = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the stack
             raise ServerError(f"{where} answered malformed JSON") from None
         try:
             return parse(document)
