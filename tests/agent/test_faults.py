@@ -213,6 +213,17 @@ def test_server_answering_garbage(patched_agent, fake_server, body, message) -> 
     assert_nothing_changed(agent, target, before)
 
 
+def test_a_refusal_with_a_body_nested_past_the_stack_is_one_line(
+    patched_agent, fake_server
+) -> None:
+    agent, target = patched_agent
+    fake_server.checkin = lambda _request: (403, b"[" * 100_000 + b"]" * 100_000)
+    point_at(agent, fake_server.url)
+    before = snapshot(agent)
+    assert "refused the request (403)" in run_failing(agent, "--auto-update")
+    assert_nothing_changed(agent, target, before)
+
+
 def test_tampered_bundle_is_refused_before_anything_is_applied(
     patched_agent, fake_server, bundles, fixture_build
 ) -> None:

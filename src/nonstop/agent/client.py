@@ -218,7 +218,7 @@ def _refusal(where: str, status: int, body: bytes, has_token: bool) -> str:
         document = json.loads(body)
         if isinstance(document, dict) and isinstance(document.get("detail"), str):
             detail = document["detail"][:200]
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     hint = ""
     if status == 401 and has_token:
