@@ -63,10 +63,6 @@ class Hold:
         return {"target": d.target, "name": d.name, "level": self.level, "reason": self.reason,
                 "until": until}  # fmt: skip
 
-    def line(self) -> str:
-        until = f" until {self.until.isoformat(timespec='minutes')}" if self.until else ""
-        return f"held back: {self.decision.name} level {self.level}{until}: {self.reason}"
-
 
 @dataclass
 class Choice:
