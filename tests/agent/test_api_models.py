@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -60,6 +60,28 @@ def test_a_valid_answer_is_read() -> None:
     assert CheckinAnswer.parse(older).targets[0].bundle.published_at is None  # type: ignore[union-attr]
 
 
+def test_levels_the_feed_holds_back_are_read_and_shown_with_their_release_time() -> None:
+    """The server names what its feed's delay holds back; the host shows it, never applies it."""
+    document = copy.deepcopy(GOOD)
+    document["targets"][1]["held_back"] = [
+        {"level": 1, "published_at": "2026-11-26T06:00:00Z", "release_at": "2026-11-27T06:00:00Z"}
+    ]
+    answer = CheckinAnswer.parse(document)
+    (held,) = answer.targets[1].held_back
+    assert (held.level, held.release_at) == (1, datetime(2026, 11, 27, 6, tzinfo=UTC))
+    choice = choose(
+        answer, kernel_supported=True, userspace_enabled=True,
+        sticky=None, delay_hours=0, now=datetime(2026, 11, 26, 8, tzinfo=UTC),
+    )  # fmt: skip
+    (hold,) = choice.held
+    assert hold.to_dict() == {
+        "target": document["targets"][1]["target"], "name": "6.1.0-28-amd64", "level": 1,
+        "reason": "not yet released on feed stable", "until": "2026-11-27T06:00:00+00:00",
+    }  # fmt: skip
+    assert [d.bundle.level for d in choice.offers] == [3]  # type: ignore[union-attr]
+    assert CheckinAnswer.parse(GOOD).targets[1].held_back == ()  # older servers: none
+
+
 def _broken(path: list[Any], value: Any) -> dict[str, Any]:
     document = copy.deepcopy(GOOD)
     node = document
@@ -87,6 +109,13 @@ def _broken(path: list[Any], value: Any) -> dict[str, Any]:
         (["targets", 0, "bundle", "url"], "http://elsewhere/x.nsb", "not a bundle download"),
         (["targets", 0, "bundle", "level"], "3", "'level' is not a int"),
         (["targets", 1], "kernel", "expected a JSON object"),
+        (["targets", 1, "held_back"], {"level": 2}, "'held_back' is not a list"),
+        (["targets", 1, "held_back"], [{"level": 2}], "'release_at' is missing"),
+        (
+            ["targets", 1, "held_back"],
+            [{"level": "2", "release_at": "2026-11-27T00:00:00Z"}],
+            "'level' is not a int",
+        ),
     ],
 )
 def test_malformed_answers_are_refused(path: list[Any], value: Any, message: str) -> None:
@@ -127,8 +156,12 @@ def test_the_local_policy_holds_back_what_a_server_offers_beyond_it(
     if held is None:
         assert [d.bundle.level for d in choice.offers] == [3] and choice.held == []  # type: ignore[union-attr]
     else:
-        ((_, reason),) = choice.held
-        assert choice.offers == [] and held in reason
+        (hold,) = choice.held
+        assert choice.offers == [] and held in hold.reason
+        if delay_hours:  # held until the publication time plus the local delay
+            assert hold.until == datetime(2026, 11, 20, 10, tzinfo=UTC) + timedelta(
+                hours=delay_hours
+            )
 
 
 def test_userspace_offers_are_ignored_when_userspace_patching_is_off() -> None:

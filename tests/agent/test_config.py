@@ -113,9 +113,15 @@ def test_flag_settings_override_the_file_and_persist(tmp_path, monkeypatch):
     config = load_config(path)
     assert (config.userspace_enabled, config.sticky) == (True, "level:2")
     set_override(config, "userspace_enabled", False)
-    set_override(config, "sticky", None)  # unpinned by a flag, whatever the file says
+    set_override(config, "sticky", "level:1")
     again = load_config(path)
-    assert (again.userspace_enabled, again.sticky) == (False, None)
+    assert (again.userspace_enabled, again.sticky) == (False, "level:1")
+    # Unpinning by flag removes the flag's pin: the file's own pin applies again, not "none".
+    set_override(config, "sticky", None)
+    assert load_config(path).sticky == "level:2"
+    # Agents before that fix wrote a null, which must not hide the file's pin either.
+    (tmp_path / "state" / "settings.json").write_text('{"sticky": null}')
+    assert load_config(path).sticky == "level:2"
     with pytest.raises(ValueError):
         set_override(config, "state_dir", "/elsewhere")
 

@@ -172,7 +172,7 @@ def test_a_process_still_in_ldso_is_patched_only_once_relocated(
         maps = Path(f"/proc/{starting.pid}/maps").read_text()
         assert "libnsfix.so.1" in maps
         document = agent.json("--lib-update", "--bundle", str(bundles[1]), "--pid",
-                              str(starting.pid), expect=3)  # fmt: skip
+                              str(starting.pid), expect=6)  # fmt: skip
         (entry,) = document["processes"]
         assert entry["result"] == "busy" and "still starting" in entry["reason"]
         assert starting.stdout is not None
@@ -198,4 +198,24 @@ def test_a_process_still_in_ldso_is_patched_only_once_relocated(
     finally:
         slow.kill()
         slow.wait()
+    assert daemon.stop() == 0
+
+
+def test_a_level_the_operator_unloads_stays_out_while_the_daemon_runs(
+    agent: Agent, start_target, bundles: dict[int, Path], start_daemon
+) -> None:
+    target = start_target(busy=1, sleepers=1)
+    agent.json("--lib-update", "--bundle", str(bundles[2]))
+    agent.configure(daemon_rescan_seconds=0.5)
+    daemon = start_daemon()
+    daemon.wait_for(r"running: 1 userspace target")
+    assert level_of(target) == "2000"
+
+    agent.json("--lib-unload")  # a bad patch: out of every process, and it must stay out
+    assert level_of(target) == "1"
+    time.sleep(3)  # several rescans, each of which would re-patch a process lacking the level
+    late = start_target(busy=0, sleepers=1)  # nor is a new process patched
+    time.sleep(1)
+    assert level_of(target) == "1" and level_of(late) == "1"
+    assert daemon.process.poll() is None, daemon.log()
     assert daemon.stop() == 0

@@ -199,6 +199,7 @@ def test_server_that_accepts_and_stalls(patched_agent, stalling_url) -> None:
     ("body", "message"),
     [
         (b"{this is not json", "answered malformed JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "answered malformed JSON"),  # nested past the stack
         (b'{"host_id": "x", "targets": []}', "sent an invalid check-in: field"),
         (b'{"targets": "all of them"}', "sent an invalid check-in"),
     ],
@@ -209,6 +210,17 @@ def test_server_answering_garbage(patched_agent, fake_server, body, message) -> 
     point_at(agent, fake_server.url)
     before = snapshot(agent)
     assert message in run_failing(agent, "--auto-update")
+    assert_nothing_changed(agent, target, before)
+
+
+def test_a_refusal_with_a_body_nested_past_the_stack_is_one_line(
+    patched_agent, fake_server
+) -> None:
+    agent, target = patched_agent
+    fake_server.checkin = lambda _request: (403, b"[" * 100_000 + b"]" * 100_000)
+    point_at(agent, fake_server.url)
+    before = snapshot(agent)
+    assert "refused the request (403)" in run_failing(agent, "--auto-update")
     assert_nothing_changed(agent, target, before)
 
 

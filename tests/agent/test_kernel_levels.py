@@ -168,7 +168,7 @@ def test_nonstopctl_refuses_a_bundle_for_another_kernel(
     monkeypatch.setenv("NONSTOP_CONFIG", str(config))
     with pytest.raises(SystemExit) as exited:
         nonstopctl(["--json", "--update", "--bundle", str(test_bundles.level1)])
-    assert exited.value.code == 1
+    assert exited.value.code == 5  # a local error
     captured = capsys.readouterr()
     assert json.loads(captured.out)["action"] == "refused"
     assert f"this host runs kernel {platform.release()}" in captured.err
@@ -270,6 +270,6 @@ def test_bad_update_arguments_get_one_line(
 ) -> None:
     with pytest.raises(SystemExit) as exited:
         nonstopctl(argv)
-    assert exited.value.code == 1
+    assert exited.value.code == 5  # a local error
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1

@@ -42,7 +42,7 @@ def test_register_stores_a_private_token_and_server_info_never_shows_it(
     assert record["token"] not in json.dumps(document)
 
     again = agent.run("--register", key["key"], "--server", patch_server.url)
-    assert again.returncode == 1 and "already registered" in again.stderr
+    assert again.returncode == 5 and "already registered" in again.stderr
 
 
 def test_auto_update_patches_running_processes_and_reports_them(
@@ -161,7 +161,7 @@ def test_local_sticky_patch_holds_back_newer_levels_and_persists(
     assert _check(agent) == 1
 
     bad = agent.run("--set-sticky-patch", "soon")
-    assert bad.returncode == 1 and "not a level or a date" in bad.stderr
+    assert bad.returncode == 5 and "not a level or a date" in bad.stderr
     assert agent.json("--set-sticky-patch", "")["sticky"] is None
     agent.json("--auto-update")
     assert level_of(target) == "3000"
@@ -197,7 +197,7 @@ def test_update_and_lib_update_without_a_bundle_use_the_server(
     target = start_target(busy=0, sleepers=1)
     published(1)
     alone = agent.run("--lib-update")
-    assert alone.returncode == 1 and "--lib-update needs --bundle FILE" in alone.stderr
+    assert alone.returncode == 5 and "--lib-update needs --bundle FILE" in alone.stderr
     agent.register(patch_server, admin.key(sticky="level:1")["key"])
 
     kernel_only = agent.json("--update")

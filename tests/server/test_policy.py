@@ -84,3 +84,28 @@ def test_several_pins_combine_into_the_strictest() -> None:
         decide(CANDIDATES, delay_hours=0, sticky=both, applied_level=None, now=NOW).bundle
         == (CANDIDATES[0])
     )
+
+
+def held(
+    delay: int, sticky: str | None = None, applied: int | None = None
+) -> list[tuple[int, datetime]]:
+    decision = decide(
+        CANDIDATES, delay_hours=delay, sticky=parse_sticky(sticky), applied_level=applied, now=NOW
+    )
+    return [(h.level, h.release_at) for h in decision.held]
+
+
+def test_levels_the_delay_holds_back_come_with_their_release_time() -> None:
+    """What the feed's delay hides is named, with when it is released (the stable feed's 24 h)."""
+    level2_at, level3_at = CANDIDATES[1].published_at, CANDIDATES[2].published_at
+    assert held(0) == []  # everything is visible: level 3 is offered
+    assert held(2) == [(3, level3_at + timedelta(hours=2))]  # level 2 offered, 3 held
+    assert held(25) == [
+        (2, level2_at + timedelta(hours=25)),
+        (3, level3_at + timedelta(hours=25)),
+    ]
+    assert held(24 * 30)[0][0] == 1  # nothing offered: every level is held, lowest first
+    # Only levels above what the host runs, and only those the pin will allow when released.
+    assert held(25, applied=2) == [(3, level3_at + timedelta(hours=25))]
+    assert held(25, sticky="level:2") == [(2, level2_at + timedelta(hours=25))]
+    assert held(25, sticky="date:2026-03-08") == []

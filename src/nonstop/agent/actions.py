@@ -21,10 +21,27 @@ if TYPE_CHECKING:  # loaded by the commands that verify bundles (cryptography is
     from nonstop.bundle import TrustedKeys
 
 
+# Exit statuses (docs/agent.md). Answers (0-3) and errors (4 and up) never share a code,
+# so a script never reads a failure as `--check`'s "no" or a `--status` state.
+EXIT_OK = 0
+EXIT_NO = 1
+"""`--check`: no newer patch; `--status`: no patches for this host."""
+EXIT_SERVER = 4
+"""No usable answer from a patch server (not registered, unreachable, refused, garbage)."""
+EXIT_ERROR = 5
+"""A local error: a refused bundle, a bad value, an unreadable state file, no such process."""
+EXIT_PARTIAL = 6
+"""An update ran but some process (or the kernel) did not end at the level (busy, refused)."""
+EXIT_USAGE = 64
+"""Bad command line: unknown option, no command, an option the command does not take."""
+EXIT_NOT_ROOT = 77
+"""The command needs root."""
+
+
 class AgentError(Exception):
     """A command cannot be carried out; the message says why in one line."""
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
         super().__init__(message)
         self.exit_code = exit_code
 
@@ -60,6 +77,8 @@ class Action:
     run: Callable[[AgentContext], int]
     metavar: str | None = None
     """Set when the flag takes a value (``--register KEY``)."""
+    options: frozenset[str] = frozenset()
+    """The options this command takes besides --json and --config; any other is refused."""
 
 
 class AgentArea(Protocol):
@@ -70,4 +89,4 @@ class AgentArea(Protocol):
 
 def require_root(what: str) -> None:
     if os.geteuid() != 0:
-        raise AgentError(f"{what} needs root (ptrace and /proc of other users' processes)")
+        raise AgentError(f"{what} needs root (run it as root, e.g. with sudo)", EXIT_NOT_ROOT)

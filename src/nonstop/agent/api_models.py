@@ -101,6 +101,21 @@ class BundleRef:
 
 
 @dataclass(frozen=True)
+class HeldLevel:
+    """A published level the feed's delay still holds back, and when it is released."""
+
+    level: int
+    release_at: datetime
+
+    @classmethod
+    def parse(cls, document: Any) -> HeldLevel:
+        release_at = _time(document, "release_at")
+        if release_at is None:
+            raise MalformedAnswer("field 'release_at' is missing")
+        return cls(level=_field(document, "level", int), release_at=release_at)
+
+
+@dataclass(frozen=True)
 class Decision:
     target: str
     kind: str
@@ -109,6 +124,7 @@ class Decision:
     action: str
     reason: str
     bundle: BundleRef | None
+    held_back: tuple[HeldLevel, ...] = ()
 
     @classmethod
     def parse(cls, document: Any) -> Decision:
@@ -130,6 +146,10 @@ class Decision:
             action=action,
             reason=_field(document, "reason", str),
             bundle=bundle,
+            # Servers before held-back levels were reported do not send it.
+            held_back=tuple(
+                HeldLevel.parse(item) for item in _optional(document, "held_back", list) or []
+            ),
         )
 
     @property

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from nonstop.agent.actions import AgentError
+from nonstop.agent.actions import EXIT_SERVER, AgentError
 from nonstop.agent.api_models import CheckinAnswer, MalformedAnswer, Registration
 
 if TYPE_CHECKING:
@@ -28,8 +28,12 @@ T = TypeVar("T")
 MAX_JSON_BYTES = 16 << 20
 TRANSIENT_STATUS = {429, 500, 502, 503, 504}
 BACKOFF_CAP_SECONDS = 60.0
-EXIT_SERVER = 4
-"""Exit status of a command that failed because of the patch server (not a local refusal)."""
+
+
+STALE_REGISTRATION = (
+    "the server no longer knows this host (unregistered or deleted there): "
+    "run nonstopctl --unregister, then nonstopctl --register KEY"
+)
 
 
 class ServerError(AgentError):
@@ -108,6 +112,10 @@ class ServerClient:
         """The raw bytes at URL (a bundle path from a check-in), at most MAX_BYTES."""
         return self._call("GET", url, expect=200, max_bytes=max_bytes)
 
+    def health(self) -> None:
+        """ServerError unless the server answers its health check."""
+        self._call("GET", "/healthz", expect=200)
+
     def unregister(self, host_id: str) -> None:
         self._call("DELETE", f"/api/v1/hosts/{host_id}", expect=204)
 
@@ -117,7 +125,7 @@ class ServerClient:
         where = f"the patch server at {self.base_url}"
         try:
             document = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the stack
             raise ServerError(f"{where} answered malformed JSON") from None
         try:
             return parse(document)
@@ -210,9 +218,9 @@ def _refusal(where: str, status: int, body: bytes, has_token: bool) -> str:
         document = json.loads(body)
         if isinstance(document, dict) and isinstance(document.get("detail"), str):
             detail = document["detail"][:200]
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     hint = ""
     if status == 401 and has_token:
-        hint = "; register this host again (nonstopctl --register KEY)"
+        hint = f"; {STALE_REGISTRATION}"
     return f"{where} refused the request ({status}{': ' + detail if detail else ''}){hint}"

@@ -161,20 +161,27 @@ def parse_config(document: dict[str, Any], where: Path) -> AgentConfig:
 
 
 def with_overrides(config: AgentConfig) -> AgentConfig:
-    """CONFIG with the settings that flags changed (``settings.json`` in its state dir)."""
+    """CONFIG with the settings that flags changed (``settings.json`` in its state dir).
+
+    A null is no override: agents before ``--set-sticky-patch ''`` removed the
+    override wrote ``"sticky": null``, which must not hide the file's pin."""
     document = StateStore(config.state_dir).read(OVERRIDES)
-    changes = {key: document[key] for key in OVERRIDABLE if key in document}
+    changes = {key: document[key] for key in OVERRIDABLE if document.get(key) is not None}
     return replace(config, **changes) if changes else config
 
 
 def set_override(config: AgentConfig, key: str, value: Any) -> None:
-    """Persist a flag-changed setting; it overrides the configuration file from now on."""
+    """Persist a flag-changed setting; it overrides the configuration file from now on.
+    None removes the override: the configuration file's value applies again."""
     if key not in OVERRIDABLE:
         raise ValueError(f"{key} cannot be changed by a flag")
     store = StateStore(config.state_dir)
     with store.locked(OVERRIDES):
         document = store.read(OVERRIDES)
-        document[key] = value
+        if value is None:
+            document.pop(key, None)
+        else:
+            document[key] = value
         store.write(OVERRIDES, document)
 
 

@@ -91,6 +91,7 @@ class Daemon:
         self.relro = RelroCache()
         self.queue = NewProcessQueue()
         self.wanted: dict[str, PatchSpec] = {}
+        self.wanted_stamp: tuple[int, int] | None = None
         self.outcomes: dict[tuple[int, int, str, int], Outcome] = {}
         self.stopping = False
         self.reload_asked = False
@@ -244,11 +245,20 @@ class Daemon:
         self.load_wanted()
         self.rescan()
 
+    def _levels_stamp(self) -> tuple[int, int] | None:
+        """Identity of the recorded levels' file: every write replaces it (a new inode)."""
+        try:
+            found = os.stat(self.context.state.path(lib_levels.STATE_NAME))
+        except OSError:
+            return None
+        return found.st_ino, found.st_mtime_ns
+
     def load_wanted(self) -> None:
         """The recorded userspace levels, each verified again from the cache."""
         from nonstop.bundle.errors import BundleError
         from nonstop.userspace.errors import RefusedError
 
+        self.wanted_stamp = self._levels_stamp()
         wanted: dict[str, PatchSpec] = {}
         if self.config.userspace_enabled:
             trusted = self.context.trusted_keys()
@@ -342,6 +352,12 @@ class Daemon:
             or (known.result == "busy" and known.tries >= MAX_BUSY_TRIES)
         ):
             return
+        if self._levels_stamp() != self.wanted_stamp:
+            # nonstopctl changed the recorded levels (--lib-unload records first, then reverts):
+            # what it took out must not come back through a rescan already under way.
+            self.load_wanted()
+            if self.wanted.get(spec.build_id) is not spec:
+                return
         (result,) = lib_levels.apply_to_processes(self.engine, spec, self.config.blocklist, [pid])
         self.outcomes[key] = Outcome(result.result, (known.tries + 1) if known else 1)
         latency = ""

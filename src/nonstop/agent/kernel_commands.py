@@ -11,7 +11,6 @@ into calls and results into text or one JSON document.
 from __future__ import annotations
 
 import argparse
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -51,11 +50,6 @@ def manager_for(context: AgentContext) -> KernelManager:
     except IdentityError as exc:
         raise AgentError(str(exc)) from None
     return KernelManager(context.state, context.bundle_cache, context.trusted_keys, running)
-
-
-def _require_root(flag: str) -> None:
-    if os.geteuid() != 0:
-        raise AgentError(f"{flag} needs root (it loads and removes kernel modules)")
 
 
 KERNEL_FAILURES = (KernelError, BundleError)
@@ -152,7 +146,6 @@ def _output(context: AgentContext, document: dict[str, Any], lines: list[str]) -
 
 
 def run_update(context: AgentContext) -> int:
-    _require_root("--update")
     timeout = transition_timeout(context)
     if context.args.bundle is None:
         from nonstop.agent import online_commands
@@ -178,7 +171,6 @@ def restore(context: AgentContext) -> tuple[ApplyResult | None, str]:
 
 
 def run_unload(context: AgentContext) -> int:
-    _require_root("--unload")
     with _kernel_errors(context):
         reports = manager_for(context).unload(timeout=transition_timeout(context))
     document = {"action": "unloaded", "patches": [_report_dict(r) for r in reports]}
@@ -187,7 +179,6 @@ def run_unload(context: AgentContext) -> int:
 
 
 def run_clear_guard(context: AgentContext) -> int:
-    _require_root("--clear-crash-guard")
     cleared = manager_for(context).clear_guard()
     document = {"action": "cleared", "cleared": [_blocked_dict(entry) for entry in cleared]}
     lines = [f"unblocked {entry.ref.describe()} ({entry.reason})" for entry in cleared]
@@ -238,8 +229,14 @@ ACTIONS = [
         "--update",
         "apply the kernel patch level the patch server offers, or the one in --bundle FILE",
         run_update,
+        options=frozenset({"--bundle", "--transition-timeout", "--force-transition"}),
     ),
-    Action("--unload", "disable and unload the kernel patches (rollback)", run_unload),
+    Action(
+        "--unload",
+        "disable and unload the kernel patches (rollback)",
+        run_unload,
+        options=frozenset({"--transition-timeout"}),
+    ),
     Action("--info", "kernel patch level, module, transition, guard state", run_info),
     Action("--patch-info", "fixes, CVEs and functions of the applied level", run_patch_info),
     Action("--uname", "the effective kernel version (what scanners should read)", run_uname),

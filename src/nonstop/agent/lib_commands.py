@@ -1,18 +1,20 @@
 """`nonstopctl --lib-*`: userspace library patches in running processes (kcarectl's flags).
 
-- ``--lib-update --bundle FILE [--pid PID ...] [--strict]``: verify the bundle
-  against the trusted keys, then patch every process mapping its target
-  build-id (or only the PIDs given); without ``--bundle``: every library the
-  patch server has a level for (``online``);
+- ``--lib-update --bundle FILE [--pid PID ...] [--strict] [--allow-downgrade]``:
+  verify the bundle against the trusted keys, then patch every process mapping
+  its target build-id (or only the PIDs given); ``--allow-downgrade`` makes it a
+  rollback (a lower level, or another build of the applied level); without
+  ``--bundle``: every library the patch server has a level for (``online``);
 - ``--lib-info``: processes with live patches, read from the processes;
 - ``--lib-patch-info``: the fixes and functions those patches apply;
 - ``--lib-unload [--pid PID ...]``: take the patches out again (without
-  ``--pid``, the levels are also forgotten, so nothing re-applies them).
+  ``--pid``, the levels are also forgotten and held out of automatic updates,
+  so nothing re-applies them: ``lib_levels``).
 
 With ``--json`` each prints one JSON document; per process: ``pid``,
 ``result`` (patched, already, busy, refused, gone; reverted for unload),
 ``reason``, ``level_before``, ``level_after``, ``functions``, ``pause_us``.
-Exit status: 0 when no process ended busy or refused, 3 otherwise.
+Exit status: 0 when no process ended busy or refused, ``EXIT_PARTIAL`` otherwise.
 """
 
 from __future__ import annotations
@@ -20,13 +22,19 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from nonstop.agent.actions import Action, AgentContext, AgentError, require_root
+from nonstop.agent.actions import (
+    EXIT_PARTIAL,
+    EXIT_USAGE,
+    Action,
+    AgentContext,
+    AgentError,
+    require_root,
+)
 from nonstop.console import emit_json, stdout
 
 if TYPE_CHECKING:  # the engine is imported by the commands that use it, not by every nonstopctl
     from nonstop.userspace import Engine, ProcessResult
 
-EXIT_PARTIAL = 3
 FAILED = {"busy", "refused"}
 
 
@@ -36,13 +44,23 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="userspace: switch only when no thread is in or returning into a replaced function",
     )
+    parser.add_argument(
+        "--allow-downgrade",
+        action="store_true",
+        help="--lib-update --bundle: roll back to this bundle's level (lower, or the same level "
+        "built differently)",
+    )
 
 
 def _engine(ctx: AgentContext) -> Engine:
     from nonstop.userspace import Engine, EngineOptions
 
     return Engine(
-        EngineOptions(strict=bool(ctx.args.strict), cache_dir=ctx.config.cache_dir / "elf")
+        EngineOptions(
+            strict=bool(ctx.args.strict),
+            cache_dir=ctx.config.cache_dir / "elf",
+            allow_downgrade=bool(ctx.args.allow_downgrade),
+        )
     )
 
 
@@ -72,6 +90,11 @@ def lib_update(ctx: AgentContext) -> int:
         )
     if ctx.args.bundle is None:
         from nonstop.agent import online_commands
+
+        if ctx.args.allow_downgrade:
+            raise AgentError(
+                "--allow-downgrade needs --bundle FILE (the level to go back to)", EXIT_USAGE
+            )
 
         return online_commands.online_update(ctx, "userspace", 0.0)
     bundle = ctx.bundle_cache.store(read_bundle_bytes(ctx.args.bundle), ctx.trusted_keys())
@@ -205,10 +228,11 @@ def lib_unload(ctx: AgentContext) -> int:
 
     require_root("--lib-unload")
     engine = _engine(ctx)
-    results = [engine.revert(pid) for pid in ctx.args.pid or engine.processes_with_patches()]
     if not ctx.args.pid:
-        # Unloaded everywhere: neither the daemon nor --auto-update may bring it back.
+        # Unloaded everywhere: neither the daemon nor --auto-update may bring it back. Recorded
+        # before the revert, so a running daemon never sees a reverted process still wanted.
         lib_levels.forget(ctx.state, {w.build_id for w in lib_levels.wanted_levels(ctx.state)})
+    results = [engine.revert(pid) for pid in ctx.args.pid or engine.processes_with_patches()]
     if ctx.json:
         emit_json({"action": "lib-unload", "processes": [r.to_dict() for r in results]})
     else:
@@ -221,10 +245,24 @@ ACTIONS = [
         "--lib-update",
         "apply published userspace patches (or the one in --bundle FILE) to running processes",
         lib_update,
+        options=frozenset({"--bundle", "--pid", "--strict", "--allow-downgrade"}),
     ),
-    Action("--lib-info", "show processes with live userspace patches", lib_info),
     Action(
-        "--lib-patch-info", "show the fixes and functions of live userspace patches", lib_patch_info
+        "--lib-info",
+        "show processes with live userspace patches",
+        lib_info,
+        options=frozenset({"--pid"}),
     ),
-    Action("--lib-unload", "remove userspace patches from running processes", lib_unload),
+    Action(
+        "--lib-patch-info",
+        "show the fixes and functions of live userspace patches",
+        lib_patch_info,
+        options=frozenset({"--pid"}),
+    ),
+    Action(
+        "--lib-unload",
+        "remove userspace patches from running processes",
+        lib_unload,
+        options=frozenset({"--pid", "--strict"}),
+    ),
 ]

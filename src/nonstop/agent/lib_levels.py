@@ -5,6 +5,11 @@ level applied and its bundle's SHA-256 (the bundle itself stays in the
 verified cache). The processes remain the truth about what is live; the record
 is what the daemon and ``--auto-update`` re-apply to processes that do not
 have it yet (started after the patch, or after a reboot).
+
+It also records the levels the operator took out (``held``: ``--lib-unload``,
+or a rollback with ``--allow-downgrade``): per target build-id, level N and
+every lower level stay out of automatic updates until the operator applies
+something to that target again or the server offers a level above N.
 """
 
 from __future__ import annotations
@@ -42,20 +47,45 @@ def wanted_levels(store: StateStore) -> list[WantedLevel]:
     ]
 
 
-def remember(store: StateStore, spec: PatchSpec, sha256: str, results: list[ProcessResult]) -> None:
+def held_levels(store: StateStore) -> dict[str, int]:
+    """Per target build-id, the level the operator took out (it and lower ones stay out)."""
+    held = store.read(STATE_NAME).get("held", {})
+    return {build_id: int(entry["level"]) for build_id, entry in held.items()}
+
+
+def remember(
+    store: StateStore,
+    spec: PatchSpec,
+    sha256: str,
+    results: list[ProcessResult],
+    *,
+    rollback: bool = False,
+) -> None:
     """Record SPEC as wanted unless every process refused it or was busy.
 
     With no process mapping the target right now, it is still wanted: the
-    daemon patches the next process that maps it.
+    daemon patches the next process that maps it. A ROLLBACK (the operator's
+    explicit downgrade) lowers the wish and holds the level it replaced out of
+    automatic updates; any other recorded level ends the target's hold (it is
+    the operator's own apply, or a level above the held one).
     """
     if results and all(r.result in FAILED | {"gone"} for r in results):
         return
     with store.locked(STATE_NAME):
         document = store.read(STATE_NAME)
         targets: dict[str, Any] = document.setdefault("targets", {})
+        held: dict[str, Any] = document.setdefault("held", {})
         known = targets.get(spec.build_id)
-        if known is not None and known["level"] > spec.level:
-            return  # an explicit older level for some processes does not lower the wish
+        lower = known is not None and known["level"] > spec.level
+        if lower and not rollback:
+            return  # an older level for some processes (--pid) does not lower the wish
+        rebuilt = (
+            known is not None and known["level"] == spec.level and known["bundle_sha256"] != sha256
+        )
+        if known is not None and rollback and (lower or rebuilt):
+            _hold(held, spec.build_id, int(known["level"]))
+        else:
+            held.pop(spec.build_id, None)
         targets[spec.build_id] = {
             "level": spec.level,
             "bundle_sha256": sha256,
@@ -64,13 +94,22 @@ def remember(store: StateStore, spec: PatchSpec, sha256: str, results: list[Proc
         store.write(STATE_NAME, document)
 
 
+def _hold(held: dict[str, Any], build_id: str, level: int) -> None:
+    level = max(level, int(held.get(build_id, {}).get("level", 0)))
+    held[build_id] = {"level": level, "at": int(time.time())}
+
+
 def forget(store: StateStore, build_ids: set[str]) -> None:
-    """Unloaded everywhere: nothing re-applies these targets any more."""
+    """Unloaded everywhere by the operator: nothing re-applies these targets' levels, and
+    the server's offer of the same level (or lower) is held back until the operator says."""
     with store.locked(STATE_NAME):
         document = store.read(STATE_NAME)
         targets = document.get("targets", {})
+        held: dict[str, Any] = document.setdefault("held", {})
         for build_id in build_ids:
-            targets.pop(build_id, None)
+            known = targets.pop(build_id, None)
+            if known is not None:
+                _hold(held, build_id, int(known["level"]))
         store.write(STATE_NAME, document)
 
 
@@ -118,8 +157,12 @@ def apply_bundle(
     blocklist: Blocklist,
     pids: list[int] | None = None,
 ) -> tuple[PatchSpec, list[ProcessResult]]:
-    """Apply a verified userspace BUNDLE everywhere (or to PIDS) and record it as wanted."""
+    """Apply a verified userspace BUNDLE everywhere (or to PIDS) and record it as wanted.
+
+    Everywhere with the engine allowed to go down, it is a rollback (see ``remember``);
+    for some PIDS only it changes those processes now and not the recorded wish."""
     spec = spec_from_bundle(bundle)
     results = apply_to_processes(engine, spec, blocklist, pids)
-    remember(store, spec, bundle.sha256, results)
+    rollback = engine.options.allow_downgrade and pids is None
+    remember(store, spec, bundle.sha256, results, rollback=rollback)
     return spec, results

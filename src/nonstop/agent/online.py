@@ -47,12 +47,30 @@ NO_BUNDLE = "no bundle for this target"
 STATUS_UP_TO_DATE, STATUS_NO_PATCHES, STATUS_UPDATES, STATUS_UNSUPPORTED = 0, 1, 2, 3
 
 
+@dataclass(frozen=True)
+class Hold:
+    """A published level this host does not apply now: why, and until when (None: until the
+    pin or the operator changes)."""
+
+    decision: Decision
+    level: int
+    reason: str
+    until: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.decision
+        until = self.until.isoformat() if self.until else None
+        return {"target": d.target, "name": d.name, "level": self.level, "reason": self.reason,
+                "until": until}  # fmt: skip
+
+
 @dataclass
 class Choice:
     """The decisions of one check-in that this host acts on, and those it holds back."""
 
     offers: list[Decision] = field(default_factory=list)
-    held: list[tuple[Decision, str]] = field(default_factory=list)
+    held: list[Hold] = field(default_factory=list)
+    """Offers held here, and levels the server holds back (the feed's delay), lowest first."""
     ignored: list[tuple[Decision, str]] = field(default_factory=list)
     """Offers for an area that is off here (userspace disabled, no kernel livepatch)."""
 
@@ -66,7 +84,7 @@ class Fetched:
 
 def local_hold(
     decision: Decision, sticky: str | None, delay_hours: int, now: datetime
-) -> str | None:
+) -> Hold | None:
     """Why the local policy holds back DECISION's bundle (None: it may be applied).
 
     The server applies the same policy when it knows it; this is the host's
@@ -77,8 +95,9 @@ def local_hold(
     if bundle is None:
         return None
     kind, _, arg = (sticky or "").partition(":")
+    pinned = Hold(decision, bundle.level, f"held back by the local sticky pin {sticky}")
     if kind == "level" and bundle.level > int(arg):
-        return f"held back by the local sticky pin {sticky}"
+        return pinned
     published = bundle.published_at
     if published is not None:
         published = published if published.tzinfo else published.replace(tzinfo=UTC)
@@ -86,10 +105,31 @@ def local_hold(
             day = date.fromisoformat(arg)
             end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
             if published >= end:
-                return f"held back by the local sticky pin {sticky}"
-        if published > now - timedelta(hours=delay_hours):
-            return f"not yet released here (update_delay_hours = {delay_hours})"
+                return pinned
+        release = published + timedelta(hours=delay_hours)
+        if release > now:
+            reason = f"not yet released here (update_delay_hours = {delay_hours})"
+            return Hold(decision, bundle.level, reason, release)
     return None
+
+
+def operator_hold(decision: Decision, held: dict[str, int]) -> Hold | None:
+    """The level the operator took out (``--lib-unload``, a rollback) stays out, and lower."""
+    bundle, build_id = decision.bundle, decision.build_id
+    if bundle is None or build_id is None or build_id not in held:
+        return None
+    if bundle.level > held[build_id]:
+        return None
+    reason = (
+        f"the operator took level {held[build_id]} out (--lib-unload or --allow-downgrade); "
+        "nonstopctl --lib-update applies it again"
+    )
+    return Hold(decision, bundle.level, reason)
+
+
+def _feed_holds(decision: Decision, feed: str) -> list[Hold]:
+    reason = f"not yet released on feed {feed}"
+    return [Hold(decision, h.level, reason, h.release_at) for h in decision.held_back]
 
 
 def choose(
@@ -100,22 +140,29 @@ def choose(
     sticky: str | None,
     delay_hours: int,
     now: datetime,
+    operator_held: dict[str, int] | None = None,
 ) -> Choice:
+    """OPERATOR_HELD: per build-id, the level the operator took out (None: an explicit
+    update by the operator, which applies it again)."""
     choice = Choice()
     for decision in answer.targets:
-        if decision.action != "apply":
-            continue
         if decision.kind == "userspace" and not userspace_enabled:
-            choice.ignored.append((decision, "userspace patching is disabled"))
+            if decision.action == "apply":
+                choice.ignored.append((decision, "userspace patching is disabled"))
             continue
         if decision.kind == "kernel" and not kernel_supported:
-            choice.ignored.append((decision, "this kernel has no livepatch support"))
+            if decision.action == "apply":
+                choice.ignored.append((decision, "this kernel has no livepatch support"))
             continue
-        held = local_hold(decision, sticky, delay_hours, now)
-        if held:
-            choice.held.append((decision, held))
-        else:
-            choice.offers.append(decision)
+        if decision.action == "apply":
+            held = operator_hold(decision, operator_held or {}) or local_hold(
+                decision, sticky, delay_hours, now
+            )
+            if held:
+                choice.held.append(held)
+            else:
+                choice.offers.append(decision)
+        choice.held += _feed_holds(decision, answer.feed)
     return choice
 
 
@@ -217,7 +264,8 @@ class OnlineAgent:
         self._record(answer=answer)
         return answer
 
-    def choose(self, answer: CheckinAnswer) -> Choice:
+    def choose(self, answer: CheckinAnswer, *, operator: bool = False) -> Choice:
+        """OPERATOR: an update the operator asked for, which re-applies levels they took out."""
         return choose(
             answer,
             kernel_supported=self.kernel_supported,
@@ -225,6 +273,7 @@ class OnlineAgent:
             sticky=self.config.sticky,
             delay_hours=self.config.update_delay_hours,
             now=datetime.now(UTC),
+            operator_held=None if operator else lib_levels.held_levels(self.store),
         )
 
     def fetch(self, offers: list[Decision]) -> list[Fetched]:
@@ -342,12 +391,18 @@ def last_checkin(context: AgentContext) -> dict[str, Any]:
 
 
 def run_update(
-    context: AgentContext, kinds: set[str], notify: Callable[[str], None], timeout: float
+    context: AgentContext,
+    kinds: set[str],
+    notify: Callable[[str], None],
+    timeout: float,
+    *,
+    operator: bool = False,
 ) -> dict[str, Any]:
-    """Check in and apply what is offered for KINDS; the report of what happened."""
+    """Check in and apply what is offered for KINDS; the report of what happened.
+    OPERATOR: asked for by the operator (``--update``/``--lib-update``), not automatic."""
     agent = OnlineAgent(context, notify)
     answer = agent.check_in()
-    choice = agent.choose(answer)
+    choice = agent.choose(answer, operator=operator)
     offers = [d for d in choice.offers if d.kind in kinds]
     fetched = agent.fetch(offers)
     applied = agent.apply(fetched, timeout)
@@ -355,15 +410,7 @@ def run_update(
         "server": agent.registration.server_url,
         "feed": answer.feed,
         "applied": applied,
-        "held_back": [
-            {
-                "target": d.target,
-                "name": d.name,
-                "level": d.bundle.level if d.bundle else None,
-                "reason": why,
-            }
-            for d, why in choice.held
-        ],
+        "held_back": [hold.to_dict() for hold in choice.held if hold.decision.kind in kinds],
         "ignored": [
             {"target": d.target, "name": d.name, "reason": why} for d, why in choice.ignored
         ],

@@ -13,16 +13,21 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from nonstop.agent import kernel_commands, registration
-from nonstop.agent.actions import Action, AgentContext, AgentError, require_root
-from nonstop.agent.config import normalize_sticky, set_override
+from nonstop.agent.actions import (
+    EXIT_NO,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    Action,
+    AgentContext,
+    AgentError,
+)
+from nonstop.agent.config import load_config, normalize_sticky, set_override
 from nonstop.agent.lib_commands import FAILED
 from nonstop.console import emit_json, fail, stderr, stdout
 
 if TYPE_CHECKING:
     from nonstop.userspace import Engine
 
-EXIT_UPDATES_FAILED = 3
-"""Some bundle could not be applied everywhere (busy or refused processes, a kernel refusal)."""
 _STATUS_TEXT = {
     0: "up to date",
     1: "no patches for this host",
@@ -74,7 +79,8 @@ def run_register(context: AgentContext) -> int:
     if known is not None:
         raise AgentError(
             f"this host is already registered with {known.server_url} as {known.host_id}; "
-            "run nonstopctl --unregister first"
+            "run nonstopctl --unregister first (it also clears a registration the server "
+            "no longer knows)"
         )
     url = registration.server_url_for(context.config, context.args.server)
     hostname = registration.host_name()
@@ -186,8 +192,14 @@ def run_set_sticky(context: AgentContext) -> int:
     except ValueError as exc:
         raise AgentError(str(exc)) from None
     set_override(context.config, "sticky", sticky)
-    text = f"sticky patch set to {sticky}" if sticky else "sticky patch removed"
-    _output(context, {"sticky": sticky}, [text])
+    if sticky is not None:
+        _output(context, {"sticky": sticky, "source": "flag"}, [f"sticky patch set to {sticky}"])
+        return 0
+    # Unpinned by flag: the configuration file's own pin (if any) applies again; say which.
+    effective = load_config(context.args.config).sticky
+    source = str(context.config.source) if effective else None
+    text = f"; the configuration file's sticky = {effective} applies" if effective else ""
+    _output(context, {"sticky": effective, "source": source}, [f"sticky patch removed{text}"])
     return 0
 
 
@@ -207,12 +219,16 @@ def _online_lines(report: dict[str, Any]) -> list[str]:
             counts[process["result"]] = counts.get(process["result"], 0) + 1
         summary = ", ".join(f"{n} {result}" for result, n in sorted(counts.items()))
         lines.append(f"{item['soname']} level {item['level']}: {summary or 'no process maps it'}")
-    for held in report["held_back"]:
-        lines.append(f"held back: {held['name']} level {held['level']}: {held['reason']}")
+    lines += [_held_line(held) for held in report["held_back"]]
     lines += [f"not applied: {i['name']}: {i['reason']}" for i in report["ignored"]]
     if not report["applied"]:
         lines.append("nothing new to apply")
     return lines
+
+
+def _held_line(held: dict[str, Any]) -> str:
+    until = f" until {held['until']}" if held["until"] else ""
+    return f"held back: {held['name']} level {held['level']}{until}: {held['reason']}"
 
 
 def _failed(report: dict[str, Any]) -> bool:
@@ -229,9 +245,9 @@ def online_update(context: AgentContext, kind: str, timeout: float) -> int:
             f"{flag} needs --bundle FILE or a registration with a patch server "
             "(nonstopctl --register KEY)"
         )
-    report = run_update(context, {kind}, _notify, timeout)
+    report = run_update(context, {kind}, _notify, timeout, operator=True)
     _output(context, {"action": "update", **report}, _online_lines(report))
-    return EXIT_UPDATES_FAILED if _failed(report) else 0
+    return EXIT_PARTIAL if _failed(report) else 0
 
 
 def restore_userspace(context: AgentContext, engine: Engine) -> list[dict[str, Any]]:
@@ -279,7 +295,6 @@ def run_auto_update(context: AgentContext) -> int:
     from nonstop.agent.client import ServerError
     from nonstop.agent.online import run_update
 
-    require_root("--auto-update")
     if not context.config.auto_update:
         skipped = "auto_update is off in the configuration"
         _output(context, {"action": "skipped", "message": skipped}, [skipped])
@@ -318,13 +333,12 @@ def run_auto_update(context: AgentContext) -> int:
     if server_error is not None:
         # The boot steps above are reported; the server's failure is the one error line.
         fail("nonstopctl", str(server_error), server_error.exit_code)
-    return EXIT_UPDATES_FAILED if failed else 0
+    return EXIT_PARTIAL if failed else 0
 
 
 def _decisions(context: AgentContext) -> tuple[int, dict[str, Any]]:
     from nonstop.agent.online import OnlineAgent, host_status
 
-    require_root("--check and --status")  # the inventory reads every process's memory map
     agent = OnlineAgent(context, _notify)
     answer = agent.check_in()
     choice = agent.choose(answer)
@@ -342,7 +356,7 @@ def _decisions(context: AgentContext) -> tuple[int, dict[str, Any]]:
             }
             for d in choice.offers
         ],
-        "held_back": [{"target": d.target, "name": d.name, "reason": r} for d, r in choice.held],
+        "held_back": [hold.to_dict() for hold in choice.held],
     }
     return code, document
 
@@ -350,31 +364,38 @@ def _decisions(context: AgentContext) -> tuple[int, dict[str, Any]]:
 def run_check(context: AgentContext) -> int:
     _, document = _decisions(context)
     available = document["available"]
-    lines = [f"{a['name']}: level {a['level']} available" for a in available]
-    _output(context, {"update_available": bool(available), **document}, lines or ["no new patch"])
-    return 0 if available else 1
+    lines = [f"{a['name']}: level {a['level']} available" for a in available] or ["no new patch"]
+    lines += [_held_line(held) for held in document["held_back"]]
+    _output(context, {"update_available": bool(available), **document}, lines)
+    return EXIT_OK if available else EXIT_NO
 
 
 def run_status(context: AgentContext) -> int:
     code, document = _decisions(context)
-    _output(context, document, [document["meaning"]])
+    _output(context, document, [document["meaning"], *map(_held_line, document["held_back"])])
     return code
 
 
 def run_daemon(context: AgentContext) -> int:
     from nonstop.agent.daemon import Daemon
 
-    require_root("--daemon")
     return Daemon(context).run()
 
 
 ACTIONS = [
-    Action("--register", "register this host with a patch server", run_register, metavar="KEY"),
+    Action(
+        "--register",
+        "register this host with a patch server",
+        run_register,
+        metavar="KEY",
+        options=frozenset({"--server"}),
+    ),
     Action("--unregister", "unregister this host from its patch server", run_unregister),
     Action(
         "--auto-update",
         "re-apply cached levels (kernel, then userspace), then check in and apply what is new",
         run_auto_update,
+        options=frozenset({"--strict", "--transition-timeout"}),
     ),
     Action("--check", "exit 0 if a newer patch is available, 1 if not", run_check),
     Action(

@@ -14,8 +14,7 @@ import socket
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from nonstop.agent.actions import AgentError
-from nonstop.agent.client import EXIT_SERVER
+from nonstop.agent.actions import EXIT_SERVER, AgentError
 from nonstop.agent.config import AgentConfig
 from nonstop.agent.state import StateStore
 from nonstop.bundle.manifest import utc_now

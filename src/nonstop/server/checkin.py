@@ -209,6 +209,10 @@ def answer(
                     "published_at": bundle.published_at,
                     "url": f"/api/v1/bundles/{bundle.sha256}",
                 },
+                "held_back": [
+                    {"level": h.level, "published_at": h.published_at, "release_at": h.release_at}
+                    for h in decision.held
+                ],
             }
         )
     return to_json(

@@ -6,7 +6,9 @@ an optional sticky pin (``level:N``: never above level N; ``date:YYYY-MM-DD``:
 only bundles published on or before that day, UTC; several pins combine into
 the strictest, see ``strictest``), and the level the host reports as applied.
 Levels are cumulative, so the answer is the highest visible, allowed level, and
-only when it is above what the host has. Nothing here touches the database.
+only when it is above what the host has; with it, the higher levels the pin
+allows that the delay still holds back, each with its release time, so a host
+can say what is coming and when. Nothing here touches the database.
 """
 
 from __future__ import annotations
@@ -67,10 +69,43 @@ class Candidate:
 
 
 @dataclass(frozen=True)
+class Held:
+    """A published level the pin allows that the delay still holds back, and when it is due."""
+
+    level: int
+    published_at: datetime
+    release_at: datetime
+
+
+@dataclass(frozen=True)
 class Decision:
     action: Literal["apply", "none"]
     reason: str
     bundle: Candidate | None = None
+    held: tuple[Held, ...] = ()
+    """Levels above the offer (and above the applied level) that the delay holds back."""
+
+
+def _held(
+    candidates: Sequence[Candidate],
+    sticky: Sticky | None,
+    delay: timedelta,
+    above: int,
+    now: datetime,
+) -> tuple[Held, ...]:
+    """Levels above ABOVE still inside the delay that the pin allows, lowest first."""
+    return tuple(
+        Held(c.level, c.published_at, c.published_at + delay)
+        for c in sorted(candidates, key=lambda c: c.level)
+        if c.level > above
+        and c.published_at > now - delay
+        and (sticky is None or sticky.max_level is None or c.level <= sticky.max_level)
+        and (
+            sticky is None
+            or sticky.published_before is None
+            or c.published_at < sticky.published_before
+        )
+    )
 
 
 def decide(
@@ -96,11 +131,16 @@ def decide(
             or c.published_at < sticky.published_before
         )
     ]
+    delay = timedelta(hours=delay_hours)
     if not allowed:
         pinned = sticky is not None and any(c.published_at <= visible_before for c in candidates)
-        return Decision("none", "held back by sticky pin" if pinned else "not yet released on feed")
+        held = _held(candidates, sticky, delay, applied_level or 0, now)
+        return Decision(
+            "none", "held back by sticky pin" if pinned else "not yet released on feed", held=held
+        )
     best = max(allowed, key=lambda c: c.level)
+    held = _held(candidates, sticky, delay, max(best.level, applied_level or 0), now)
     if applied_level is not None and best.level <= applied_level:
         reason = "up to date" if best.level == applied_level else "applied level is above policy"
-        return Decision("none", reason)
-    return Decision("apply", f"level {best.level} available", best)
+        return Decision("none", reason, held=held)
+    return Decision("apply", f"level {best.level} available", best, held)

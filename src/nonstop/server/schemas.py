@@ -139,6 +139,12 @@ class BundleRef(BaseModel):
     url: str
 
 
+class HeldLevel(BaseModel):
+    level: int
+    published_at: datetime
+    release_at: datetime = Field(description="when the feed's (or host's) delay releases it")
+
+
 class TargetDecision(BaseModel):
     target: str
     kind: Literal["userspace", "kernel"]
@@ -147,6 +153,11 @@ class TargetDecision(BaseModel):
     action: Literal["apply", "none"]
     reason: str
     bundle: BundleRef | None
+    held_back: list[HeldLevel] = Field(
+        default_factory=list,
+        description="published levels above the offer (and the applied level) that the pin "
+        "allows but the delay still holds back, lowest first (absent from older servers)",
+    )
 
 
 class CheckinResponse(BaseModel):

@@ -110,6 +110,17 @@ class EngineOptions:
     """Leave replaced levels mapped (stacking). Only for bench/ to measure what replace saves."""
 
 
+def _other_build(current: Region, spec: PatchSpec) -> str | None:
+    """The SHA-256 of the bundle CURRENT came from, when it is not SPEC's (None: the same,
+    or unknown). Read from the process's memory: it only chooses between two refusals."""
+    info = current.document.get("info")
+    theirs = info.get("bundle_sha256") if isinstance(info, dict) else None
+    ours = spec.info.get("bundle_sha256")
+    if isinstance(theirs, str) and isinstance(ours, str) and theirs != ours:
+        return theirs[:64]
+    return None
+
+
 @dataclass(frozen=True)
 class LivePatch:
     """One patch memory found in a process, for --lib-info and --lib-patch-info."""
@@ -172,10 +183,18 @@ class Engine:
                     allow_downgrade=self.options.allow_downgrade,
                 )
             except LevelPolicyError as exc:
-                raise RefusedError(str(exc)) from None
-            if action is LevelAction.ALREADY:
-                result.result, result.reason = "already", f"level {spec.level} is applied"
-                return result
+                raise RefusedError(f"{exc} (--allow-downgrade)") from None
+            if action is LevelAction.ALREADY and current is not None:
+                other = _other_build(current, spec)
+                if other is None:
+                    result.result, result.reason = "already", f"level {spec.level} is applied"
+                    return result
+                if not self.options.allow_downgrade:
+                    raise RefusedError(
+                        f"level {spec.level} is applied from another bundle (SHA-256 {other[:16]}"
+                        f", this one is {spec.info['bundle_sha256'][:16]}): a different build "
+                        "of the same level; replacing it is a rollback (--allow-downgrade)"
+                    )
             region = self._prepare(patcher, image, target, spec, current)
             try:
                 regions = [*patcher.regions(spec.build_id)]
