@@ -25,10 +25,12 @@ test: setup
 fuzz: setup
 	$(BIN)/python -m pytest -m fuzz -p no:cacheprovider
 
+# The import layers (bundle < userspace/kernel < builders/server < agent < demo < cli, no cycles).
 lint: setup
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
 	$(BIN)/mypy
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/test_layers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist src/*.egg-info

@@ -21,10 +21,12 @@ from tests.userspace import conftest as engine_tests
 from tests.userspace.conftest import NONSTOPCTL, FixtureBuild, Target
 
 # The engine tests' fixtures: libnsfix built with Debian's hardening flags, its
-# level 1-3 bundles signed by the session's vendor key, running nsfix_prog targets.
+# level 1-3 bundles signed by the session's vendor key, running nsfix_prog targets, and a
+# private nonstopctl environment (config, state, cache).
 fixture_build = engine_tests.fixture_build
 bundles = engine_tests.bundles
 start_target = engine_tests.start_target
+agent_env = engine_tests.agent_env
 
 
 @pytest.fixture(scope="module")

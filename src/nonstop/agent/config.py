@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 from nonstop.agent.state import StateStore
+from nonstop.files import load_toml
 
 DEFAULT_CONFIG_PATH = Path("/etc/nonstop/nonstopctl.toml")
 OVERRIDES = "settings"
@@ -192,15 +192,7 @@ def load_config(explicit: Path | None = None) -> AgentConfig:
         config = AgentConfig()
     else:
         where = path or DEFAULT_CONFIG_PATH
-        try:
-            document = tomllib.loads(where.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {where}") from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {where}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{where} is not valid TOML: {exc}") from None
-        config = parse_config(document, where)
+        config = parse_config(load_toml(where, "config file", ConfigError), where)
     keys_override = os.environ.get("NONSTOP_TRUSTED_KEYS")
     if keys_override:
         config = replace(config, trusted_keys_dir=Path(keys_override))

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, replace
 from types import FrameType
 
-from nonstop.agent import kernel_commands, lib_levels
+from nonstop.agent import kernel_levels, lib_levels
 from nonstop.agent.actions import AgentContext
 from nonstop.agent.config import ConfigError, load_config
 from nonstop.agent.exec_watch import EventsLost, ExecWatcher, ExecWatchUnavailable
@@ -48,7 +48,7 @@ from nonstop.agent.new_processes import (
 )
 from nonstop.agent.state import StateError
 from nonstop.console import printable
-from nonstop.userspace import Engine, EngineOptions, PatchSpec
+from nonstop.userspace import PatchSpec
 from nonstop.userspace.procfs import Mapping, list_pids, start_time
 from nonstop.userspace.region import memfd_name
 
@@ -87,7 +87,7 @@ class Daemon:
     def __init__(self, context: AgentContext) -> None:
         self.context = context
         self.config = context.config
-        self.engine = Engine(EngineOptions(cache_dir=self.config.cache_dir / "elf"))
+        self.engine = lib_levels.engine_for(context)
         self.relro = RelroCache()
         self.queue = NewProcessQueue()
         self.wanted: dict[str, PatchSpec] = {}
@@ -236,11 +236,11 @@ class Daemon:
         if not self.config.auto_update:
             log("auto_update is off: no kernel re-apply and no periodic update")
         else:
-            result, error = kernel_commands.restore(self.context)
+            result, error = kernel_levels.restore(self.context)
             if result is None:
                 log(f"kernel: {error}")
             else:
-                for line in kernel_commands.apply_lines(result) or [f"kernel: {result.action}"]:
+                for line in kernel_levels.apply_lines(result) or [f"kernel: {result.action}"]:
                     log(line)
         self.load_wanted()
         self.rescan()

@@ -2,10 +2,10 @@
 
 ``--update [--bundle FILE]`` (without a bundle: from the patch server),
 ``--unload``, ``--info``, ``--patch-info``, ``--uname`` and
-``--clear-crash-guard``; :func:`restore` is the boot step of
-``--auto-update`` (re-apply the cached level, no network). The work is done
-by :class:`nonstop.agent.kernel_levels.KernelManager`; this module turns flags
-into calls and results into text or one JSON document.
+``--clear-crash-guard``. The work, and what the online update and the
+daemon share (the boot step ``restore``, result documents), is in
+:mod:`nonstop.agent.kernel_levels`; this module turns flags into calls and
+results into text or one JSON document.
 """
 
 from __future__ import annotations
@@ -16,13 +16,19 @@ from contextlib import contextmanager
 from typing import Any
 
 from nonstop.agent.actions import Action, AgentContext, AgentError
-from nonstop.agent.kernel_levels import ApplyResult, KernelManager, UnhealthyLevelError
-from nonstop.bundle.errors import BundleError
-from nonstop.bundle.identity import IdentityError, running_kernel_target
+from nonstop.agent.kernel_levels import (
+    KERNEL_FAILURES,
+    ApplyResult,
+    UnhealthyLevelError,
+    apply_document,
+    apply_lines,
+    blocked_dict,
+    manager_for,
+    report_dict,
+    transition_timeout,
+)
 from nonstop.console import emit_json, stdout
-from nonstop.kernel.errors import KernelError
-from nonstop.kernel.livepatch import TransitionReport, TransitionTimeout
-from nonstop.kernel.state import Blocked
+from nonstop.kernel.livepatch import TransitionTimeout
 
 DEFAULT_TIMEOUT = 60.0
 
@@ -42,18 +48,6 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         help="DANGEROUS: on timeout, force the remaining tasks over instead of reverting "
         "(skips the consistency check; the module can then never be unloaded)",
     )
-
-
-def manager_for(context: AgentContext) -> KernelManager:
-    try:
-        running = running_kernel_target()
-    except IdentityError as exc:
-        raise AgentError(str(exc)) from None
-    return KernelManager(context.state, context.bundle_cache, context.trusted_keys, running)
-
-
-KERNEL_FAILURES = (KernelError, BundleError)
-"""What a kernel apply can fail with, each with a one-line message; the kernel is unchanged."""
 
 
 @contextmanager
@@ -81,56 +75,6 @@ def _kernel_errors(context: AgentContext) -> Iterator[None]:
         raise AgentError(str(exc)) from None
 
 
-def transition_timeout(context: AgentContext) -> float:
-    timeout: float = context.args.transition_timeout
-    if timeout <= 0:
-        raise AgentError("--transition-timeout must be positive")
-    return timeout
-
-
-def _report_dict(report: TransitionReport | None) -> dict[str, Any] | None:
-    if report is None:
-        return None
-    return {
-        "patch": report.patch,
-        "seconds": round(report.seconds, 3),
-        "replaced": report.replaced,
-        "forced": report.forced,
-    }
-
-
-def _blocked_dict(entry: Blocked) -> dict[str, Any]:
-    return {"level": entry.ref.level, "module": entry.ref.module, "reason": entry.reason}
-
-
-def apply_document(result: ApplyResult) -> dict[str, Any]:
-    return {
-        "action": result.action,
-        "level": result.ref.level if result.ref else None,
-        "module": result.ref.module if result.ref else None,
-        "effective_version": result.ref.effective_version if result.ref else None,
-        "transition": _report_dict(result.report),
-        "guard_tripped": _blocked_dict(result.tripped) if result.tripped else None,
-        "blocked": [_blocked_dict(entry) for entry in result.blocked],
-        "message": result.message,
-    }
-
-
-def apply_lines(result: ApplyResult) -> list[str]:
-    lines = []
-    if result.tripped:
-        lines.append(f"crash-loop guard: blocked {result.tripped.reason}")
-    if result.report and result.ref:
-        replaced = ", ".join(result.report.replaced) or "nothing"
-        lines.append(
-            f"applied {result.ref.describe()} in {result.report.seconds:.2f} s "
-            f"(replaced {replaced}); effective version {result.ref.effective_version}"
-        )
-    if result.message:
-        lines.append(result.message)
-    return lines
-
-
 def _print_result(context: AgentContext, result: ApplyResult) -> int:
     return _output(context, apply_document(result), apply_lines(result))
 
@@ -148,9 +92,9 @@ def _output(context: AgentContext, document: dict[str, Any], lines: list[str]) -
 def run_update(context: AgentContext) -> int:
     timeout = transition_timeout(context)
     if context.args.bundle is None:
-        from nonstop.agent import online_commands
+        from nonstop.agent.online_commands import online_update
 
-        return online_commands.online_update(context, "kernel", timeout)
+        return online_update(context, "kernel", timeout)
     manager = manager_for(context)
     from nonstop.bundle import open_bundle
     from nonstop.bundle.container import read_bundle_bytes
@@ -162,25 +106,17 @@ def run_update(context: AgentContext) -> int:
     return _print_result(context, result)
 
 
-def restore(context: AgentContext) -> tuple[ApplyResult | None, str]:
-    """Boot step: re-apply the cached, verified kernel level (no network); or why it failed."""
-    try:
-        return manager_for(context).auto_update(timeout=transition_timeout(context)), ""
-    except KERNEL_FAILURES as exc:
-        return None, str(exc)
-
-
 def run_unload(context: AgentContext) -> int:
     with _kernel_errors(context):
         reports = manager_for(context).unload(timeout=transition_timeout(context))
-    document = {"action": "unloaded", "patches": [_report_dict(r) for r in reports]}
+    document = {"action": "unloaded", "patches": [report_dict(r) for r in reports]}
     lines = [f"unloaded {r.patch} in {r.seconds:.2f} s" for r in reports]
     return _output(context, document, lines or ["no kernel patch was loaded"])
 
 
 def run_clear_guard(context: AgentContext) -> int:
     cleared = manager_for(context).clear_guard()
-    document = {"action": "cleared", "cleared": [_blocked_dict(entry) for entry in cleared]}
+    document = {"action": "cleared", "cleared": [blocked_dict(entry) for entry in cleared]}
     lines = [f"unblocked {entry.ref.describe()} ({entry.reason})" for entry in cleared]
     return _output(context, document, lines or ["the crash-loop guard blocked nothing"])
 

@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nonstop.agent.actions import AgentContext, AgentError
 from nonstop.agent.state import StateStore
+from nonstop.bundle.errors import BundleError
+from nonstop.bundle.identity import IdentityError, running_kernel_target
 from nonstop.bundle.levels import LevelAction, decide_level
 from nonstop.bundle.manifest import KernelTarget, utc_now
 from nonstop.kernel import guard
@@ -375,3 +378,81 @@ class KernelManager:
                 for item in manifest.functions
             ],
         }
+
+
+# -- what the flag handlers, the online update and the daemon share ------------------------
+
+KERNEL_FAILURES = (KernelError, BundleError)
+"""What a kernel apply can fail with, each with a one-line message; the kernel is unchanged."""
+
+
+def manager_for(context: AgentContext) -> KernelManager:
+    """The manager for the running kernel, on CONTEXT's state, cache and trusted keys."""
+    try:
+        running = running_kernel_target()
+    except IdentityError as exc:
+        raise AgentError(str(exc)) from None
+    return KernelManager(context.state, context.bundle_cache, context.trusted_keys, running)
+
+
+def transition_timeout(context: AgentContext) -> float:
+    """``--transition-timeout`` in seconds (positive), after which a transition is reverted."""
+    timeout: float = context.args.transition_timeout
+    if timeout <= 0:
+        raise AgentError("--transition-timeout must be positive")
+    return timeout
+
+
+def restore(context: AgentContext) -> tuple[ApplyResult | None, str]:
+    """Boot step: re-apply the cached, verified kernel level (no network); or why it failed."""
+    try:
+        return manager_for(context).auto_update(timeout=transition_timeout(context)), ""
+    except KERNEL_FAILURES as exc:
+        return None, str(exc)
+
+
+def report_dict(report: TransitionReport | None) -> dict[str, Any] | None:
+    """A finished transition as JSON (seconds rounded to the millisecond)."""
+    if report is None:
+        return None
+    return {
+        "patch": report.patch,
+        "seconds": round(report.seconds, 3),
+        "replaced": report.replaced,
+        "forced": report.forced,
+    }
+
+
+def blocked_dict(entry: Blocked) -> dict[str, Any]:
+    """A level the crash-loop guard blocks, as JSON."""
+    return {"level": entry.ref.level, "module": entry.ref.module, "reason": entry.reason}
+
+
+def apply_document(result: ApplyResult) -> dict[str, Any]:
+    """What an update did, as the JSON document of ``--update`` and ``--auto-update``."""
+    return {
+        "action": result.action,
+        "level": result.ref.level if result.ref else None,
+        "module": result.ref.module if result.ref else None,
+        "effective_version": result.ref.effective_version if result.ref else None,
+        "transition": report_dict(result.report),
+        "guard_tripped": blocked_dict(result.tripped) if result.tripped else None,
+        "blocked": [blocked_dict(entry) for entry in result.blocked],
+        "message": result.message,
+    }
+
+
+def apply_lines(result: ApplyResult) -> list[str]:
+    """What an update did, as text lines (possibly none: nothing happened worth a line)."""
+    lines = []
+    if result.tripped:
+        lines.append(f"crash-loop guard: blocked {result.tripped.reason}")
+    if result.report and result.ref:
+        replaced = ", ".join(result.report.replaced) or "nothing"
+        lines.append(
+            f"applied {result.ref.describe()} in {result.report.seconds:.2f} s "
+            f"(replaced {replaced}); effective version {result.ref.effective_version}"
+        )
+    if result.message:
+        lines.append(result.message)
+    return lines

@@ -33,9 +33,7 @@ from nonstop.agent.actions import (
 from nonstop.console import emit_json, stdout
 
 if TYPE_CHECKING:  # the engine is imported by the commands that use it, not by every nonstopctl
-    from nonstop.userspace import Engine, ProcessResult
-
-FAILED = {"busy", "refused"}
+    from nonstop.userspace import ProcessResult
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -52,20 +50,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _engine(ctx: AgentContext) -> Engine:
-    from nonstop.userspace import Engine, EngineOptions
-
-    return Engine(
-        EngineOptions(
-            strict=bool(ctx.args.strict),
-            cache_dir=ctx.config.cache_dir / "elf",
-            allow_downgrade=bool(ctx.args.allow_downgrade),
-        )
-    )
-
-
 def _exit_code(results: list[ProcessResult]) -> int:
-    return EXIT_PARTIAL if any(r.result in FAILED for r in results) else 0
+    return EXIT_PARTIAL if any(r.failed for r in results) else 0
 
 
 def print_results(results: list[ProcessResult]) -> None:
@@ -89,18 +75,21 @@ def lib_update(ctx: AgentContext) -> int:
             "userspace patching is disabled (configuration or nonstopctl --disable-lib)"
         )
     if ctx.args.bundle is None:
-        from nonstop.agent import online_commands
+        from nonstop.agent.online_commands import online_update
 
         if ctx.args.allow_downgrade:
             raise AgentError(
                 "--allow-downgrade needs --bundle FILE (the level to go back to)", EXIT_USAGE
             )
-
-        return online_commands.online_update(ctx, "userspace", 0.0)
+        return online_update(ctx, "userspace", 0.0)
     bundle = ctx.bundle_cache.store(read_bundle_bytes(ctx.args.bundle), ctx.trusted_keys())
     try:
         spec, results = lib_levels.apply_bundle(
-            _engine(ctx), ctx.state, bundle, ctx.config.blocklist, ctx.args.pid or None
+            lib_levels.engine_for(ctx),
+            ctx.state,
+            bundle,
+            ctx.config.blocklist,
+            ctx.args.pid or None,
         )
     except RefusedError as exc:
         raise AgentError(str(exc)) from None
@@ -126,7 +115,9 @@ def lib_update(ctx: AgentContext) -> int:
 def _live(ctx: AgentContext) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """One row per live patch, and one per foreign patch memory (a mapping named like
     nonstop's whose header nonstop did not write: shown, never trusted)."""
-    engine = _engine(ctx)
+    from nonstop.agent import lib_levels
+
+    engine = lib_levels.engine_for(ctx)
     rows, foreign = [], []
     for pid in ctx.args.pid or engine.processes_with_patches():
         patches, others = engine.inspect(pid)
@@ -227,7 +218,7 @@ def lib_unload(ctx: AgentContext) -> int:
     from nonstop.agent import lib_levels
 
     require_root("--lib-unload")
-    engine = _engine(ctx)
+    engine = lib_levels.engine_for(ctx)
     if not ctx.args.pid:
         # Unloaded everywhere: neither the daemon nor --auto-update may bring it back. Recorded
         # before the revert, so a running daemon never sees a reverted process still wanted.

@@ -18,18 +18,19 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from nonstop.agent import lib_commands
+from nonstop.agent.actions import AgentContext
 from nonstop.agent.bundle_cache import BundleCache
 from nonstop.agent.config import Blocklist
 from nonstop.agent.new_processes import RelroCache, still_starting
 from nonstop.agent.state import StateStore
 from nonstop.bundle import Bundle, TrustedKeys
-from nonstop.userspace import Engine, PatchSpec, ProcessResult
+from nonstop.bundle.errors import BundleError
+from nonstop.userspace import Engine, EngineOptions, PatchSpec, ProcessResult
 from nonstop.userspace.bundles import spec_from_bundle
+from nonstop.userspace.errors import RefusedError
 from nonstop.userspace.procfs import executable_of
 
 STATE_NAME = "userspace"
-FAILED = lib_commands.FAILED
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def remember(
     automatic updates; any other recorded level ends the target's hold (it is
     the operator's own apply, or a level above the held one).
     """
-    if results and all(r.result in FAILED | {"gone"} for r in results):
+    if results and all(r.failed or r.result == "gone" for r in results):
         return
     with store.locked(STATE_NAME):
         document = store.read(STATE_NAME)
@@ -166,3 +167,41 @@ def apply_bundle(
     rollback = engine.options.allow_downgrade and pids is None
     remember(store, spec, bundle.sha256, results, rollback=rollback)
     return spec, results
+
+
+def engine_for(context: AgentContext) -> Engine:
+    """The engine as this run's configuration and flags set it up (``--strict``, and
+    ``--allow-downgrade``, which only ``--lib-update --bundle`` accepts)."""
+    return Engine(
+        EngineOptions(
+            strict=bool(getattr(context.args, "strict", False)),
+            cache_dir=context.config.cache_dir / "elf",
+            allow_downgrade=bool(getattr(context.args, "allow_downgrade", False)),
+        )
+    )
+
+
+def restore_userspace(context: AgentContext, engine: Engine) -> tuple[list[dict[str, Any]], bool]:
+    """Boot step: every recorded userspace level, from the verified cache, to every process
+    mapping its target that lacks it (no network). Per target, what happened; and whether
+    anything failed (a cached bundle unusable, or a process busy or refused)."""
+    if not context.config.userspace_enabled:
+        return [], False
+    trusted = context.trusted_keys()
+    restored = []
+    failed = False
+    for wanted in wanted_levels(context.state):
+        entry: dict[str, Any] = {"build_id": wanted.build_id, "level": wanted.level}
+        try:
+            spec = load_spec(context.bundle_cache, trusted, wanted)
+        except (BundleError, RefusedError) as exc:
+            entry["error"] = f"cached bundle {wanted.bundle_sha256[:16]}: {exc}"
+            restored.append(entry)
+            failed = True
+            continue
+        results = apply_to_processes(engine, spec, context.config.blocklist)
+        entry["soname"] = spec.soname
+        entry["processes"] = [r.to_dict() for r in results]
+        failed |= any(r.failed for r in results)
+        restored.append(entry)
+    return restored, failed

@@ -33,11 +33,11 @@ from nonstop.agent.api_models import CheckinAnswer, Decision
 from nonstop.agent.client import ServerClient, ServerError
 from nonstop.agent.inventory import LibraryFacts, collect, kernel_report, library_report
 from nonstop.agent.inventory import libraries_in_use as scan_libraries
-from nonstop.agent.kernel_levels import KernelManager
+from nonstop.agent.kernel_levels import KERNEL_FAILURES, KernelManager, apply_document, manager_for
 from nonstop.bundle import Bundle, UserspaceTarget, open_bundle
 from nonstop.bundle.errors import BundleError
 from nonstop.bundle.manifest import utc_now
-from nonstop.userspace import Engine, EngineOptions
+from nonstop.userspace import Engine
 
 STATE_NAME = "online"
 MAX_BUNDLE_BYTES = 64 << 20
@@ -203,20 +203,13 @@ class OnlineAgent:
     @property
     def kernel(self) -> KernelManager:
         if self._kernel is None:
-            from nonstop.agent.kernel_commands import manager_for
-
             self._kernel = manager_for(self.context)
         return self._kernel
 
     @property
     def engine(self) -> Engine:
         if self._engine is None:
-            self._engine = Engine(
-                EngineOptions(
-                    strict=bool(getattr(self.context.args, "strict", False)),
-                    cache_dir=self.config.cache_dir / "elf",
-                )
-            )
+            self._engine = lib_levels.engine_for(self.context)
         return self._engine
 
     def client(self) -> ServerClient:
@@ -334,7 +327,6 @@ class OnlineAgent:
         return reports
 
     def _apply_kernel(self, item: Fetched, timeout: float) -> dict[str, Any]:
-        from nonstop.agent.kernel_commands import KERNEL_FAILURES, apply_document
 
         try:
             result = self.kernel.update(item.data, item.bundle, timeout=timeout)
@@ -352,7 +344,7 @@ class OnlineAgent:
         spec, results = lib_levels.apply_bundle(
             self.engine, self.store, bundle, self.config.blocklist
         )
-        failed = any(r.result in lib_levels.FAILED for r in results)
+        failed = any(r.failed for r in results)
         return {
             "kind": "userspace",
             "target": f"userspace:{spec.build_id}",

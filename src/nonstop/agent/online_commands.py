@@ -10,9 +10,9 @@ here too (:func:`online_update`). Exit codes and behaviour: docs/agent.md.
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from nonstop.agent import kernel_commands, registration
+from nonstop.agent import registration
 from nonstop.agent.actions import (
     EXIT_NO,
     EXIT_OK,
@@ -22,11 +22,7 @@ from nonstop.agent.actions import (
     AgentError,
 )
 from nonstop.agent.config import load_config, normalize_sticky, set_override
-from nonstop.agent.lib_commands import FAILED
 from nonstop.console import emit_json, fail, stderr, stdout
-
-if TYPE_CHECKING:
-    from nonstop.userspace import Engine
 
 _STATUS_TEXT = {
     0: "up to date",
@@ -53,17 +49,6 @@ def _output(context: AgentContext, document: dict[str, Any], lines: list[str]) -
     else:
         for line in lines:
             stdout.print(line, markup=False)
-
-
-def _engine(context: AgentContext) -> Engine:
-    from nonstop.userspace import Engine, EngineOptions
-
-    return Engine(
-        EngineOptions(
-            strict=bool(getattr(context.args, "strict", False)),
-            cache_dir=context.config.cache_dir / "elf",
-        )
-    )
 
 
 # -- registration --------------------------------------------------------------------------
@@ -250,32 +235,6 @@ def online_update(context: AgentContext, kind: str, timeout: float) -> int:
     return EXIT_PARTIAL if _failed(report) else 0
 
 
-def restore_userspace(context: AgentContext, engine: Engine) -> list[dict[str, Any]]:
-    """Boot step: every recorded userspace level, from the verified cache, to every process
-    mapping its target that lacks it (no network)."""
-    from nonstop.agent import lib_levels
-    from nonstop.bundle.errors import BundleError
-    from nonstop.userspace.errors import RefusedError
-
-    if not context.config.userspace_enabled:
-        return []
-    trusted = context.trusted_keys()
-    restored = []
-    for wanted in lib_levels.wanted_levels(context.state):
-        entry: dict[str, Any] = {"build_id": wanted.build_id, "level": wanted.level}
-        try:
-            spec = lib_levels.load_spec(context.bundle_cache, trusted, wanted)
-        except (BundleError, RefusedError) as exc:
-            entry["error"] = f"cached bundle {wanted.bundle_sha256[:16]}: {exc}"
-            restored.append(entry)
-            continue
-        results = lib_levels.apply_to_processes(engine, spec, context.config.blocklist)
-        entry["soname"] = spec.soname
-        entry["processes"] = [r.to_dict() for r in results]
-        restored.append(entry)
-    return restored
-
-
 def _restore_lines(restored: list[dict[str, Any]]) -> list[str]:
     lines = []
     for entry in restored:
@@ -299,22 +258,19 @@ def run_auto_update(context: AgentContext) -> int:
         skipped = "auto_update is off in the configuration"
         _output(context, {"action": "skipped", "message": skipped}, [skipped])
         return 0
-    timeout = kernel_commands.transition_timeout(context)
-    failed = False
-    kernel, kernel_error = kernel_commands.restore(context)
+    from nonstop.agent import kernel_levels, lib_levels
+
+    timeout = kernel_levels.transition_timeout(context)
+    kernel, kernel_error = kernel_levels.restore(context)
     kernel_document = (
-        kernel_commands.apply_document(kernel)
+        kernel_levels.apply_document(kernel)
         if kernel
         else {"action": "failed", "error": kernel_error}
     )
-    lines = kernel_commands.apply_lines(kernel) if kernel else [f"kernel: {kernel_error}"]
+    lines = kernel_levels.apply_lines(kernel) if kernel else [f"kernel: {kernel_error}"]
+    restored, failed = lib_levels.restore_userspace(context, lib_levels.engine_for(context))
     failed |= kernel is None
-    restored = restore_userspace(context, _engine(context))
     lines += _restore_lines(restored)
-    failed |= any(
-        "error" in entry or any(p["result"] in FAILED for p in entry["processes"])
-        for entry in restored
-    )
     document: dict[str, Any] = {"kernel": kernel_document, "userspace": restored}
     server_error = None
     if registration.load(context.state) is None:

@@ -57,7 +57,7 @@ def _host() -> dict[str, Any]:
 
 
 def _kernel(context: AgentContext) -> dict[str, Any]:
-    from nonstop.agent.kernel_commands import manager_for
+    from nonstop.agent.kernel_levels import manager_for
 
     manager = manager_for(context)
     info = manager.info()

@@ -35,6 +35,7 @@ from nonstop.bundle.errors import (
 from nonstop.bundle.keys import SigningKey, TrustedKeys
 from nonstop.bundle.manifest import Manifest, PayloadFile, PayloadRole
 from nonstop.bundle.zipfmt import read_members, write_members
+from nonstop.files import read_bounded
 
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
@@ -102,18 +103,10 @@ def encode_signature(key_id: str, signature: bytes) -> bytes:
 
 
 def read_bundle_bytes(path: Path) -> bytes:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(MAX_BUNDLE_SIZE + 1)
-    except FileNotFoundError:
-        raise MalformedBundleError(f"bundle file not found: {path}") from None
-    except IsADirectoryError:
-        raise MalformedBundleError(f"bundle path is a directory: {path}") from None
-    except OSError as exc:
-        raise MalformedBundleError(f"cannot read bundle {path}: {exc.strerror}") from None
-    if len(data) > MAX_BUNDLE_SIZE:
-        raise BundleTooLargeError(f"bundle {path} is larger than {MAX_BUNDLE_SIZE} bytes")
-    return data
+    """The bytes of the bundle file PATH, read no further than MAX_BUNDLE_SIZE."""
+    return read_bounded(
+        path, MAX_BUNDLE_SIZE, "bundle file", MalformedBundleError, BundleTooLargeError
+    )
 
 
 def open_bundle(source: Path | bytes, trusted: TrustedKeys) -> Bundle:

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from nonstop.bundle.errors import KeyFileError
+from nonstop.files import read_bounded
 
 PRIVATE_KEY_NAME = "signing.key"
 PUBLIC_KEY_NAME = "signing.pub"
@@ -66,16 +67,7 @@ class SigningKey:
 
 
 def _read_key_file(path: Path) -> bytes:
-    try:
-        with path.open("rb") as handle:
-            data = handle.read(_MAX_KEY_FILE + 1)
-    except FileNotFoundError:
-        raise KeyFileError(f"key file not found: {path}") from None
-    except OSError as exc:
-        raise KeyFileError(f"cannot read key file {path}: {exc.strerror}") from None
-    if len(data) > _MAX_KEY_FILE:
-        raise KeyFileError(f"key file too large to be a key: {path}")
-    return data
+    return read_bounded(path, _MAX_KEY_FILE, "key file", KeyFileError)
 
 
 def load_signing_key(path: Path) -> SigningKey:

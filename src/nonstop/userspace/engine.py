@@ -91,6 +91,11 @@ class ProcessResult:
     executable: str = ""
     build_id: str = ""
 
+    @property
+    def failed(self) -> bool:
+        """The process should have the level and does not (busy or refused; not gone)."""
+        return self.result in ("busy", "refused")
+
     def to_dict(self) -> dict[str, Any]:
         return dict(vars(self))
 

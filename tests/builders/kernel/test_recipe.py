@@ -90,7 +90,7 @@ def test_recipe_without_functions_or_not_toml(tmp_path: Path) -> None:
         load_recipe(write_recipe(tmp_path, MINIMAL.split("[[function]]")[0]))
     with pytest.raises(RecipeError, match="not valid TOML"):
         load_recipe(write_recipe(tmp_path, "name = "))
-    with pytest.raises(RecipeError, match="recipe not found"):
+    with pytest.raises(RecipeError, match="recipe file not found"):
         load_recipe(tmp_path / "absent.toml")
 
 

@@ -8,13 +8,13 @@ printable ASCII, because it becomes a C string in ``.modinfo``.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nonstop.builders.errors import RecipeError
 from nonstop.bundle.manifest import Fix, FunctionPatch
+from nonstop.files import load_toml
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _SYMBOL = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
@@ -180,12 +180,4 @@ def parse_recipe(document: dict[str, Any], path: Path) -> KernelRecipe:
 
 def load_recipe(path: Path) -> KernelRecipe:
     """Read and validate the recipe file PATH; any problem is a one-line RecipeError."""
-    try:
-        document = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise RecipeError(f"recipe not found: {path}") from None
-    except OSError as exc:
-        raise RecipeError(f"cannot read recipe {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"{path} is not valid TOML: {exc}") from None
-    return parse_recipe(document, path)
+    return parse_recipe(load_toml(path, "recipe file", RecipeError), path)

@@ -8,12 +8,12 @@ that does not exist) is reported as one :class:`RecipeError` line naming the key
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from nonstop.builders.errors import RecipeError
+from nonstop.files import load_toml
 
 _CVE = re.compile(r"^CVE-\d{4}-\d{4,}$")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}$")
@@ -151,16 +151,7 @@ class _Table:
 def load_recipe(path: Path) -> Recipe:
     """Read and check the recipe at PATH."""
     path = path.resolve()
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise RecipeError(f"recipe file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"cannot read recipe {path}: {exc}") from None
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RecipeError(f"recipe {path} is not valid TOML: {exc}") from None
+    document = load_toml(path, "recipe file", RecipeError)
     top = _Table(path, "", document)
     name = top.get("name", str, required=True)
     if not _NAME.match(name):

@@ -9,10 +9,9 @@ from pathlib import Path
 from nonstop.cli import main as nonstop_main
 from nonstop.userspace import ptrace
 from tests.agent.unprivileged import nonstopctl_as_nobody
-
-from .conftest import FUNCTIONS, nonstopctl
-from .helpers import maps_lines, nonstop_lines
-from .test_engine import ORIGINAL, patched
+from tests.userspace.conftest import FUNCTIONS, nonstopctl
+from tests.userspace.helpers import maps_lines, nonstop_lines
+from tests.userspace.test_engine import ORIGINAL, patched
 
 
 def test_update_info_patch_info_unload(start_target, bundles, agent_env):
