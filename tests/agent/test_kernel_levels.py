@@ -11,10 +11,12 @@ import dataclasses
 import json
 import platform
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from nonstop.agent.api_models import CheckinAnswer
 from nonstop.agent.bundle_cache import BundleCache
 from nonstop.agent.cli import main as nonstopctl
 from nonstop.agent.kernel_levels import (
@@ -23,6 +25,7 @@ from nonstop.agent.kernel_levels import (
     WrongKernelError,
     running_version,
 )
+from nonstop.agent.online import KERNEL_HELD, choose
 from nonstop.agent.state import StateStore
 from nonstop.builders.kernel.packages import KernelTree
 from nonstop.bundle import (
@@ -43,6 +46,7 @@ from nonstop.kernel.livepatch import (
     TransitionReport,
     TransitionTimeout,
 )
+from nonstop.kernel.state import STATE_NAME, KernelState, LevelRef
 from tests.kernel.harness import GuestBundles
 
 RELEASE = "6.1.0-56-amd64"
@@ -273,3 +277,50 @@ def test_bad_update_arguments_get_one_line(
     assert exited.value.code == 5  # a local error
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1
+
+
+def test_an_unloaded_kernel_level_stays_out_of_automatic_updates(
+    tmp_path: Path, trusted: TrustedKeys
+) -> None:
+    """--unload holds the level it took out: the server's offer of it (or lower) is held back
+    until the operator updates again or a higher level is offered."""
+    agent = manager(tmp_path, trusted)
+    ref = LevelRef(2, "22" * 32, "nonstop_t_l2", "test+2")
+    agent.store.write(STATE_NAME, KernelState(current=ref, wanted=ref).to_dict())
+    agent.unload(timeout=1.0)
+    state = agent.load_state()
+    assert (state.held, state.current, state.wanted) == (2, None, None)
+
+    def offered(level: int, held: dict[str, int] | None) -> tuple[list[int], list[str]]:
+        answer = CheckinAnswer.parse(
+            {
+                "host_id": "1f" * 16, "checkin_id": "0b5e8f4e-6d1c-4f0a-9b7e-2c3d4e5f6a7b",
+                "recorded": True, "feed": "stable", "server_time": "2026-11-26T07:29:50Z",
+                "next_checkin_seconds": 3600,
+                "targets": [{
+                    "target": f"kernel:{RELEASE}:" + "ab" * 20, "kind": "kernel",
+                    "name": RELEASE, "applied_level": None, "action": "apply",
+                    "reason": f"level {level} available",
+                    "bundle": {
+                        "sha256": "c9" * 32, "level": level, "size": 100,
+                        "effective_version": f"test+{level}", "url": "/api/v1/bundles/x",
+                        "published_at": "2026-11-20T10:00:00Z",
+                    },
+                }],
+            }
+        )  # fmt: skip
+        choice = choose(
+            answer, kernel_supported=True, userspace_enabled=True, sticky=None,
+            delay_hours=0, now=datetime(2026, 11, 26, tzinfo=UTC), operator_held=held,
+        )  # fmt: skip
+        return [d.bundle.level for d in choice.offers if d.bundle], [h.reason for h in choice.held]
+
+    held = {KERNEL_HELD: 2}
+    offers, reasons = offered(2, held)
+    assert offers == [] and "took level 2 out (--unload" in reasons[0]
+    assert offered(1, held)[0] == []
+    assert offered(3, held) == ([3], [])  # a newer level ends the hold
+    assert offered(2, None) == ([2], [])  # the operator's own --update applies it again
+    # A second unload with nothing applied keeps the hold.
+    agent.unload(timeout=1.0)
+    assert agent.load_state().held == 2

@@ -3,13 +3,16 @@ and other symbols must not steer what root patches elsewhere (issue 11, item 2).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import shutil
+import stat
 import struct
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -131,3 +134,59 @@ def test_same_build_id_copy_with_other_code_is_refused(
     assert result.result == "refused", result
     assert "nsfix_get" in result.reason and "not the code the bundle was built for" in result.reason
     assert whole_text_matches_file(attacker.pid, copy)
+
+
+# Run as nobody: a private read-only mapping of the device node in argv[1] (shown in
+# /proc/PID/maps with the node's path and inode, like a mapped file).
+_DEVICE_MAPPER = (
+    "import mmap, os, sys\n"
+    "fd = os.open(sys.argv[1], os.O_RDONLY)\n"
+    "m = mmap.mmap(fd, 4096, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ)\n"
+    "print('ready', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+IN_OPEN = 0x20
+
+
+def _opens_of(path: Path) -> tuple[int, Callable[[], int]]:
+    """An inotify watch for opens of PATH, and a function counting the events seen so far."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    watch = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+    assert watch >= 0 and libc.inotify_add_watch(watch, bytes(path), IN_OPEN) >= 0
+
+    def count() -> int:
+        seen = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                seen += len(os.read(watch, 4096)) // 16  # events carry no name here
+        return seen
+
+    return watch, count
+
+
+def test_a_mapped_device_file_is_never_opened(
+    start_target, bundles: dict[int, Path], agent_env: dict[str, str]
+) -> None:
+    """A device node mapped by nobody is looked at through O_PATH only: opening a device as
+    root can have effects of its own (its driver's open), and it is no library anyway."""
+    with nobody_directory() as directory:
+        node = directory / "zero"
+        os.mknod(node, 0o644 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero's numbers
+        watch, opens = _opens_of(node)
+        try:
+            mapper = subprocess.Popen(
+                [sys.executable, "-c", _DEVICE_MAPPER, str(node)],
+                user=NOBODY, group=NOBODY, extra_groups=[],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            )  # fmt: skip
+            assert mapper.stdout is not None and mapper.stdout.readline().strip() == "ready"
+            assert opens() == 1  # the mapper's own open: the watch sees opens
+            target = start_target(busy=0, sleepers=1)
+            done = nonstopctl(agent_env, "--lib-update", "--bundle", str(bundles[1]))
+            assert done.returncode == 0, done.stderr
+            assert target.behaviour() == patched(1)
+            assert opens() == 0
+            mapper.kill()
+            mapper.wait()
+        finally:
+            os.close(watch)

@@ -27,7 +27,7 @@ from nonstop.agent.new_processes import all_process_maps
 from nonstop.bundle import KernelTarget
 from nonstop.userspace import Engine
 from nonstop.userspace.elfmodel import root_sealed
-from nonstop.userspace.image import BuildIdCache, build_id_of
+from nonstop.userspace.image import BuildIdCache, build_id_of, open_regular
 from nonstop.userspace.procfs import PROC, executable_of, map_file_path
 
 MAX_LIBRARIES = 4096
@@ -178,7 +178,7 @@ def _soname(use: LibraryUse) -> str:
     name = None
     # A process may map any file: pyelftools fails on hostile ones in many ways (ELFError,
     # AssertionError, OverflowError, ...). Such a library is reported by its file name.
-    with contextlib.suppress(Exception), open(use.opener, "rb") as handle:
+    with contextlib.suppress(Exception), open_regular(use.opener) as handle:
         name = elf_soname(open_elf(handle))  # bounded: any user can map the file
     return _clean(name or Path(use.path.removesuffix(" (deleted)")).name, 255)
 

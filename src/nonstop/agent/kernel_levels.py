@@ -180,6 +180,8 @@ class KernelManager:
                 state.wanted = previous_wanted
                 self._save(state)
                 raise
+            state.held = None  # the operator's own apply, or a level above the held one
+            self._save(state)
             return ApplyResult("applied", ref, report, tripped)
 
     def auto_update(self, *, timeout: float) -> ApplyResult:
@@ -250,12 +252,18 @@ class KernelManager:
         raise UnhealthyLevelError(f"{reason}: rolled back and blocked{restored}")
 
     def unload(self, *, timeout: float) -> list[TransitionReport]:
-        """Disable and unload every livepatch: the original kernel code runs again."""
+        """Disable and unload every livepatch: the original kernel code runs again.
+
+        The level taken out is held: automatic updates leave it (and lower levels) out
+        until the operator applies a level again or the server offers a higher one.
+        """
         with self._locked_state() as (state, _):
             reports = [
                 self.driver.disable(patch.name, timeout=timeout)
                 for patch in reversed(self.driver.patches())
             ]
+            if state.current is not None:
+                state.held = max(state.current.level, state.held or 0)
             state.current = None
             state.wanted = None
             self._save(state)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nonstop.userspace.elfmodel import PT_GNU_RELRO, PT_LOAD, read_program_headers
-from nonstop.userspace.image import BuildIdCache, build_id_of
+from nonstop.userspace.image import BuildIdCache, build_id_of, open_regular
 from nonstop.userspace.procfs import Mapping, list_pids, map_file_path, read_maps, start_time
 
 PAGE = 4096
@@ -49,7 +49,7 @@ class Relro:
 def read_relro(path: Path) -> Relro | None:
     """The RELRO page range of the ELF file at PATH (None: no RELRO or not an ELF file)."""
     try:
-        with open(path, "rb") as handle:
+        with open_regular(path) as handle:
             segments = read_program_headers(handle)
     except Exception:  # a hostile file (a huge offset, ...) has no RELRO that can be watched
         return None

@@ -113,18 +113,22 @@ def local_hold(
     return None
 
 
+KERNEL_HELD = "kernel"
+"""The key of the kernel's held level among the operator's holds (the others: build-ids)."""
+
+
 def operator_hold(decision: Decision, held: dict[str, int]) -> Hold | None:
-    """The level the operator took out (``--lib-unload``, a rollback) stays out, and lower."""
-    bundle, build_id = decision.bundle, decision.build_id
-    if bundle is None or build_id is None or build_id not in held:
+    """The level the operator took out (``--unload``, ``--lib-unload``, a rollback) stays out,
+    and lower ones. HELD: per library build-id, and for the kernel under KERNEL_HELD."""
+    bundle = decision.bundle
+    key = KERNEL_HELD if decision.kind == "kernel" else decision.build_id
+    if bundle is None or key is None or key not in held or bundle.level > held[key]:
         return None
-    if bundle.level > held[build_id]:
-        return None
-    reason = (
-        f"the operator took level {held[build_id]} out (--lib-unload or --allow-downgrade); "
-        "nonstopctl --lib-update applies it again"
-    )
-    return Hold(decision, bundle.level, reason)
+    if decision.kind == "kernel":
+        how = "--unload; nonstopctl --update applies it again"
+    else:
+        how = "--lib-unload or --allow-downgrade; nonstopctl --lib-update applies it again"
+    return Hold(decision, bundle.level, f"the operator took level {held[key]} out ({how})")
 
 
 def _feed_holds(decision: Decision, feed: str) -> list[Hold]:
@@ -142,8 +146,8 @@ def choose(
     now: datetime,
     operator_held: dict[str, int] | None = None,
 ) -> Choice:
-    """OPERATOR_HELD: per build-id, the level the operator took out (None: an explicit
-    update by the operator, which applies it again)."""
+    """OPERATOR_HELD: the levels the operator took out (see operator_hold; None: an explicit
+    update by the operator, which applies them again)."""
     choice = Choice()
     for decision in answer.targets:
         if decision.kind == "userspace" and not userspace_enabled:
@@ -266,8 +270,16 @@ class OnlineAgent:
             sticky=self.config.sticky,
             delay_hours=self.config.update_delay_hours,
             now=datetime.now(UTC),
-            operator_held=None if operator else lib_levels.held_levels(self.store),
+            operator_held=None if operator else self.operator_held(),
         )
+
+    def operator_held(self) -> dict[str, int]:
+        """The levels the operator took out, for operator_hold."""
+        held = dict(lib_levels.held_levels(self.store))
+        kernel = self.kernel.load_state().held if self.kernel_supported else None
+        if kernel is not None:
+            held[KERNEL_HELD] = kernel
+        return held
 
     def fetch(self, offers: list[Decision]) -> list[Fetched]:
         """Every offered bundle, verified; ServerError before anything is applied if one is bad."""

@@ -3,7 +3,10 @@
 - ``current``: the level applied and confirmed healthy (what ``--uname`` reports);
 - ``wanted``: the level the operator asked for last, re-applied at boot;
 - ``pending``: a level being applied and not yet confirmed (see ``guard``);
-- ``blocked``: levels the crash-loop guard keeps from loading again.
+- ``blocked``: levels the crash-loop guard keeps from loading again;
+- ``held``: the level the operator unloaded: it and lower levels stay out of
+  automatic updates until the operator applies a level again or a higher one
+  is offered.
 
 Levels are named by their bundle's SHA-256, so the agent can find the exact
 verified bundle again in its cache.
@@ -62,6 +65,7 @@ class KernelState:
     wanted: LevelRef | None = None
     pending: Pending | None = None
     blocked: list[Blocked] = field(default_factory=list)
+    held: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document: each level an object of LevelRef fields, or null; see from_dict."""
@@ -91,4 +95,5 @@ class KernelState:
                 Blocked(LevelRef(**item["ref"]), item["reason"], item["since"])
                 for item in document.get("blocked", [])
             ],
+            held=document.get("held"),
         )

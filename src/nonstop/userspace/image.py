@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +18,35 @@ DT_NULL = 0
 DT_DEBUG = 21
 
 
+def open_regular(path: Path) -> BinaryIO:
+    """Open PATH for reading only if it is a regular file.
+
+    Another user's process can map a device file; opening one as root can have
+    effects of its own, so the file is looked at through an O_PATH descriptor
+    (which opens nothing) and opened for reading only once known to be regular.
+    """
+    located = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    try:
+        seen = os.fstat(located)
+        if not stat.S_ISREG(seen.st_mode):
+            raise RefusedError(f"{path} is not a regular file")
+        handle = open(f"/proc/self/fd/{located}", "rb")  # noqa: SIM115  # the caller closes it
+    finally:
+        os.close(located)
+    opened = os.fstat(handle.fileno())
+    if (opened.st_dev, opened.st_ino) != (seen.st_dev, seen.st_ino):
+        handle.close()
+        raise RefusedError(f"{path} changed while it was opened")
+    return handle
+
+
 def open_mapped(path: Path, mapping: Mapping) -> BinaryIO:
-    """Open the file behind MAPPING through PATH, and check it is the one mapped (same device
-    and inode as /proc/PID/maps shows): the mapping may have been replaced meanwhile."""
-    handle = open(path, "rb")  # noqa: SIM115  # returned to the caller, who closes it
-    stat = os.fstat(handle.fileno())
+    """Open the (regular) file behind MAPPING through PATH, and check it is the one mapped
+    (same device and inode as /proc/PID/maps shows): the mapping may have been replaced."""
+    handle = open_regular(path)
+    status = os.fstat(handle.fileno())
     major, _, minor = mapping.dev.partition(":")
-    if (os.major(stat.st_dev), os.minor(stat.st_dev), stat.st_ino) != (
+    if (os.major(status.st_dev), os.minor(status.st_dev), status.st_ino) != (
         int(major, 16),
         int(minor, 16),
         mapping.inode,
