@@ -106,8 +106,11 @@ DAEMON_BOOT = """
 snap boot
 $CTL --daemon > $OUT/daemon.out 2> $OUT/daemon.err &
 DAEMON=$!
+# The patch's sysfs directory appears (transition 0) before its transition starts: wait for
+# the patch to be enabled and its transition over.
+P=/sys/kernel/livepatch/nonstop_example_l3
 for i in $(seq 1200); do
-    [ "$(cat /sys/kernel/livepatch/nonstop_example_l3/transition 2>/dev/null)" = 0 ] && break
+    [ "$(cat $P/enabled 2>/dev/null)$(cat $P/transition 2>/dev/null)" = 10 ] && break
     sleep 0.1
 done
 snap daemon

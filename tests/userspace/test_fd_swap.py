@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from nonstop.agent.actions import EXIT_PARTIAL
+
 from .conftest import nonstopctl
 from .helpers import nonstop_lines, whole_text_matches_file
 from .hostile import ask, fd_swapper, public_dir, public_library, root_secret, start_as_nobody
@@ -56,7 +58,7 @@ def test_a_swapped_memfd_is_refused_and_the_root_file_stays_intact(
         if entry["result"] == "patched":  # the attacker lost this race: try again
             assert nonstopctl(agent_env, "--lib-unload", "--pid", str(process.pid)).returncode == 0
             continue
-        assert (done.returncode, entry["result"]) == (3, "refused"), entry
+        assert (done.returncode, entry["result"]) == (EXIT_PARTIAL, "refused"), entry
         assert "replaced by another file inside the target" in entry["reason"]
         refusals += 1
         if refusals == 3:

@@ -175,7 +175,7 @@ def test_a_mapped_device_file_is_never_opened(
         watch, opens = _opens_of(node)
         try:
             mapper = subprocess.Popen(
-                [sys.executable, "-c", _DEVICE_MAPPER, str(node)],
+                ["/usr/bin/python3", "-I", "-c", _DEVICE_MAPPER, str(node)],  # nobody can run it
                 user=NOBODY, group=NOBODY, extra_groups=[],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             )  # fmt: skip

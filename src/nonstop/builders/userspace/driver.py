@@ -30,6 +30,7 @@ SECTION_FLAGS = ("-ffunction-sections", "-fdata-sections")
 _MARKER = ".nonstop-build-tree"
 _ARCHIVES = ".nonstop-archives"
 _LOG_TAIL = 15
+_OUTER_MAKE = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MAKE_TERMOUT", "MAKE_TERMERR"}
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,9 @@ class BuildDriver:
 
     def _environment(self, cc_log: Path, function_sections: bool) -> dict[str, str]:
         tree = str(self.tree)
-        env = dict(os.environ)
+        # A package's build is its own top-level make: flags, level and jobserver of a make
+        # that runs nonstop (make test, a packaging Makefile) must not leak into it.
+        env = {k: v for k, v in os.environ.items() if k not in _OUTER_MAKE}
         env.update({k: v.replace(TREE_PLACEHOLDER, tree) for k, v in self.recipe.build.env.items()})
         env["PATH"] = f"{self.bin}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
         env["CC"] = str(self.bin / "cc")
