@@ -58,6 +58,11 @@ def backoff_delay(attempt: int, base: float, rng: Callable[[], float] = random.r
 
 
 class ServerClient:
+    """A connection to one patch server, authenticated as a host when TOKEN is given.
+
+    Every API call raises ServerError (EXIT_SERVER) for any failure; close it (or use ``with``).
+    """
+
     def __init__(
         self,
         base_url: str,
@@ -98,12 +103,17 @@ class ServerClient:
     def register(self, key: str, hostname: str) -> Registration:
         # Not idempotent: a second try after an answer was lost would register twice,
         # so only failures before the request reached the server are retried.
+        """Register as a new host with KEY; the host id and token the server issued.
+
+        Never retried once the request may have reached the server (it would register twice).
+        """
         body = {"registration_key": key, "hostname": hostname}
         data = self._call("POST", "/api/v1/hosts/register", body=body, expect=201, safe=False)
         return self._parse(Registration.parse, data, "registration")
 
     def check_in(self, host_id: str, inventory: dict[str, Any]) -> CheckinAnswer:
         # Idempotent by its check-in id: every retry sends the same one.
+        """Send INVENTORY (``collect``'s body), read the decisions; retries keep one check-in id."""
         body = {"checkin_id": str(uuid.uuid4()), **inventory}
         data = self._call("POST", f"/api/v1/hosts/{host_id}/checkin", body=body, expect=200)
         return self._parse(CheckinAnswer.parse, data, "check-in")
@@ -117,6 +127,7 @@ class ServerClient:
         self._call("GET", "/healthz", expect=200)
 
     def unregister(self, host_id: str) -> None:
+        """Ask the server to forget host HOST_ID; ServerError (with its status) if it refuses."""
         self._call("DELETE", f"/api/v1/hosts/{host_id}", expect=204)
 
     # -- plumbing ---------------------------------------------------------------
