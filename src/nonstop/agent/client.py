@@ -101,19 +101,21 @@ class ServerClient:
     # -- API v1 -----------------------------------------------------------------
 
     def register(self, key: str, hostname: str) -> Registration:
-        # Not idempotent: a second try after an answer was lost would register twice,
-        # so only failures before the request reached the server are retried.
         """Register as a new host with KEY; the host id and token the server issued.
 
-        Never retried once the request may have reached the server (it would register twice).
+        Retried only when the server cannot have registered it: no connection was made,
+        or it answered 429 or 503.
         """
+        # Not idempotent: a second try after an answer was lost would register twice,
+        # so only failures before the request reached the server (or a 429/503, which
+        # registered nothing) are retried.
         body = {"registration_key": key, "hostname": hostname}
         data = self._call("POST", "/api/v1/hosts/register", body=body, expect=201, safe=False)
         return self._parse(Registration.parse, data, "registration")
 
     def check_in(self, host_id: str, inventory: dict[str, Any]) -> CheckinAnswer:
+        """Send INVENTORY (``collect``'s body) and read the decisions (retried when transient)."""
         # Idempotent by its check-in id: every retry sends the same one.
-        """Send INVENTORY (``collect``'s body), read the decisions; retries keep one check-in id."""
         body = {"checkin_id": str(uuid.uuid4()), **inventory}
         data = self._call("POST", f"/api/v1/hosts/{host_id}/checkin", body=body, expect=200)
         return self._parse(CheckinAnswer.parse, data, "check-in")
