@@ -48,6 +48,8 @@ class AgentError(Exception):
 
 @dataclass(frozen=True)
 class AgentContext:
+    """Everything one nonstopctl command runs with: its flags and effective configuration."""
+
     args: argparse.Namespace
     config: AgentConfig
     json: bool
@@ -55,6 +57,10 @@ class AgentContext:
     """The argument of the action flag itself, for flags like ``--register KEY``."""
 
     def trusted_keys(self) -> TrustedKeys:
+        """The keys bundles must be signed with, read from the directory anew on each call.
+
+        KeyFileError (a BundleError) when the directory is missing or a key file is bad.
+        """
         from nonstop.bundle import TrustedKeys
 
         return TrustedKeys.from_dir(self.config.trusted_keys_dir)
@@ -72,6 +78,8 @@ class AgentContext:
 
 @dataclass(frozen=True)
 class Action:
+    """One command flag of ``nonstopctl``: RUN returns the exit status (``EXIT_*``)."""
+
     flag: str
     help: str
     run: Callable[[AgentContext], int]
@@ -82,11 +90,14 @@ class Action:
 
 
 class AgentArea(Protocol):
+    """What ``cli`` needs from an area module: its command flags and its extra options."""
+
     ACTIONS: list[Action]
 
     def add_options(self, parser: argparse.ArgumentParser) -> None: ...
 
 
 def require_root(what: str) -> None:
+    """AgentError with EXIT_NOT_ROOT unless the effective uid is 0; WHAT names the command."""
     if os.geteuid() != 0:
         raise AgentError(f"{what} needs root (run it as root, e.g. with sudo)", EXIT_NOT_ROOT)

@@ -54,6 +54,8 @@ def _time(document: Any, name: str) -> datetime | None:
 
 @dataclass(frozen=True)
 class Registration:
+    """The server's answer to a registration: a 32-hex host id and the host's secret token."""
+
     host_id: str
     token: str
     feed: str
@@ -61,6 +63,7 @@ class Registration:
 
     @classmethod
     def parse(cls, document: Any) -> Registration:
+        """MalformedAnswer unless DOCUMENT has every field, typed, and a 32-hex host id."""
         host_id = _field(document, "host_id", str)
         if not re.fullmatch(r"[0-9a-f]{32}", host_id):
             raise MalformedAnswer("field 'host_id' is not a host id")
@@ -74,6 +77,10 @@ class Registration:
 
 @dataclass(frozen=True)
 class BundleRef:
+    """A bundle the server offers. Only the form is checked here: a 64-hex digest and a URL
+    path under ``/api/v1/bundles/`` (so on this server); the file itself is verified later.
+    """
+
     sha256: str
     level: int
     size: int
@@ -83,6 +90,7 @@ class BundleRef:
 
     @classmethod
     def parse(cls, document: Any) -> BundleRef:
+        """MalformedAnswer unless every field is there and typed (digest and URL path included)."""
         sha256 = _field(document, "sha256", str)
         if not _SHA256.match(sha256):
             raise MalformedAnswer("bundle sha256 is not a SHA-256 digest")
@@ -109,6 +117,7 @@ class HeldLevel:
 
     @classmethod
     def parse(cls, document: Any) -> HeldLevel:
+        """MalformedAnswer unless DOCUMENT has an integer level and an ISO 8601 release time."""
         release_at = _time(document, "release_at")
         if release_at is None:
             raise MalformedAnswer("field 'release_at' is missing")
@@ -117,6 +126,8 @@ class HeldLevel:
 
 @dataclass(frozen=True)
 class Decision:
+    """The server's decision for one target: ``apply`` always carries a bundle, ``none`` may not."""
+
     target: str
     kind: str
     name: str
@@ -128,6 +139,9 @@ class Decision:
 
     @classmethod
     def parse(cls, document: Any) -> Decision:
+        """MalformedAnswer for a missing or mistyped field, an unknown kind or action, or an
+        ``apply`` without a bundle.
+        """
         kind = _field(document, "kind", str)
         action = _field(document, "action", str)
         if kind not in ("kernel", "userspace"):
@@ -161,6 +175,8 @@ class Decision:
 
 @dataclass(frozen=True)
 class CheckinAnswer:
+    """The server's answer to a check-in: its decisions, and when to check in next (seconds)."""
+
     host_id: str
     checkin_id: str
     recorded: bool
@@ -171,6 +187,7 @@ class CheckinAnswer:
 
     @classmethod
     def parse(cls, document: Any) -> CheckinAnswer:
+        """MalformedAnswer if DOCUMENT or any of its decisions is not well formed."""
         targets = _field(document, "targets", list)
         server_time = _time(document, "server_time")
         if server_time is None:

@@ -15,10 +15,16 @@ if TYPE_CHECKING:
 
 
 class BundleCache:
+    """One directory (``<cache_dir>/bundles``) of bundle files named ``<sha256>.nsb``.
+
+    Only bytes that verified are stored; nothing read back is trusted until it verifies again.
+    """
+
     def __init__(self, cache_dir: Path) -> None:
         self.directory = cache_dir / "bundles"
 
     def path_for(self, sha256: str) -> Path:
+        """Where the bundle with this digest is (or would be) kept; it may be absent or bad."""
         return self.directory / f"{sha256}.nsb"
 
     def store(self, bundle_bytes: bytes, trusted: TrustedKeys) -> Bundle:

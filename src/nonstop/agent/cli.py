@@ -68,6 +68,9 @@ def _pid(text: str) -> int:
 
 
 def build_parser(areas: Sequence[AgentArea]) -> argparse.ArgumentParser:
+    """The parser with every area's flags as one mutually exclusive group (argparse's own
+    check that only one command is given); its errors exit EXIT_USAGE in one line.
+    """
     parser = _Parser(prog=TOOL, description="nonstop live patching: host agent", allow_abbrev=False)
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
@@ -139,6 +142,12 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, Action | None, str |
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command in ARGV (default: sys.argv[1:]) and return its exit status.
+
+    Every command but --version needs root. A usage error or an expected failure (AgentError,
+    ConfigError, BundleError, StateError) exits through SystemExit with one line on
+    stderr and its exit code.
+    """
     import sys
 
     args, action, value = parse(sys.argv[1:] if argv is None else argv)

@@ -58,6 +58,11 @@ def backoff_delay(attempt: int, base: float, rng: Callable[[], float] = random.r
 
 
 class ServerClient:
+    """A connection to one patch server, authenticated as a host when TOKEN is given.
+
+    Every API call raises ServerError (EXIT_SERVER) for any failure; close it (or use ``with``).
+    """
+
     def __init__(
         self,
         base_url: str,
@@ -96,13 +101,20 @@ class ServerClient:
     # -- API v1 -----------------------------------------------------------------
 
     def register(self, key: str, hostname: str) -> Registration:
+        """Register as a new host with KEY; the host id and token the server issued.
+
+        Retried only when the server cannot have registered it: no connection was made,
+        or it answered 429 or 503.
+        """
         # Not idempotent: a second try after an answer was lost would register twice,
-        # so only failures before the request reached the server are retried.
+        # so only failures before the request reached the server (or a 429/503, which
+        # registered nothing) are retried.
         body = {"registration_key": key, "hostname": hostname}
         data = self._call("POST", "/api/v1/hosts/register", body=body, expect=201, safe=False)
         return self._parse(Registration.parse, data, "registration")
 
     def check_in(self, host_id: str, inventory: dict[str, Any]) -> CheckinAnswer:
+        """Send INVENTORY (``collect``'s body) and read the decisions (retried when transient)."""
         # Idempotent by its check-in id: every retry sends the same one.
         body = {"checkin_id": str(uuid.uuid4()), **inventory}
         data = self._call("POST", f"/api/v1/hosts/{host_id}/checkin", body=body, expect=200)
@@ -117,6 +129,7 @@ class ServerClient:
         self._call("GET", "/healthz", expect=200)
 
     def unregister(self, host_id: str) -> None:
+        """Ask the server to forget host HOST_ID; ServerError (with its status) if it refuses."""
         self._call("DELETE", f"/api/v1/hosts/{host_id}", expect=204)
 
     # -- plumbing ---------------------------------------------------------------

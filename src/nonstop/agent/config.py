@@ -39,6 +39,7 @@ class Blocklist:
     patterns: tuple[str, ...] = ()
 
     def blocks(self, executable: str) -> bool:
+        """True when EXECUTABLE is listed, or any pattern matches anywhere in it (``re.search``)."""
         if executable in self.paths:
             return True
         return any(re.search(pattern, executable) for pattern in self.patterns)
@@ -46,6 +47,8 @@ class Blocklist:
 
 @dataclass(frozen=True)
 class AgentConfig:
+    """The agent's effective settings, every value checked (``parse_config``)."""
+
     server_url: str | None = None
     auto_update: bool = True
     update_delay_hours: int = 0
@@ -135,6 +138,11 @@ def _parse_blocklist(value: Any, where: Path) -> Blocklist:
 
 
 def parse_config(document: dict[str, Any], where: Path) -> AgentConfig:
+    """The configuration in DOCUMENT (a parsed TOML file at WHERE), strictly checked.
+
+    An unknown key, a wrong type or a value out of range (including a bad sticky pin)
+    is a ConfigError naming WHERE; absent keys keep their defaults.
+    """
     known = {f.name for f in fields(AgentConfig)} - {"source"}
     values: dict[str, Any] = {"source": where}
     for key, value in document.items():
@@ -186,6 +194,11 @@ def set_override(config: AgentConfig, key: str, value: Any) -> None:
 
 
 def load_config(explicit: Path | None = None) -> AgentConfig:
+    """The effective configuration: the file (module docstring), env overrides, then flag overrides.
+
+    ConfigError when an explicitly named file is missing or any file is invalid;
+    StateError when ``settings.json`` is unreadable.
+    """
     env_path = os.environ.get("NONSTOP_CONFIG")
     path = explicit or (Path(env_path) if env_path else None)
     if path is None and not DEFAULT_CONFIG_PATH.exists():

@@ -1,8 +1,8 @@
 """`nonstopctl --daemon`: the long-running agent service.
 
 1. **Boot re-apply, before any network access**: the cached, verified kernel
-   level (crash-loop guard respected), then every recorded userspace level to
-   every process mapping its target.
+   level (crash-loop guard respected; only when ``auto_update`` is on), then
+   every recorded userspace level to every process mapping its target.
 2. **New processes**: exec events from the proc connector (``exec_watch``);
    each new process is followed for a short window until ld.so has relocated
    the patched library (``new_processes``), then patched. Events lost, or no
@@ -61,11 +61,15 @@ NONSTOPCTL = [sys.executable, "-c", "from nonstop.agent.cli import main; raise S
 
 
 def log(message: str) -> None:
+    """One line on stderr (the journal), control characters escaped: messages carry names from
+    other processes.
+    """
     sys.stderr.write(f"nonstopctl daemon: {printable(message)}\n")
     sys.stderr.flush()
 
 
 def jittered(seconds: float) -> float:
+    """SECONDS times a random factor in [0.9, 1.1], so hosts started together drift apart."""
     return seconds * random.uniform(1 - JITTER, 1 + JITTER)
 
 
@@ -84,6 +88,14 @@ class Outcome:
 
 
 class Daemon:
+    """One ``nonstopctl --daemon`` run.
+
+    ``wanted`` holds the recorded userspace levels, verified once and reloaded
+    whenever ``userspace.json`` is replaced; ``outcomes`` remembers per (pid, start
+    time, build-id, level) what happened, so a refusal is not retried; at most one
+    auto-update child runs at a time.
+    """
+
     def __init__(self, context: AgentContext) -> None:
         self.context = context
         self.config = context.config
@@ -103,6 +115,12 @@ class Daemon:
     # -- lifecycle ------------------------------------------------------------------
 
     def run(self) -> int:
+        """Serve until SIGTERM or SIGINT, then return 0. Main thread only.
+
+        Installs SIGTERM/SIGINT/SIGHUP handlers and a signal wakeup fd for its
+        duration and restores the previous ones on return; a running auto-update
+        child is given 30 s to finish, then terminated.
+        """
         wake_read, wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         previous_wakeup = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
         # SIGCHLD keeps its default: ptrace stops of patched threads raise it too.
@@ -232,7 +250,8 @@ class Daemon:
     # -- levels -----------------------------------------------------------------------
 
     def restore(self) -> None:
-        """Boot re-apply: kernel first, then userspace, from the verified cache only."""
+        """Boot re-apply: kernel first (if auto_update is on), then userspace, from the verified
+        cache only."""
         if not self.config.auto_update:
             log("auto_update is off: no kernel re-apply and no periodic update")
         else:

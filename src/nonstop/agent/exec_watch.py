@@ -37,6 +37,11 @@ class EventsLost(Exception):
 
 
 class ExecWatcher:
+    """A netlink socket subscribed to the kernel's exec events (root only).
+
+    Creating one raises ExecWatchUnavailable when the connector cannot be used.
+    """
+
     def __init__(self) -> None:
         try:
             self._socket = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_CONNECTOR)
@@ -56,6 +61,7 @@ class ExecWatcher:
             raise ExecWatchUnavailable(f"cannot subscribe to exec events: {exc.strerror}") from None
 
     def fileno(self) -> int:
+        """The socket's fd, readable when events are waiting (for the caller's own select)."""
         return self._socket.fileno()
 
     def wait(self, timeout: float) -> list[int]:

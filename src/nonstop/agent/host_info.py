@@ -33,6 +33,8 @@ _PACKAGE_MANAGER = {"debian": "dpkg", "rhel": "rpm", "fedora": "rpm", "suse": "r
 
 @dataclass(frozen=True)
 class Distro:
+    """This host's distribution as its os-release names it (absent fields: "" or Linux defaults)."""
+
     id: str
     version_id: str
     name: str
@@ -48,6 +50,7 @@ class Distro:
 
 
 def family_of(os_id: str, id_like: str) -> str:
+    """The family of distribution OS_ID, else of its ID_LIKE words; "other" if none is known."""
     if os_id in _FAMILY_OF_ID:
         return _FAMILY_OF_ID[os_id]
     if os_id.startswith("opensuse"):

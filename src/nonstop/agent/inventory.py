@@ -37,6 +37,8 @@ _CONTROL = re.compile(r"[\x00-\x1f]")
 
 @dataclass
 class LibraryUse:
+    """One library build-id as this host's processes map it, gathered by ``libraries_in_use``."""
+
     build_id: str
     path: str
     opener: Path
@@ -51,6 +53,7 @@ class LibraryUse:
 
     @property
     def applied_level(self) -> int | None:
+        """Lowest level of the patchable processes; None if one is unpatched or none qualifies."""
         values = list(self.levels.values())
         if not values or any(level is None for level in values):
             return None
@@ -158,9 +161,11 @@ class LibraryFacts:
         self._dirty = True
 
     def of(self, build_id: str) -> dict[str, Any]:
+        """BUILD_ID's facts; only for build-ids given to the last ``learn`` (else KeyError)."""
         return self._facts.get(build_id) or self._this_run[build_id]
 
     def save(self) -> None:
+        """Write the cached facts if they changed; best effort (a failure costs a new lookup)."""
         if not self._dirty:
             return
         with contextlib.suppress(OSError):
@@ -188,6 +193,8 @@ def _clean(text: str, limit: int) -> str:
 
 
 def os_report(distro: Distro) -> dict[str, Any]:
+    """The check-in's ``os`` section: DISTRO's fields cut to the API's lengths, control characters
+    replaced."""
     os_id = re.sub(r"[^a-z0-9._-]", "-", distro.id.lower())[:64] or "linux"
     return {
         "id": os_id,
@@ -197,6 +204,7 @@ def os_report(distro: Distro) -> dict[str, Any]:
 
 
 def kernel_report(running: KernelTarget, applied_level: int | None) -> dict[str, Any]:
+    """The check-in's ``kernel`` section; APPLIED_LEVEL is the loaded level (None: none loaded)."""
     return {
         "release": _clean(running.release, 255),
         "build_id": running.build_id,
@@ -206,6 +214,11 @@ def kernel_report(running: KernelTarget, applied_level: int | None) -> dict[str,
 
 
 def library_report(uses: dict[str, LibraryUse], facts: LibraryFacts) -> list[dict[str, Any]]:
+    """The check-in's ``libraries`` section: at most MAX_LIBRARIES, the most mapped first.
+
+    Looks up soname and package of build-ids not met before (ELF reads, one
+    dpkg/rpm query) and updates FACTS' cache file.
+    """
     ordered = sorted(uses.values(), key=lambda use: (-len(use.pids), use.build_id))
     kept = ordered[:MAX_LIBRARIES]
     facts.learn(kept)

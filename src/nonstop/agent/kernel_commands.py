@@ -34,6 +34,7 @@ DEFAULT_TIMEOUT = 60.0
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
+    """Options of ``--update``/``--unload``: the transition timeout and the dangerous force."""
     kernel = parser.add_argument_group("kernel options")
     kernel.add_argument(
         "--transition-timeout",
@@ -90,6 +91,12 @@ def _output(context: AgentContext, document: dict[str, Any], lines: list[str]) -
 
 
 def run_update(context: AgentContext) -> int:
+    """``--update``: without ``--bundle``, the online update of the kernel only (``online_update``).
+
+    With ``--bundle FILE``, that file is verified, then applied and cached; a level
+    lower than the loaded one is refused. Kernel refusals and timeouts become one
+    AgentError (EXIT_ERROR), with a JSON document first under ``--json``.
+    """
     timeout = transition_timeout(context)
     if context.args.bundle is None:
         from nonstop.agent.online_commands import online_update
@@ -107,6 +114,7 @@ def run_update(context: AgentContext) -> int:
 
 
 def run_unload(context: AgentContext) -> int:
+    """``--unload``: every livepatch out, the unloaded level held back from automatic updates."""
     with _kernel_errors(context):
         reports = manager_for(context).unload(timeout=transition_timeout(context))
     document = {"action": "unloaded", "patches": [report_dict(r) for r in reports]}
@@ -115,6 +123,7 @@ def run_unload(context: AgentContext) -> int:
 
 
 def run_clear_guard(context: AgentContext) -> int:
+    """``--clear-crash-guard``: unblock every level the guard blocked (they may load again)."""
     cleared = manager_for(context).clear_guard()
     document = {"action": "cleared", "cleared": [blocked_dict(entry) for entry in cleared]}
     lines = [f"unblocked {entry.ref.describe()} ({entry.reason})" for entry in cleared]
@@ -122,6 +131,7 @@ def run_clear_guard(context: AgentContext) -> int:
 
 
 def run_info(context: AgentContext) -> int:
+    """``--info``: read-only (no lock taken, no guard tripped); exit 0."""
     info = manager_for(context).info()
     kernel = info["kernel"]
     level = info["level"]
@@ -142,6 +152,7 @@ def run_info(context: AgentContext) -> int:
 
 
 def run_patch_info(context: AgentContext) -> int:
+    """``--patch-info``: read from the loaded level's cached bundle, verified again; exit 0."""
     info = manager_for(context).patch_info()
     if info["level"] is None:
         return _output(context, info, ["no kernel patch applied"])
@@ -156,6 +167,7 @@ def run_patch_info(context: AgentContext) -> int:
 
 
 def run_uname(context: AgentContext) -> int:
+    """``--uname``: one line, the applied level's effective version, else the running one."""
     document = manager_for(context).uname()
     return _output(context, document, [document["effective_version"]])
 

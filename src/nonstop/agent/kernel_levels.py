@@ -6,6 +6,8 @@ it must name this exact kernel build, its module must be a livepatch module
 built for this release and stamped with the bundle's level, the level policy
 must allow it, the crash-loop guard must not block it; only then is it
 recorded as pending, loaded, and confirmed once its transition has finished.
+The one exception is a rollback, which loads the last confirmed level back
+directly (``_roll_back``): it was confirmed before, so it is not pending again.
 Mutating operations hold the kernel state lock for their whole duration.
 """
 
@@ -75,6 +77,12 @@ class ApplyResult:
 
 
 class KernelManager:
+    """The livepatch levels of the running kernel: its state document (``kernel.json``),
+    its driver and the verified bundle cache.
+
+    Reports read the state without the lock; every change holds it (see module).
+    """
+
     def __init__(
         self,
         store: StateStore,
@@ -99,6 +107,7 @@ class KernelManager:
     # -- state ---------------------------------------------------------------
 
     def load_state(self) -> KernelState:
+        """The recorded state as on disk: no lock taken, an unconfirmed level not yet tripped."""
         return KernelState.from_dict(self.store.read(STATE_NAME))
 
     def _save(self, state: KernelState) -> None:
@@ -115,6 +124,7 @@ class KernelManager:
             yield state, tripped
 
     def loaded(self, ref: LevelRef | None) -> bool:
+        """True when REF's module is loaded, enabled and out of transition (False for None)."""
         status = self.driver.status(ref.module) if ref else None
         return status is not None and status.enabled and not status.transition
 
@@ -270,6 +280,10 @@ class KernelManager:
             return reports
 
     def clear_guard(self) -> list[Blocked]:
+        """Unblock every blocked level (the operator's decision) and return what was cleared.
+
+        A level left unconfirmed by a crash is turned into a block first, so it is cleared too.
+        """
         with self._locked_state() as (state, _):
             cleared = guard.clear(state)
             self._save(state)
@@ -278,6 +292,7 @@ class KernelManager:
     # -- reports -------------------------------------------------------------
 
     def real_version(self) -> str:
+        """The running kernel's version as its distribution names it (never raises)."""
         try:
             text = self.proc_version.read_text()
         except OSError:
@@ -285,6 +300,7 @@ class KernelManager:
         return running_version(text, self.running.release)
 
     def uname(self) -> dict[str, Any]:
+        """``--uname``'s document: the loaded level's effective version, else the real version."""
         state = self.load_state()
         applied = state.current if self.loaded(state.current) else None
         real = self.real_version()
@@ -296,6 +312,7 @@ class KernelManager:
         }
 
     def info(self) -> dict[str, Any]:
+        """``--info``'s document, from the state and the driver; read-only (takes no lock)."""
         state = self.load_state()
         applied = state.current if self.loaded(state.current) else None
         patches = self.driver.patches()
@@ -362,6 +379,10 @@ class KernelManager:
         }
 
     def patch_info(self) -> dict[str, Any]:
+        """What the loaded level fixes, from its cached bundle verified again (else BundleError).
+
+        With no level loaded: level None and empty lists.
+        """
         state = self.load_state()
         applied = state.current if self.loaded(state.current) else None
         if applied is None:

@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # the engine is imported by the commands that use it, not by 
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
+    """Userspace options: ``--strict`` (engine safety mode) and ``--allow-downgrade`` (rollback)."""
     parser.add_argument(
         "--strict",
         action="store_true",
@@ -55,6 +56,7 @@ def _exit_code(results: list[ProcessResult]) -> int:
 
 
 def print_results(results: list[ProcessResult]) -> None:
+    """One text line per process result ("no matching process" when there are none)."""
     if not results:
         stdout.print("no matching process", markup=False)
     for r in results:
@@ -65,6 +67,14 @@ def print_results(results: list[ProcessResult]) -> None:
 
 
 def lib_update(ctx: AgentContext) -> int:
+    """``--lib-update``: without ``--bundle``, the online update of userspace only.
+
+    With ``--bundle FILE``: the file is verified and cached, then applied to every
+    process mapping its target (or to ``--pid`` processes) and recorded as wanted
+    (``lib_levels.apply_bundle``: with ``--pid``, a level not lower than the recorded
+    one is recorded too, so the daemon brings it to the other processes).
+    EXIT_PARTIAL if any process is busy or refused it.
+    """
     from nonstop.agent import lib_levels
     from nonstop.bundle.container import read_bundle_bytes
     from nonstop.userspace.errors import RefusedError
@@ -148,6 +158,7 @@ def _live(ctx: AgentContext) -> tuple[list[dict[str, Any]], list[dict[str, Any]]
 
 
 def lib_info(ctx: AgentContext) -> int:
+    """``--lib-info``: the live patches found in process memory (not the record); exit 0."""
     require_root("--lib-info")
     rows, foreign = _live(ctx)
     if ctx.json:
@@ -176,6 +187,7 @@ def lib_info(ctx: AgentContext) -> int:
 
 
 def lib_patch_info(ctx: AgentContext) -> int:
+    """``--lib-patch-info``: live patches grouped by (build-id, level), from patch memory."""
     require_root("--lib-patch-info")
     patches: dict[tuple[str, int], dict[str, Any]] = {}
     for row in _live(ctx)[0]:
@@ -215,6 +227,12 @@ def lib_patch_info(ctx: AgentContext) -> int:
 
 
 def lib_unload(ctx: AgentContext) -> int:
+    """``--lib-unload``: revert the patches in every process (or the ``--pid`` ones).
+
+    Without ``--pid`` the recorded levels are dropped and held first, so nothing
+    re-applies them; with ``--pid`` the record stays (the daemon's rescan patches
+    those processes again). EXIT_PARTIAL if any process could not be reverted.
+    """
     from nonstop.agent import lib_levels
 
     require_root("--lib-unload")

@@ -1,10 +1,11 @@
 """The userspace levels this host wants, and applying one to every process that maps its target.
 
-``userspace.json`` in the state dir records, per target build-id, the newest
-level applied and its bundle's SHA-256 (the bundle itself stays in the
-verified cache). The processes remain the truth about what is live; the record
-is what the daemon and ``--auto-update`` re-apply to processes that do not
-have it yet (started after the patch, or after a reboot).
+``userspace.json`` in the state dir records, per target build-id, the level
+wanted (the newest applied, or the one the operator rolled back to) and its
+bundle's SHA-256 (the bundle itself stays in the verified cache). The
+processes remain the truth about what is live; the record is what the daemon
+and ``--auto-update`` re-apply to processes that do not have it yet (started
+after the patch, or after a reboot).
 
 It also records the levels the operator took out (``held``: ``--lib-unload``,
 or a rollback with ``--allow-downgrade``): per target build-id, level N and
@@ -35,12 +36,15 @@ STATE_NAME = "userspace"
 
 @dataclass(frozen=True)
 class WantedLevel:
+    """One recorded level of ``userspace.json``; its bundle is in the cache under BUNDLE_SHA256."""
+
     build_id: str
     level: int
     bundle_sha256: str
 
 
 def wanted_levels(store: StateStore) -> list[WantedLevel]:
+    """The recorded levels, by build-id; StateError when ``userspace.json`` is unreadable."""
     targets = store.read(STATE_NAME).get("targets", {})
     return [
         WantedLevel(build_id, int(entry["level"]), str(entry["bundle_sha256"]))
@@ -62,7 +66,7 @@ def remember(
     *,
     rollback: bool = False,
 ) -> None:
-    """Record SPEC as wanted unless every process refused it or was busy.
+    """Record SPEC as wanted unless every process refused it, was busy or was gone.
 
     With no process mapping the target right now, it is still wanted: the
     daemon patches the next process that maps it. A ROLLBACK (the operator's
@@ -160,8 +164,10 @@ def apply_bundle(
 ) -> tuple[PatchSpec, list[ProcessResult]]:
     """Apply a verified userspace BUNDLE everywhere (or to PIDS) and record it as wanted.
 
-    Everywhere with the engine allowed to go down, it is a rollback (see ``remember``);
-    for some PIDS only it changes those processes now and not the recorded wish."""
+    Everywhere with the engine allowed to go down, it is a rollback (see ``remember``).
+    For some PIDS only, a lower level changes those processes now and not the recorded
+    wish; any other level is recorded as for all (``remember``), so the daemon then
+    brings it to every process mapping the target."""
     spec = spec_from_bundle(bundle)
     results = apply_to_processes(engine, spec, blocklist, pids)
     rollback = engine.options.allow_downgrade and pids is None

@@ -12,10 +12,10 @@ relocating an object, ld.so makes its RELRO range (PT_GNU_RELRO: GOT,
 .dynamic, .init_array) read-only. So a process is *ready* for a target when
 the target's RELRO range shows read-only in /proc/PID/maps and the
 executable's does too (the executable is relocated last, so startup
-relocation is over). An executable or target without an observable RELRO
-range gives no such signal: the exec path then leaves the process to the
-daemon's periodic rescan, which only touches processes older than
-:data:`RESCAN_MIN_AGE`.
+relocation is over). A process whose executable has no observable RELRO
+range is ready once the target's is read-only. A target without one gives
+no signal: the exec path then leaves the process to the daemon's periodic
+rescan, which only touches processes older than :data:`RESCAN_MIN_AGE`.
 """
 
 from __future__ import annotations
@@ -39,11 +39,13 @@ RESCAN_MIN_AGE = 1.0
 
 @dataclass(frozen=True)
 class Relro:
+    """An ELF file's RELRO page range in its own virtual addresses (``start < end`` always)."""
+
     first_load: int
     """p_vaddr of the first PT_LOAD, page-aligned (the load bias is mapping start minus this)."""
     start: int
     end: int
-    """The page range ld.so protects, as virtual addresses of the file (empty: not observable)."""
+    """The page range ld.so protects, as virtual addresses of the file (never empty)."""
 
 
 def read_relro(path: Path) -> Relro | None:
@@ -72,6 +74,7 @@ class RelroCache:
         self._ranges: dict[tuple[str, int, int, int, int, int], Relro | None] = {}
 
     def get(self, build_id: str, opener: Path) -> Relro | None:
+        """OPENER's RELRO range; None when it cannot be watched or the file is gone."""
         try:
             stat = os.stat(opener)
         except OSError:
@@ -84,6 +87,8 @@ class RelroCache:
 
 @dataclass
 class MappedFile:
+    """One ELF file a process maps: all its mappings, and a path that opens that very file."""
+
     build_id: str
     mappings: list[Mapping]
     opener: Path
@@ -120,6 +125,7 @@ def relocated(file: MappedFile, relro: Relro | None) -> bool | None:
 
 
 def executable_path(pid: int) -> str:
+    """PID's executable path (may end in " (deleted)"; its owner chose it); "" if unreadable."""
     try:
         return os.readlink(f"/proc/{pid}/exe")
     except OSError:
@@ -145,6 +151,7 @@ class NewProcessQueue:
         self._followed: dict[int, Followed] = {}
 
     def add(self, pid: int, now: float) -> None:
+        """Follow PID from NOW (its start time kept against pid reuse); a gone PID is ignored."""
         try:
             start = start_time(pid)
         except (OSError, IndexError, ValueError):
@@ -152,6 +159,7 @@ class NewProcessQueue:
         self._followed[pid] = Followed(pid, start, now, now)
 
     def due(self, now: float) -> list[Followed]:
+        """The processes whose next check has come; the caller ``later``s or ``drop``s each."""
         return [f for f in self._followed.values() if f.next_check <= now]
 
     def later(self, followed: Followed, now: float) -> None:
@@ -166,6 +174,7 @@ class NewProcessQueue:
         self._followed.pop(followed.pid, None)
 
     def next_deadline(self) -> float | None:
+        """The monotonic time of the next check due; None when nothing is followed."""
         return min((f.next_check for f in self._followed.values()), default=None)
 
     def __len__(self) -> int:
@@ -203,6 +212,7 @@ def still_starting(pid: int, build_id: str, build_ids: BuildIdCache, relro: Relr
 
 
 def readable_maps(pid: int) -> list[Mapping] | None:
+    """PID's memory map, or None when it cannot be read or parsed."""
     try:
         return read_maps(pid)
     except (OSError, ValueError):

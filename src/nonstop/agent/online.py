@@ -58,6 +58,7 @@ class Hold:
     until: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        """As JSON in update, ``--check`` and ``--status`` reports (``until``: ISO 8601 or None)."""
         d = self.decision
         until = self.until.isoformat() if self.until else None
         return {"target": d.target, "name": d.name, "level": self.level, "reason": self.reason,
@@ -77,6 +78,8 @@ class Choice:
 
 @dataclass
 class Fetched:
+    """An offered bundle, verified against its decision; DATA are the very bytes that verified."""
+
     decision: Decision
     data: bytes
     bundle: Bundle
@@ -206,17 +209,20 @@ class OnlineAgent:
 
     @property
     def kernel(self) -> KernelManager:
+        """The running kernel's manager, made on first use (AgentError if the kernel is unknown)."""
         if self._kernel is None:
             self._kernel = manager_for(self.context)
         return self._kernel
 
     @property
     def engine(self) -> Engine:
+        """The userspace engine as this run's flags set it up, made on first use."""
         if self._engine is None:
             self._engine = lib_levels.engine_for(self.context)
         return self._engine
 
     def client(self) -> ServerClient:
+        """A new client authenticated with the host token; the caller closes it (``with``)."""
         return ServerClient(
             self.registration.server_url,
             token=self.registration.token,
@@ -227,11 +233,16 @@ class OnlineAgent:
 
     @property
     def kernel_supported(self) -> bool:
+        """Whether this kernel can take livepatches (else kernel offers are ignored)."""
         return self.kernel.driver.available()
 
     # -- steps ------------------------------------------------------------------
 
     def inventory(self) -> dict[str, Any]:
+        """The check-in body: this host, its kernel (level only if loaded) and its libraries.
+
+        Scans every process's memory map and may query dpkg/rpm for new libraries.
+        """
         state = self.kernel.load_state()
         applied = state.current if self.kernel.loaded(state.current) else None
         uses = scan_libraries(self.engine, self.config.blocklist)
@@ -353,6 +364,10 @@ class OnlineAgent:
         return {"kind": "kernel", "target": item.decision.target, **apply_document(result)}
 
     def apply_userspace(self, bundle: Bundle) -> dict[str, Any]:
+        """Apply BUNDLE to every process mapping its target and record it; one report entry.
+
+        ``action`` is "failed" if any process was busy or refused it.
+        """
         spec, results = lib_levels.apply_bundle(
             self.engine, self.store, bundle, self.config.blocklist
         )
@@ -391,6 +406,7 @@ class OnlineAgent:
 
 
 def last_checkin(context: AgentContext) -> dict[str, Any]:
+    """``online.json``: the last check-in (``last_checkin``) and error (``last_error``), or {}."""
     return context.state.read(STATE_NAME)
 
 
@@ -427,6 +443,7 @@ def run_update(
 
 
 def require_registered(context: AgentContext) -> None:
+    """AgentError (EXIT_ERROR, not NotRegistered's EXIT_SERVER) unless this host is registered."""
     if registration.load(context.state) is None:
         raise AgentError(
             "no patch server: register this host (nonstopctl --register KEY) or pass --bundle FILE"

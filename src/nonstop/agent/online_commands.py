@@ -33,6 +33,7 @@ _STATUS_TEXT = {
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
+    """``--server URL``, which only ``--register`` takes."""
     online = parser.add_argument_group("online options")
     online.add_argument(
         "--server", metavar="URL", help="--register: the patch server (default: server_url)"
@@ -55,6 +56,11 @@ def _output(context: AgentContext, document: dict[str, Any], lines: list[str]) -
 
 
 def run_register(context: AgentContext) -> int:
+    """``--register KEY``: refused (before any network access) when already registered.
+
+    ``registration.json`` is written only after the server's answer checked out;
+    the key itself is never stored, only its public id.
+    """
     from nonstop.agent.client import ServerClient
 
     key = context.value or ""
@@ -88,6 +94,11 @@ def run_register(context: AgentContext) -> int:
 
 
 def run_unregister(context: AgentContext) -> int:
+    """``--unregister``: tell the server, then forget the registration and ``online.json``.
+
+    A server that no longer knows the host (401/404) is forgotten anyway; any other
+    failure keeps the registration so the command can be run again. Live patches stay.
+    """
     from nonstop.agent.client import ServerClient, ServerError
 
     store = context.state
@@ -116,6 +127,7 @@ def run_unregister(context: AgentContext) -> int:
 
 
 def run_server_info(context: AgentContext) -> int:
+    """``--server-info``: local state only (no network access); NotRegistered if unregistered."""
     from nonstop.agent.online import last_checkin
 
     known = registration.require(context.state)
@@ -164,14 +176,19 @@ def _set_lib(context: AgentContext, enabled: bool) -> int:
 
 
 def run_enable_lib(context: AgentContext) -> int:
+    """``--enable-lib``: kept in ``settings.json``, so it outlives a rewritten configuration."""
     return _set_lib(context, True)
 
 
 def run_disable_lib(context: AgentContext) -> int:
+    """``--disable-lib``: kept in ``settings.json``; live patches stay until ``--lib-unload``."""
     return _set_lib(context, False)
 
 
 def run_set_sticky(context: AgentContext) -> int:
+    """``--set-sticky-patch LEVEL|DATE``: kept in ``settings.json``; an empty value removes the
+    flag's pin, so the configuration file's pin (if any) applies again.
+    """
     try:
         sticky = normalize_sticky(context.value)
     except ValueError as exc:
@@ -318,6 +335,9 @@ def _decisions(context: AgentContext) -> tuple[int, dict[str, Any]]:
 
 
 def run_check(context: AgentContext) -> int:
+    """``--check``: checks in (recorded in ``online.json``), applies nothing; exit 0 if a level
+    is available, EXIT_NO if not.
+    """
     _, document = _decisions(context)
     available = document["available"]
     lines = [f"{a['name']}: level {a['level']} available" for a in available] or ["no new patch"]
@@ -327,12 +347,14 @@ def run_check(context: AgentContext) -> int:
 
 
 def run_status(context: AgentContext) -> int:
+    """``--status``: checks in, applies nothing; the exit status is ``host_status``'s (0-3)."""
     code, document = _decisions(context)
     _output(context, document, [document["meaning"], *map(_held_line, document["held_back"])])
     return code
 
 
 def run_daemon(context: AgentContext) -> int:
+    """``--daemon``: runs in the foreground until SIGTERM or SIGINT."""
     from nonstop.agent.daemon import Daemon
 
     return Daemon(context).run()

@@ -25,6 +25,8 @@ _KEY = re.compile(r"^nsk_([0-9a-f]{32})_\S+$")
 
 @dataclass(frozen=True)
 class HostRegistration:
+    """The contents of ``registration.json``; ``token`` is the host's secret (``public_view``)."""
+
     server_url: str
     host_id: str
     token: str
@@ -41,6 +43,8 @@ class HostRegistration:
 
 
 class NotRegistered(AgentError):
+    """A command that needs the patch server ran on a host with no registration (EXIT_SERVER)."""
+
     def __init__(self) -> None:
         super().__init__(
             "this host is not registered with a patch server (nonstopctl --register KEY)",
@@ -63,6 +67,11 @@ def host_name() -> str:
 
 
 def load(store: StateStore) -> HostRegistration | None:
+    """This host's registration, or None if it has none.
+
+    AgentError when its keys are not a registration record's (their values are not
+    checked); StateError when unreadable.
+    """
     document = store.read(STATE_NAME)
     if not document:
         return None
@@ -73,6 +82,7 @@ def load(store: StateStore) -> HostRegistration | None:
 
 
 def require(store: StateStore) -> HostRegistration:
+    """This host's registration; NotRegistered if it has none."""
     found = load(store)
     if found is None:
         raise NotRegistered()
@@ -80,6 +90,10 @@ def require(store: StateStore) -> HostRegistration:
 
 
 def server_url_for(config: AgentConfig, explicit: str | None) -> str:
+    """The server to register with: EXPLICIT (``--server``), else the config's; no trailing slash.
+
+    AgentError when there is none or it is not an http(s) URL.
+    """
     url = explicit or config.server_url
     if not url:
         raise AgentError("no patch server: pass --server URL or set server_url in the config")
@@ -89,16 +103,22 @@ def server_url_for(config: AgentConfig, explicit: str | None) -> str:
 
 
 def save(store: StateStore, registration: HostRegistration) -> None:
+    """Write the record, token included, to ``registration.json`` (mode 0600, atomic)."""
     store.write(STATE_NAME, asdict(registration))
 
 
 def drop(store: StateStore) -> None:
+    """Forget the registration locally (the server is not told; a missing file is fine)."""
     store.path(STATE_NAME).unlink(missing_ok=True)
 
 
 def new_record(
     server_url: str, key: str, host_id: str, token: str, feed: str, hostname: str
 ) -> HostRegistration:
+    """The record of a registration the server just accepted, stamped now.
+
+    Only KEY's public id is kept, never the key; AgentError if KEY is not a registration key.
+    """
     return HostRegistration(
         server_url=server_url,
         host_id=host_id,

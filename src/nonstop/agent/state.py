@@ -22,6 +22,8 @@ class StateError(Exception):
 
 
 class StateStore:
+    """The agent's JSON documents in one state directory (created 0700 on first write or lock)."""
+
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
 
@@ -41,6 +43,10 @@ class StateStore:
         return document
 
     def write(self, name: str, document: dict[str, Any]) -> None:
+        """Replace document NAME atomically and durably (file and directory fsynced), or StateError.
+
+        Not a lock: callers that read, change and write hold ``locked(NAME)`` around it.
+        """
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             target = self.path(name)

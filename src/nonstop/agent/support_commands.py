@@ -133,6 +133,10 @@ def _lines(document: dict[str, Any]) -> list[str]:
 
 
 def run_doctor(context: AgentContext) -> int:
+    """``--doctor``: every section is probed on its own (a failure is that section's one line).
+
+    Contacts the patch server's health check once (no retry); changes nothing; exit 0.
+    """
     document: dict[str, Any] = {
         "nonstopctl": {"version": __version__, "executable": sys.executable},
         "host": _probe(_host),
@@ -146,6 +150,7 @@ def run_doctor(context: AgentContext) -> int:
 
 
 def run_license_info(context: AgentContext) -> int:
+    """``--license-info``: local state only (no network access); NotRegistered if unregistered."""
     from nonstop.agent.online import last_checkin
 
     known = registration.require(context.state)
