@@ -26,6 +26,9 @@ class DatabaseNotReadyError(Exception):
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's config for the packaged migrations. ``migrations/env.py`` runs only on the
+    CONNECTION given here: without one, running a migration raises RuntimeError.
+    """
     config = Config()
     config.set_main_option("script_location", SCRIPT_LOCATION)
     if connection is not None:
@@ -34,6 +37,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str:
+    """The newest revision packaged with this server."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:
         raise RuntimeError("the packaged migrations have no head revision")
@@ -41,6 +45,7 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The revision ENGINE's database is at; None when it has no alembic version."""
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
