@@ -1,9 +1,10 @@
 """Schema migrations: upgrade a database to the newest revision, or tell how far behind it is.
 
 `nonstop db upgrade` upgrades explicitly. `nonstop serve` upgrades an empty
-database by itself (first start) but refuses to start on a database at an older
-revision: with several replicas, an upgrade is an operator's decision, made
-once. On PostgreSQL an advisory lock makes concurrent upgrades run one at a time.
+database by itself (first start) but refuses to start on a database at any other
+revision (or with tables but no revision): with several replicas, an upgrade is
+an operator's decision, made once. On PostgreSQL an advisory lock makes concurrent
+upgrades run one at a time.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
 
 
 def prepare_for_serving(engine: Engine) -> bool:
-    """Upgrade an empty database; refuse one that is behind. True if this call upgraded."""
+    """Upgrade an empty database, else raise ``DatabaseNotReadyError`` unless it is at the
+    head revision. True if this call upgraded."""
     head = head_revision()
     if current_revision(engine) == head:
         return False

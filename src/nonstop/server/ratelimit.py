@@ -1,4 +1,5 @@
-"""Rate limits per client address: registrations, and failed authentication attempts.
+"""Rate limits: registrations per client address, failed authentications per address and
+per credential presented (``api.deps``).
 
 Fixed one-minute windows, counted in memory per server process (so N workers
 or replicas admit up to N times the limit; a load balancer can add a global

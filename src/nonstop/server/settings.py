@@ -42,7 +42,7 @@ class ServerSettings:
     # Every request body except bundle uploads (a check-in inventory is far smaller).
     max_request_bytes: int = 2 * 1024 * 1024
     max_bundle_bytes: int = 64 * 1024 * 1024
-    # Per client address and per server process; 0 disables the limit.
+    # Per server process, per client address (failed auth: per credential too); 0 disables.
     registrations_per_minute: int = 60
     failed_auth_per_minute: int = 30
     stale_after_days: int = 7
