@@ -39,6 +39,9 @@ def create(connection: Connection, name: str, scopes: list[str]) -> tuple[str, s
 
 
 def listing(connection: Connection) -> list[dict[str, Any]]:
+    """Every token, revoked ones included, oldest first: id, name, scopes, created_at,
+    revoked_at (never the secret hash).
+    """
     rows = connection.execute(
         select(
             admin_tokens.c.id,

@@ -14,6 +14,10 @@ CLI_ACTOR = "cli"
 def record(
     connection: Connection, actor: str, action: str, target: str, details: dict[str, Any]
 ) -> None:
+    """Add an audit entry on CONNECTION: it commits or rolls back with the action it records.
+
+    DETAILS must be JSON-serializable; it must never hold a secret.
+    """
     connection.execute(
         insert(audit_log).values(
             at=utcnow(), actor=actor, action=action, target=target, details=details

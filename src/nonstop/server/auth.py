@@ -42,20 +42,25 @@ class ScopeError(ValueError):
 
 @dataclass(frozen=True)
 class NewCredential:
+    """A credential just minted: the id and hash to store, and the token to hand over once."""
+
     id: str
     secret_hash: str
     token: str  # shown once to its owner, never stored
 
 
 def hash_secret(secret: str) -> str:
+    """The hex SHA-256 of SECRET: all the server stores of a credential's secret."""
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
 def new_id() -> str:
+    """A random 128-bit credential id: 32 lowercase hex digits, as ``split_credential`` wants."""
     return secrets.token_hex(_ID_HEX // 2)
 
 
 def new_credential(prefix: str, credential_id: str | None = None) -> NewCredential:
+    """A fresh ``<PREFIX>_<id>_<secret>`` credential, with CREDENTIAL_ID if given as its id."""
     cid = credential_id or new_id()
     secret = secrets.token_urlsafe(32)
     return NewCredential(cid, hash_secret(secret), f"{prefix}_{cid}_{secret}")
@@ -79,6 +84,7 @@ def credential_key(prefix: str, credential_id: str) -> str:
 
 
 def secret_matches(secret: str, stored_hash: str) -> bool:
+    """Whether SECRET hashes to STORED_HASH, compared in constant time."""
     return hmac.compare_digest(hash_secret(secret), stored_hash)
 
 
@@ -93,6 +99,7 @@ def expand_scopes(requested: list[str]) -> list[str]:
 
 
 def scope_granted(granted: list[str], needed: str) -> bool:
+    """Whether the GRANTED scopes allow NEEDED: a resource's write scope also grants its read."""
     if needed in granted:
         return True
     resource, _, action = needed.partition(":")
@@ -128,15 +135,21 @@ class KnownHostSecrets:
         self._lock = threading.Lock()
 
     def matches(self, host_id: str, secret: str) -> bool:
+        """True only if HOST_ID's remembered hash is SECRET's (unknown: False; ask the database)."""
         known = self._hashes.get(host_id)
         return known is not None and secret_matches(secret, known)
 
     def remember(self, host_id: str, secret_hash: str) -> None:
+        """Remember HOST_ID's secret hash, taken from a token just verified (or just issued).
+
+        Past ``max_entries`` the earliest remembered hosts go first (a refresh keeps its place).
+        """
         with self._lock:
             self._hashes[host_id] = secret_hash
             while len(self._hashes) > self._max_entries:
                 del self._hashes[next(iter(self._hashes))]
 
     def forget(self, host_id: str) -> None:
+        """Drop HOST_ID (unregistered, or its token refused): its next check-in reads the row."""
         with self._lock:
             self._hashes.pop(host_id, None)

@@ -24,12 +24,23 @@ from nonstop.server.models import blobs
 
 
 class BlobStore(Protocol):
-    def put(self, connection: Connection, sha256: str, data: bytes) -> None: ...
+    """Bundle bytes by their SHA-256, used inside the request's database transaction."""
 
-    def get(self, connection: Connection, sha256: str) -> bytes | None: ...
+    def put(self, connection: Connection, sha256: str, data: bytes) -> None:
+        """Store DATA as SHA256 (the caller's hash of it, not checked here) unless present.
+
+        507 (``InsufficientStorage``) when the disk is full and nothing was stored.
+        """
+        ...
+
+    def get(self, connection: Connection, sha256: str) -> bytes | None:
+        """The bytes stored as SHA256, or None."""
+        ...
 
 
 class DirectoryBlobStore:
+    """Blobs as files under ROOT (made 0700, its parent too); the connection is not used."""
+
     def __init__(self, root: Path) -> None:
         self.root = root
         private_dir(root.parent)
@@ -39,6 +50,7 @@ class DirectoryBlobStore:
         return self.root / sha256[:2] / sha256
 
     def put(self, connection: Connection, sha256: str, data: bytes) -> None:
+        """Write the file unless it exists (temp file, fsync, rename); 507 if the disk is full."""
         path = self._path(sha256)
         if path.exists():
             return
@@ -67,6 +79,7 @@ class DirectoryBlobStore:
             raise
 
     def get(self, connection: Connection, sha256: str) -> bytes | None:
+        """The file's bytes, or None if there is no such file."""
         try:
             return self._path(sha256).read_bytes()
         except FileNotFoundError:
@@ -74,10 +87,13 @@ class DirectoryBlobStore:
 
 
 class DatabaseBlobStore:
+    """Blobs as rows of the ``blobs`` table, written in the caller's transaction."""
+
     def __init__(self, db: Database) -> None:
         self._db = db
 
     def put(self, connection: Connection, sha256: str, data: bytes) -> None:
+        """Insert the row unless SHA256 is stored; it commits with CONNECTION's transaction."""
         statement = self._db.insert_ignoring_duplicates(blobs, "sha256")
         connection.execute(statement.values(sha256=sha256, data=data))
 

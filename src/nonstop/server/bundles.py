@@ -25,6 +25,7 @@ from nonstop.server.schemas import BundleDetail, BundleView
 
 
 def view(row: Row[Any]) -> BundleView:
+    """The API view of a bundles row (without its manifest)."""
     return BundleView(
         sha256=row.sha256,
         kind=row.kind,
@@ -46,6 +47,7 @@ def detail(row: Row[Any]) -> BundleDetail:
 
 
 def get_row(connection: Connection, sha256: str) -> Row[Any]:
+    """The bundles row of SHA256, retired or not; 404 if there is none."""
     row = connection.execute(select(bundles).where(bundles.c.sha256 == sha256)).first()
     if row is None:
         raise NotFound(f"no bundle {sha256}")
@@ -108,6 +110,9 @@ def upload(
 
 
 def retire(connection: Connection, sha256: str, actor: str) -> BundleDetail:
+    """Retire a bundle: 404 if unknown. Idempotent: a retired bundle keeps its first
+    retired_at and only the first retirement is audited. The caller invalidates the catalog.
+    """
     row = get_row(connection, sha256)
     if row.retired_at is None:
         connection.execute(
@@ -126,6 +131,9 @@ def retire(connection: Connection, sha256: str, actor: str) -> BundleDetail:
 def listing(
     connection: Connection, kind: str | None, target: str | None, include_retired: bool
 ) -> list[BundleView]:
+    """Bundles in (target key, level) order, filtered by KIND and TARGET key when given;
+    retired ones only with INCLUDE_RETIRED.
+    """
     query = select(bundles).order_by(bundles.c.target_key, bundles.c.level)
     if kind:
         query = query.where(bundles.c.kind == kind)
@@ -153,6 +161,9 @@ def authorize_download(connection: Connection, host_id: str, sha256: str) -> Non
 
 
 def bundle_bytes(blobs: BlobStore, connection: Connection, sha256: str) -> bytes:
+    """The stored file of an indexed bundle (retired or not: callers check);
+    404 if the blob store has lost it.
+    """
     data = blobs.get(connection, sha256)
     if data is None:
         raise NotFound(f"bundle {sha256} is indexed but its bytes are missing from the blob store")

@@ -22,11 +22,17 @@ from nonstop.server.policy import Candidate
 
 @dataclass(frozen=True)
 class CatalogSnapshot:
+    """What check-ins consult, as read at one moment: the live (not retired) bundles by
+    target key, and every feed's delay in hours.
+    """
+
     by_target: dict[str, list[Candidate]] = field(default_factory=dict)
     feed_delays: dict[str, int] = field(default_factory=dict)
 
 
 class Catalog:
+    """This process's cached ``CatalogSnapshot``, shared by all its threads; re-read lazily."""
+
     def __init__(self, db: Database, ttl_seconds: float) -> None:
         self._db = db
         self._ttl = ttl_seconds
@@ -35,6 +41,10 @@ class Catalog:
         self._lock = threading.Lock()
 
     def invalidate(self) -> None:
+        """Drop the snapshot after this process's admin write: its next check-in re-reads it.
+
+        Other processes and replicas see the change only when their TTL runs out.
+        """
         with self._lock:
             self._snapshot = None
 

@@ -149,7 +149,8 @@ async def record_postgresql(
     connection: psycopg.AsyncConnection[Any], host_id: str, secret: str, request: CheckinRequest
 ) -> tuple[CheckedInHost | None, list[TargetRow]]:
     """As ``record``, authentication included, as one autocommitted statement on an asyncio
-    psycopg connection; the host is None when the secret is not that host's (nothing stored).
+    psycopg connection; the host is None when the secret is not that host's, or the host is
+    unregistered (nothing stored).
     """
     targets = inventory_targets(request)
     values = _host_values(host_id, request, inventory_json(targets), utcnow()) | {

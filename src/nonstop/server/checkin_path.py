@@ -25,6 +25,8 @@ from nonstop.server.api.deps import client_of, context_of, host_scheme
 
 
 class CheckinFastPath:
+    """ASGI middleware answering check-ins itself and passing every other request to APP."""
+
     def __init__(self, app: ASGIApp, fastapi_app: FastAPI) -> None:
         self.app = app
         self.handlers = fastapi_app.exception_handlers

@@ -27,6 +27,7 @@ TOOL = "nonstop"
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``serve``, ``db`` and ``admin`` subcommands; each sets ``handler`` (a ``cmd_*``)."""
     serve = commands.add_parser("serve", help="run the patch server (API v1)")
     _add_database_options(serve)
     serve.add_argument("--listen", default="127.0.0.1:8740", metavar="HOST:PORT")
@@ -173,6 +174,13 @@ def _database(args: argparse.Namespace) -> Database:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the server until it is stopped.
+
+    An empty database gets the schema; one at another revision, or not nonstop's, exits
+    with a one-line error (``nonstop db upgrade`` is the operator's step). Several
+    ``--workers`` read the settings from ``SETTINGS_ENV`` and sum their metrics through a
+    temporary ``PROMETHEUS_MULTIPROC_DIR``, removed on exit.
+    """
     try:
         host, port = parse_listen(args.listen)
         settings = ServerSettings(
@@ -263,6 +271,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    """Upgrade the schema to this version's newest revision and print before -> after."""
     database = _database(args)
     try:
         before = migrate.current_revision(database.engine)
@@ -283,6 +292,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_db_current(args: argparse.Namespace) -> int:
+    """Print the database's schema revision (``(empty)``: none) and the newest one."""
     database = _database(args)
     try:
         current = migrate.current_revision(database.engine)
@@ -307,6 +317,11 @@ def _ready_database(args: argparse.Namespace) -> Database:
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
+    """Create an admin token and print its secret, the only time it is shown.
+
+    Like every ``admin token`` command it creates the schema on an empty database and
+    refuses one at another revision.
+    """
     database = _ready_database(args)
     try:
         with database.engine.begin() as connection:
@@ -327,6 +342,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
+    """List admin tokens, revoked ones included, never their secrets."""
     database = _ready_database(args)
     try:
         with database.engine.connect() as connection:
@@ -345,6 +361,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
+    """Revoke an admin token; exit 1 if no active token has this id."""
     database = _ready_database(args)
     try:
         with database.engine.begin() as connection:

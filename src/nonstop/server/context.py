@@ -16,6 +16,12 @@ from nonstop.server.settings import ServerSettings
 
 @dataclass
 class ServerContext:
+    """The state one server process shares between its requests, stored as ``app.state.ctx``.
+
+    Rate limits, caches and the known-host table are per process (not shared with other
+    workers or replicas); the database is what they share.
+    """
+
     settings: ServerSettings
     db: Database
     blobs: BlobStore
@@ -29,6 +35,10 @@ class ServerContext:
 
     @classmethod
     def create(cls, settings: ServerSettings) -> ServerContext:
+        """Build the context from SETTINGS. It creates the SQLite file and the blob directory it
+        uses if missing (private modes), but opens no connection yet (the asyncio pool is
+        opened at startup). Without a vendor-keys directory it trusts no key: uploads get 400.
+        """
         db = Database(settings.effective_database_url, settings.db_pool_size)
         keys_dir = settings.effective_vendor_keys_dir
         # No directory yet: the server runs, and refuses uploads until keys are configured.

@@ -103,6 +103,11 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 def make_engine(url: str, pool_size: int = 10) -> Engine:
+    """An engine for URL: POOL_SIZE pooled connections, as many again in overflow.
+
+    SQLite: the file is created private first (``private_sqlite_files``), and each
+    connection gets WAL, foreign keys, the busy timeout, and BEGIN IMMEDIATE for writes.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -133,6 +138,9 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
+        """A connection for reading. Its transaction is rolled back when the block ends, so
+        anything written on it is lost: use ``write``.
+        """
         with self.engine.connect() as connection:
             yield connection
 

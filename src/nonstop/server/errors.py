@@ -4,6 +4,10 @@ from __future__ import annotations
 
 
 class ApiError(Exception):
+    """A refusal answered with ``status`` and ``{"detail": detail}`` (plus HEADERS) by the
+    app's exception handler, wherever a request raises it.
+    """
+
     status = 400
 
     def __init__(self, detail: str, headers: dict[str, str] | None = None) -> None:
@@ -54,6 +58,8 @@ class InsufficientStorage(ApiError):
 
 
 class TooManyRequests(ApiError):
+    """429, with RETRY_AFTER (whole seconds) sent as Retry-After."""
+
     status = 429
 
     def __init__(self, detail: str, retry_after: int) -> None:

@@ -127,6 +127,10 @@ def unregister(connection: Connection, host_id: str) -> None:
 
 
 def host_state(row: Row[Any], stale_after: timedelta, now: datetime) -> HostState:
+    """The state of a hosts row at NOW: unregistered; never (no check-in yet); stale (last
+    check-in older than STALE_AFTER); else active. ``metrics.HostStateCollector`` uses
+    the same rule in SQL.
+    """
     if row.unregistered_at is not None:
         return "unregistered"
     if row.last_checkin_at is None:
@@ -135,11 +139,15 @@ def host_state(row: Row[Any], stale_after: timedelta, now: datetime) -> HostStat
 
 
 def host_view(row: Row[Any], stale_after: timedelta, now: datetime) -> HostView:
+    """The API view of a hosts row (without its targets)."""
     values = {name: getattr(row, name) for name in HostView.model_fields if name != "state"}
     return HostView(**values, state=host_state(row, stale_after, now))
 
 
 def host_detail(connection: Connection, host_id: str, stale_after: timedelta) -> HostDetail:
+    """HOST_ID's view with its reported targets sorted by kind and name (none once
+    unregistered); unregistered hosts included, 404 only for an unknown id.
+    """
     row = connection.execute(select(hosts).where(hosts.c.id == host_id)).first()
     if row is None:
         raise NotFound(f"no host {host_id}")

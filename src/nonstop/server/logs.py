@@ -17,6 +17,10 @@ LOGGER_NAME = "nonstop.server"
 
 
 class JsonFormatter(logging.Formatter):
+    """A record as one JSON line: ts, level, logger, pid, msg, the record's ``fields``
+    merged in at top level, and the exception's traceback if any.
+    """
+
     def format(self, record: logging.LogRecord) -> str:
         document: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -45,4 +49,5 @@ def configure(level: int = logging.INFO) -> None:
 
 
 def logger(name: str = "") -> logging.Logger:
+    """``nonstop.server`` or its child NAME: a logger ``configure`` sends to the JSON handler."""
     return logging.getLogger(f"{LOGGER_NAME}.{name}" if name else LOGGER_NAME)

@@ -30,6 +30,10 @@ def prune_checkins(db: Database, keep_days: int) -> int:
 
 
 async def prune_forever(db: Database, keep_days: int) -> None:
+    """Prune check-ins older than KEEP_DAYS every PRUNE_EVERY_SECONDS (the first round one
+    interval after start) in a worker thread, until cancelled. A failed round is logged and
+    does not stop the loop.
+    """
     while True:
         await asyncio.sleep(PRUNE_EVERY_SECONDS)
         try:

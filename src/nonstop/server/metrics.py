@@ -54,6 +54,9 @@ class HostStateCollector(Collector):
         self._lock = threading.Lock()
 
     def counts(self) -> dict[str, int]:
+        """Hosts per state, every state in ``HOST_STATES`` present (0 if none), read at most
+        CACHE_SECONDS ago.
+        """
         with self._lock:
             if self._cached and time.monotonic() - self._cached[0] < self.CACHE_SECONDS:
                 return self._cached[1]

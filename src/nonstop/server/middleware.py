@@ -22,6 +22,10 @@ _log = logger("access")
 
 
 class RequestGuard:
+    """The outermost ASGI layer of the app (see the module docstring); ``limit_for(method,
+    path)`` gives a request's body limit in bytes.
+    """
+
     def __init__(
         self, app: ASGIApp, limit_for: Callable[[str, str], int], access_log: bool
     ) -> None:

@@ -1,9 +1,10 @@
 """Schema migrations: upgrade a database to the newest revision, or tell how far behind it is.
 
 `nonstop db upgrade` upgrades explicitly. `nonstop serve` upgrades an empty
-database by itself (first start) but refuses to start on a database at an older
-revision: with several replicas, an upgrade is an operator's decision, made
-once. On PostgreSQL an advisory lock makes concurrent upgrades run one at a time.
+database by itself (first start) but refuses to start on a database at any other
+revision (or with tables but no revision): with several replicas, an upgrade is
+an operator's decision, made once. On PostgreSQL an advisory lock makes concurrent
+upgrades run one at a time.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ class DatabaseNotReadyError(Exception):
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's config for the packaged migrations. ``migrations/env.py`` runs only on the
+    CONNECTION given here: without one, running a migration raises RuntimeError.
+    """
     config = Config()
     config.set_main_option("script_location", SCRIPT_LOCATION)
     if connection is not None:
@@ -34,6 +38,7 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def head_revision() -> str:
+    """The newest revision packaged with this server."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     if head is None:
         raise RuntimeError("the packaged migrations have no head revision")
@@ -41,6 +46,7 @@ def head_revision() -> str:
 
 
 def current_revision(engine: Engine) -> str | None:
+    """The revision ENGINE's database is at; None when it has no alembic version."""
     with engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 
@@ -74,7 +80,8 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
 
 
 def prepare_for_serving(engine: Engine) -> bool:
-    """Upgrade an empty database; refuse one that is behind. True if this call upgraded."""
+    """Upgrade an empty database, else raise ``DatabaseNotReadyError`` unless it is at the
+    head revision. True if this call upgraded."""
     head = head_revision()
     if current_revision(engine) == head:
         return False

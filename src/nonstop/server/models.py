@@ -47,6 +47,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Store VALUE in UTC (naive on SQLite); a naive datetime is refused, not guessed."""
         if value is None:
             return None
         if value.tzinfo is None:
@@ -61,6 +62,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC: the kind ``UTCDateTime`` columns accept."""
     return datetime.now(UTC)
 
 

@@ -25,6 +25,8 @@ _STICKY = re.compile(r"^(level:[1-9][0-9]{0,8}|date:[0-9]{4}-[0-9]{2}-[0-9]{2})$
 
 @dataclass(frozen=True)
 class Sticky:
+    """A parsed pin; a None bound does not restrict."""
+
     max_level: int | None = None
     # Bundles published before this instant (the end of the pinned day) are allowed.
     published_before: datetime | None = None
@@ -79,6 +81,10 @@ class Held:
 
 @dataclass(frozen=True)
 class Decision:
+    """The answer for one target: ``apply`` BUNDLE or ``none``; REASON says why, in one
+    line, for whoever reads the host's answer.
+    """
+
     action: Literal["apply", "none"]
     reason: str
     bundle: Candidate | None = None

@@ -1,4 +1,5 @@
-"""Rate limits per client address: registrations, and failed authentication attempts.
+"""Rate limits: registrations per client address, failed authentications per address and
+per credential presented (``api.deps``).
 
 Fixed one-minute windows, counted in memory per server process (so N workers
 or replicas admit up to N times the limit; a load balancer can add a global
@@ -15,6 +16,10 @@ WINDOW_SECONDS = 60.0
 
 
 class WindowLimiter:
+    """Events per client key in fixed one-minute windows, thread-safe; ``per_minute``
+    0 disables it (everything is allowed).
+    """
+
     def __init__(self, per_minute: int, max_clients: int = 65536) -> None:
         self.per_minute = per_minute
         self._max_clients = max_clients
@@ -50,6 +55,7 @@ class WindowLimiter:
             return count < self.per_minute
 
     def retry_after(self, client: str) -> int:
+        """Whole seconds until CLIENT's window ends, at least 1: the Retry-After value."""
         with self._lock:
             start, _ = self._windows.get(client, (time.monotonic(), 0))
         return max(1, int(WINDOW_SECONDS - (time.monotonic() - start)) + 1)

@@ -46,6 +46,8 @@ DelayHours = Annotated[int, Field(ge=0, le=24 * 365)]
 
 
 class Input(BaseModel):
+    """Base of request bodies: an unknown field is refused (422)."""
+
     model_config = ConfigDict(extra="forbid")
 
 
@@ -55,6 +57,8 @@ def _check_sticky(value: str | None) -> str | None:
 
 
 class ErrorBody(BaseModel):
+    """Every error answer: a one-line reason."""
+
     detail: str
 
 
@@ -85,6 +89,8 @@ class PackageRef(Input):
 
 
 class KernelInventory(Input):
+    """The running kernel, identified by build_id or version_digest (at least one)."""
+
     release: Text255
     build_id: Hex | None = None
     version_digest: Sha256 | None = None
@@ -131,6 +137,8 @@ class CheckinRequest(Input):
 
 
 class BundleRef(BaseModel):
+    """The bundle to apply; url is its download path on this server (host token required)."""
+
     sha256: str
     level: int
     size: int
@@ -146,6 +154,10 @@ class HeldLevel(BaseModel):
 
 
 class TargetDecision(BaseModel):
+    """The server's answer for one reported target: apply bundle, or none (bundle null);
+    reason says why, for the host's operator.
+    """
+
     target: str
     kind: Literal["userspace", "kernel"]
     name: str
@@ -181,6 +193,10 @@ class HostTargetView(BaseModel):
 
 
 class HostView(BaseModel):
+    """A host as the server sees it. state: active (checked in within the stale period),
+    stale (not since), never (registered, no check-in yet) or unregistered.
+    """
+
     id: str
     hostname: str
     state: HostState
@@ -252,6 +268,10 @@ class KeyUpdate(Input):
 
 
 class KeyView(BaseModel):
+    """A registration key (never its secret). host_count: hosts registered with it and not
+    unregistered.
+    """
+
     id: str
     name: str
     feed: str
@@ -271,6 +291,10 @@ class KeyCreated(KeyView):
 
 
 class BundleView(BaseModel):
+    """A stored bundle: target is its target key, key_id the vendor key that signed it,
+    uploaded_by the admin token that uploaded it; retired_at set once it is no longer offered.
+    """
+
     sha256: str
     kind: Literal["userspace", "kernel"]
     target: str
@@ -324,6 +348,8 @@ class LevelCount(BaseModel):
 
 
 class TargetLevels(BaseModel):
+    """How many hosts of the fleet are at each applied level of one target."""
+
     target: str
     kind: str
     name: str
@@ -336,6 +362,8 @@ class LevelsReport(BaseModel):
 
 
 class AuditEntry(BaseModel):
+    """One admin action: actor names the admin token (or cli), target the object acted on."""
+
     id: int
     at: datetime
     actor: str

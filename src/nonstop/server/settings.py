@@ -24,6 +24,10 @@ class SettingsError(Exception):
 
 @dataclass(frozen=True)
 class ServerSettings:
+    """Every setting of one server run (immutable); a bad blob store, port or worker count
+    raises ``SettingsError``.
+    """
+
     data_dir: Path = DEFAULT_DATA_DIR
     # Empty: SQLite in the data dir (the embedded default).
     database_url: str = ""
@@ -38,7 +42,7 @@ class ServerSettings:
     # Every request body except bundle uploads (a check-in inventory is far smaller).
     max_request_bytes: int = 2 * 1024 * 1024
     max_bundle_bytes: int = 64 * 1024 * 1024
-    # Per client address and per server process; 0 disables the limit.
+    # Per server process, per client address (failed auth: per credential too); 0 disables.
     registrations_per_minute: int = 60
     failed_auth_per_minute: int = 30
     stale_after_days: int = 7
@@ -76,12 +80,14 @@ class ServerSettings:
         return self.data_dir / "blobs"
 
     def to_json(self) -> str:
+        """The settings as one JSON document, for ``SETTINGS_ENV``."""
         document: dict[str, Any] = asdict(self)
         document["data_dir"] = str(self.data_dir)
         return json.dumps(document)
 
     @classmethod
     def from_json(cls, text: str) -> ServerSettings:
+        """Settings from a ``to_json`` document; keys that name no setting are ignored."""
         document = json.loads(text)
         known = {f.name for f in fields(cls)}
         values = {key: value for key, value in document.items() if key in known}
@@ -90,6 +96,7 @@ class ServerSettings:
 
     @classmethod
     def from_environment(cls) -> ServerSettings:
+        """What ``nonstop serve`` put in ``SETTINGS_ENV`` for its workers, else the defaults."""
         text = os.environ.get(SETTINGS_ENV)
         return cls.from_json(text) if text else cls()
 

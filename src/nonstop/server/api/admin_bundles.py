@@ -61,6 +61,7 @@ def list_bundles(
 
 @router.get("/{sha256}", response_model=BundleDetail)
 def read_bundle(sha256: Sha256, ctx: Ctx, admin: Reader) -> BundleDetail:
+    """A bundle's index entry and its signed manifest, retired or not."""
     with ctx.db.read() as connection:
         return bundles.detail(bundles.get_row(connection, sha256))
 

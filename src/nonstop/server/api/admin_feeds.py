@@ -37,6 +37,7 @@ def _view(row: Any) -> FeedView:
 
 @router.get("", response_model=FeedList)
 def list_feeds(ctx: Ctx, admin: Reader) -> FeedList:
+    """All feeds, by name."""
     with ctx.db.read() as connection:
         return FeedList(
             feeds=[_view(row) for row in connection.execute(select(feeds).order_by(feeds.c.name))]
@@ -50,6 +51,7 @@ def list_feeds(ctx: Ctx, admin: Reader) -> FeedList:
     responses=errors(e409="a feed with this name exists"),
 )
 def create_feed(body: FeedCreate, ctx: Ctx, admin: Writer) -> FeedView:
+    """Create a feed; delay_hours holds each bundle back that long after its publication."""
     with ctx.db.write() as connection:
         if connection.execute(select(feeds.c.name).where(feeds.c.name == body.name)).first():
             raise Conflict(f"feed {body.name} exists")

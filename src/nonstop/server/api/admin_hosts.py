@@ -54,6 +54,9 @@ def list_hosts(
     limit: PageSize = 100,
     after: After = None,
 ) -> HostList:
+    """Hosts in id order, a page at a time (pass next_after as after); filters match exactly.
+    Unregistered hosts only with include_unregistered.
+    """
     query = select(hosts)
     if feed:
         query = query.where(hosts.c.feed == feed)
@@ -68,6 +71,7 @@ def list_hosts(
 
 @router.get("/{host_id}", response_model=HostDetail)
 def read_host(host_id: str, ctx: Ctx, admin: Reader) -> HostDetail:
+    """A host's record, state and reported targets; unregistered hosts included."""
     with ctx.db.read() as connection:
         return host_service.host_detail(
             connection, host_id, timedelta(days=ctx.settings.stale_after_days)
@@ -96,6 +100,9 @@ def update_host(host_id: str, body: HostUpdate, ctx: Ctx, admin: Writer) -> Host
 
 @router.delete("/{host_id}", status_code=204, response_class=Response)
 def unregister_host(host_id: str, ctx: Ctx, admin: Writer) -> Response:
+    """Unregister a host: its token stops working and its inventory is dropped; the record
+    stays for audit. 404 if the host is unknown or already unregistered.
+    """
     with ctx.db.write() as connection:
         host_service.unregister(connection, host_id)
         audit.record(connection, admin.actor, "host.unregister", host_id, {})

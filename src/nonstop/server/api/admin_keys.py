@@ -66,6 +66,7 @@ def create_key(body: KeyCreate, ctx: Ctx, admin: Writer) -> KeyCreated:
 
 @router.get("", response_model=list[KeyView])
 def list_keys(ctx: Ctx, admin: Reader) -> list[KeyView]:
+    """All registration keys, revoked ones included, oldest first (never the keys themselves)."""
     with ctx.db.read() as connection:
         rows = connection.execute(_KEYS.order_by(registration_keys.c.created_at))
         return [_view(row) for row in rows]
@@ -73,6 +74,7 @@ def list_keys(ctx: Ctx, admin: Reader) -> list[KeyView]:
 
 @router.get("/{key_id}", response_model=KeyView)
 def read_key(key_id: str, ctx: Ctx, admin: Reader) -> KeyView:
+    """One registration key (never the key itself)."""
     with ctx.db.read() as connection:
         return _view(_get(connection, key_id))
 

@@ -55,6 +55,9 @@ def bundle_file(description: str) -> Responses:
 
 
 def ensure_feed(connection: Connection, name: str) -> None:
+    """400 (not 404) unless feed NAME exists: it is a value in the request body, not the
+    resource the request addresses.
+    """
     found = connection.execute(select(feeds.c.name).where(feeds.c.name == name)).scalar()
     if found is None:
         raise BadRequest(f"no feed named {name!r}")

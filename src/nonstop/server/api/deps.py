@@ -51,6 +51,9 @@ def context_of(request: Request) -> ServerContext:
 
 
 def client_of(request: Request) -> str:
+    """The client's address, the key of the per-address limits; behind a proxy trusted
+    with ``--forwarded-allow-ips`` it is the forwarded address (uvicorn sets it).
+    """
     return request.client.host if request.client else "unknown"
 
 
@@ -117,6 +120,7 @@ def host_credential(ctx: ServerContext, client: str, credentials: Credentials) -
 
 
 def refuse_host(ctx: ServerContext, client: str, host_id: str) -> NoReturn:
+    """Refuse HOST_ID's token: 401 (429 past the limits), counted for CLIENT and the token."""
     refuse(ctx, client, "host", "host token is not valid", credential_key(HOST_PREFIX, host_id))
 
 
@@ -154,6 +158,7 @@ async def authenticate_host_async(
 
 
 def require_same_host(row: Any, host_id: str) -> None:
+    """403 unless ROW, an authenticated host, is HOST_ID: a host token reaches its own host only."""
     if row.id != host_id:
         raise Forbidden("a host token gives access to its own host only")
 
@@ -161,6 +166,7 @@ def require_same_host(row: Any, host_id: str) -> None:
 def current_host(
     ctx: Ctx, client: Client, credentials: Annotated[Credentials, Depends(host_scheme)]
 ) -> Row[Any]:
+    """The authenticated host's row (``authenticate_host`` in a read transaction): a dependency."""
     with ctx.db.read() as connection:
         return authenticate_host(ctx, connection, client, credentials)
 
@@ -170,12 +176,15 @@ HostRow = Annotated[Row[Any], Depends(current_host)]
 
 @dataclass(frozen=True)
 class Admin:
+    """The admin token a request was authenticated with: its id, name and granted scopes."""
+
     token_id: str
     name: str
     scopes: list[str]
 
     @property
     def actor(self) -> str:
+        """How the audit log and uploads name this admin: token name, first 8 hex digits of id."""
         return f"token:{self.name}:{self.token_id[:8]}"
 
 
