@@ -33,6 +33,7 @@ BUILDER = f"nonstop {__version__}"
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``keys`` and ``bundle`` command groups to the ``nonstop`` parser."""
     keys = commands.add_parser("keys", help="manage signing keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
     generate = keys_sub.add_parser("generate", help="create an Ed25519 signing key pair")
@@ -88,6 +89,7 @@ def _add_create_parser(bundle_sub: argparse._SubParsersAction[argparse.ArgumentP
 
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
+    """Write a new key pair into --out (never over an existing key) and print its key id."""
     key = generate_keypair(args.out)
     stdout.print(f"key id {key.key_id}", markup=False)
     stdout.print(f"private key: {args.out / PRIVATE_KEY_NAME} (mode 0600, keep it offline)")
@@ -158,6 +160,9 @@ def _kernel_parts(
 
 
 def cmd_create(args: argparse.Namespace) -> int:
+    """Sign the given payload into --output (replaced if it exists). For userspace, a function
+    the engine would refuse is refused here, and each function's original code is recorded
+    by SHA-256 when the target file has it."""
     key_path = args.key / PRIVATE_KEY_NAME if args.key.is_dir() else args.key
     key = load_signing_key(key_path)
     parts = _userspace_parts(args) if args.kind == "userspace" else _kernel_parts(args)
@@ -222,6 +227,8 @@ def _print_manifest(manifest: Manifest, key_id: str, verified: bool) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    """Show the manifest. Without --keys nothing is verified: the signer shown is only the one
+    the bundle claims."""
     data = read_bundle_bytes(args.file)
     if args.keys:
         bundle = open_bundle(data, TrustedKeys.from_dir(args.keys))
@@ -237,6 +244,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    """0 when the bundle verifies against a key in --keys; otherwise its BundleError."""
     trusted = TrustedKeys.from_dir(args.keys)
     bundle = open_bundle(read_bundle_bytes(args.file), trusted)
     if args.json:

@@ -59,6 +59,7 @@ class Bundle:
     files: Mapping[str, bytes]
 
     def payload(self, role: PayloadRole) -> bytes:
+        """The verified bytes of the first payload with ROLE; KeyError when there is none."""
         entry = self.manifest.payload_with_role(role)
         if entry is None:
             raise KeyError(f"bundle has no {role} payload")

@@ -50,6 +50,9 @@ class ElfBoundsError(ELFError):
 
 
 class ProgramHeader(NamedTuple):
+    """The fields of one program header the readers use; OFFSET is in the file, VADDR
+    link-time. Not checked against the file: the reader of a segment bounds its reads."""
+
     type: int
     offset: int
     vaddr: int
@@ -59,6 +62,8 @@ class ProgramHeader(NamedTuple):
 
 @dataclass(frozen=True)
 class ElfHeader:
+    """An ELF header whose program and section header tables fit the file and the limits."""
+
     size: int
     """The real size of the file."""
     phoff: int
@@ -68,6 +73,8 @@ class ElfHeader:
 
 
 def file_size(handle: BinaryIO) -> int:
+    """The size of HANDLE's file, leaving its position at the end; ElfBoundsError above
+    MAX_FILE_SIZE."""
     size = handle.seek(0, os.SEEK_END)
     if size > MAX_FILE_SIZE:
         raise ElfBoundsError(f"file of {size} bytes is larger than {MAX_FILE_SIZE} (not a library)")
@@ -132,7 +139,7 @@ def check_sections(handle: BinaryIO, header: ElfHeader) -> None:
 
 
 class BudgetReader(io.RawIOBase):
-    """A file that refuses to hand out more than READ_BUDGET bytes in all."""
+    """A file that refuses to hand out more than its budget (READ_BUDGET) of bytes in all."""
 
     def __init__(self, handle: BinaryIO, budget: int = READ_BUDGET) -> None:
         super().__init__()
@@ -152,6 +159,8 @@ class BudgetReader(io.RawIOBase):
         return self._handle.tell()
 
     def read(self, size: int | None = -1) -> bytes:
+        """Up to SIZE bytes (all: up to the budget); ElfBoundsError once the reads together
+        exceed the budget."""
         if size is None or size < 0:
             size = self._left + 1
         data = self._handle.read(min(size, self._left + 1))

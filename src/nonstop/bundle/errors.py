@@ -43,7 +43,7 @@ class OversizedMemberError(BundleError):
 
 
 class DecompressionBombError(OversizedMemberError):
-    """A member expands far beyond its compressed size."""
+    """A member is compressed: bundle members are stored, and nothing is ever inflated."""
 
 
 class UnknownKeyError(BundleError):

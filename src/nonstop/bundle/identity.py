@@ -1,7 +1,9 @@
 """Target identity: which exact library file or kernel build a bundle is for.
 
 Identity is the GNU build-id (plus soname or kernel release for humans), never
-a path or a version string: two files with one build-id are the same build.
+a path or a version string: a build-id names one build. It is only a claim of
+the file that carries it (anyone can copy a build-id note into another file),
+so the engine also compares the code it patches with what the bundle records.
 Package name and version are looked up from dpkg or rpm when they own the
 file; they are informative only.
 """
@@ -85,6 +87,7 @@ def read_os_release(path: Path = Path("/etc/os-release")) -> dict[str, str]:
 
 
 def distro_label(os_release: dict[str, str]) -> str | None:
+    """'ID VERSION_ID' of os-release (e.g. 'debian 12'); None without an ID."""
     if "ID" not in os_release:
         return None
     return f"{os_release['ID']} {os_release.get('VERSION_ID', '')}".strip()

@@ -26,17 +26,22 @@ _MAX_KEY_FILE = 16 * 1024
 
 
 def key_id_of(public_key: Ed25519PublicKey) -> str:
+    """16 lowercase hex digits: the start of the SHA-256 of the raw public key."""
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
 class PublicKey:
+    """A public key bundles may be verified with; SOURCE says where it came from (its file)."""
+
     key: Ed25519PublicKey
     key_id: str
     source: str
 
     def verify(self, signature: bytes, data: bytes) -> bool:
+        """True when SIGNATURE is this key's over DATA exactly (False, never an exception,
+        for a bad one)."""
         try:
             self.key.verify(signature, data)
         except InvalidSignature:
@@ -44,6 +49,7 @@ class PublicKey:
         return True
 
     def pem(self) -> bytes:
+        """The SubjectPublicKeyInfo PEM written as signing.pub."""
         return self.key.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
@@ -51,6 +57,8 @@ class PublicKey:
 
 @dataclass(frozen=True)
 class SigningKey:
+    """A vendor's private key (it never leaves the build machine) and its key id."""
+
     key: Ed25519PrivateKey
     key_id: str
 
@@ -60,6 +68,7 @@ class SigningKey:
         return cls(key, key_id_of(key.public_key()))
 
     def sign(self, data: bytes) -> bytes:
+        """The 64-byte Ed25519 signature of DATA."""
         return self.key.sign(data)
 
     def public(self) -> PublicKey:
@@ -89,6 +98,8 @@ def load_signing_key(path: Path) -> SigningKey:
 
 
 def load_public_key(path: Path) -> PublicKey:
+    """The Ed25519 public key in the PEM file PATH; KeyFileError when it is unreadable, too
+    large or not one."""
     data = _read_key_file(path)
     try:
         key = serialization.load_pem_public_key(data)
@@ -129,7 +140,8 @@ class TrustedKeys:
 
     @classmethod
     def from_dir(cls, directory: Path) -> TrustedKeys:
-        """Every ``*.pub`` file in DIRECTORY is a trusted key."""
+        """Every ``*.pub`` file in DIRECTORY is a trusted key; KeyFileError when the directory
+        is missing or any of them is not a usable key (none is skipped silently)."""
         if not directory.is_dir():
             raise KeyFileError(f"trusted keys directory not found: {directory}")
         return cls([load_public_key(path) for path in sorted(directory.glob("*.pub"))])

@@ -13,6 +13,8 @@ from nonstop.bundle.errors import LevelPolicyError
 
 
 class LevelAction(Enum):
+    """What :func:`decide_level` allows: apply the offered level, or nothing to do."""
+
     APPLY = "apply"
     ALREADY = "already"
 
@@ -22,7 +24,9 @@ def decide_level(
 ) -> LevelAction:
     """What to do with a bundle of level OFFERED when APPLIED (None: nothing) is in place.
 
-    Raises LevelPolicyError when OFFERED is lower than APPLIED and no downgrade was asked for.
+    Raises LevelPolicyError when OFFERED is below 1, or lower than APPLIED and no downgrade
+    was asked for. Only levels are compared: telling two builds of one level apart is the
+    caller's part.
     """
     if offered < 1:
         raise LevelPolicyError(f"level {offered} is not a valid level")

@@ -22,6 +22,7 @@ PayloadRole = Literal["object", "symbols", "module", "source"]
 
 @cache
 def manifest_schema() -> dict[str, Any]:
+    """The manifest's JSON Schema, loaded once and shared (do not modify it)."""
     from importlib import resources
 
     text = resources.files("nonstop.bundle").joinpath("manifest.schema.json").read_text()
@@ -31,6 +32,8 @@ def manifest_schema() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class PackageInfo:
+    """The package that installed a target (from dpkg or rpm): informative, never identity."""
+
     name: str
     version: str
     distro: str | None = None
@@ -48,6 +51,7 @@ class UserspaceTarget:
 
     @property
     def key(self) -> str:
+        """How the patch server and the agent name this target (bundles are indexed by it)."""
         return f"userspace:{self.build_id}"
 
     def describe(self) -> str:
@@ -66,6 +70,8 @@ class KernelTarget:
 
     @property
     def key(self) -> str:
+        """How the patch server and the agent name this target: by build-id when it has one,
+        else by the /proc/version digest."""
         return f"kernel:{self.release}:{self.build_id or self.version_digest}"
 
     def describe(self) -> str:
@@ -109,6 +115,8 @@ class FunctionPatch:
 
 @dataclass(frozen=True)
 class PayloadFile:
+    """A payload file as the signed manifest lists it: SHA-256 (hex) and size in bytes."""
+
     name: str
     role: PayloadRole
     sha256: str
@@ -116,11 +124,16 @@ class PayloadFile:
 
 
 def utc_now() -> str:
+    """The current time as a manifest's ``created`` (UTC, whole seconds, e.g.
+    2026-12-05T21:25:00Z)."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
 class Manifest:
+    """A bundle's manifest. One read from a bundle passed the schema; one a builder makes is
+    checked by :meth:`to_json_bytes`, whose bytes are exactly what is signed."""
+
     kind: Kind
     target: Target
     level: int
@@ -135,12 +148,14 @@ class Manifest:
 
     @property
     def cves(self) -> list[str]:
+        """The CVEs of all fixes, sorted, each once."""
         return sorted({cve for fix in self.fixes for cve in fix.cves})
 
     def payload_with_role(self, role: PayloadRole) -> PayloadFile | None:
         return next((item for item in self.payload if item.role == role), None)
 
     def to_dict(self) -> dict[str, Any]:
+        """The manifest as JSON types, fields that are None left out (as in its bytes)."""
         document: dict[str, Any] = _drop_none(asdict(self))
         return document
 
@@ -153,6 +168,8 @@ class Manifest:
 
     @classmethod
     def from_json_bytes(cls, data: bytes) -> Manifest:
+        """The manifest in DATA, validated against the schema (ManifestSchemaError or
+        UnsupportedFormatVersionError); DATA need not be in canonical form."""
         try:
             document = json.loads(data.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -41,6 +41,8 @@ _BINDS: dict[str, SymbolBind] = {"STB_LOCAL": "local", "STB_GLOBAL": "global", "
 
 @dataclass(frozen=True)
 class MapSymbol:
+    """One symbol of the target build, as its unstripped symbol table has it."""
+
     name: str
     value: int
     """Offset from the library's load base (st_value of a shared object)."""
@@ -53,6 +55,8 @@ class MapSymbol:
 
 @dataclass(frozen=True)
 class SymbolMap:
+    """The symbols payload of build BUILD_ID; symbol values are offsets from its load base."""
+
     build_id: str
     symbols: tuple[MapSymbol, ...]
     links: dict[str, int] = field(default_factory=dict)
@@ -64,10 +68,12 @@ class SymbolMap:
         return found[0] if len(found) == 1 else None
 
     def linked(self, name: str) -> MapSymbol | None:
+        """The entry the builder bound patch-object symbol NAME to, or None."""
         index = self.links.get(name)
         return self.symbols[index] if index is not None else None
 
     def to_json_bytes(self) -> bytes:
+        """The payload bytes: JSON, sorted keys, no spaces, ASCII."""
         document = {
             "format_version": SYMBOL_MAP_VERSION,
             "build_id": self.build_id,
@@ -80,6 +86,8 @@ class SymbolMap:
 
     @classmethod
     def from_json_bytes(cls, data: bytes) -> SymbolMap:
+        """The map in payload DATA; SymbolMapError when it is malformed (names, values, types,
+        bindings and link indexes are checked; sizes and files are not)."""
         try:
             document = json.loads(data)
             return cls._from_document(document)

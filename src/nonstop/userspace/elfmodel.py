@@ -56,6 +56,9 @@ VERSYM_HIDDEN = 0x8000
 
 @dataclass(frozen=True)
 class DynSymbol:
+    """One .dynsym definition. VALUE is a link-time address (for a shared library, the
+    offset from its load base); TYPE is func, object, tls, ifunc or notype."""
+
     name: str
     value: int
     size: int
@@ -68,6 +71,8 @@ class DynSymbol:
 
 @dataclass(frozen=True)
 class Segment:
+    """One PT_LOAD program header; VADDR is link-time, OFFSET is in the file."""
+
     vaddr: int
     memsz: int
     offset: int
@@ -81,6 +86,10 @@ class Segment:
 
 @dataclass
 class ElfModel:
+    """The parts of one ELF file the engine uses. Every address in it is link-time (add the
+    module's load base for a process address), and it describes only the file it was parsed
+    from: :class:`ModelCache` keys it by that file's content."""
+
     build_id: str
     soname: str | None
     segments: list[Segment]
@@ -98,9 +107,13 @@ class ElfModel:
     """Function name -> (offset, size) from .symtab when the file is not stripped."""
 
     def defined(self, name: str) -> list[DynSymbol]:
+        """Every .dynsym definition of NAME, hidden versions included (pick with
+        :func:`scope.default_definition`)."""
         return self.symbols.get(name, [])
 
     def file_offset(self, vaddr: int) -> int:
+        """The file offset of link-time address VADDR; ValueError when the file holds no byte
+        for it (bss, or outside every PT_LOAD segment)."""
         for seg in self.segments:
             if seg.vaddr <= vaddr < seg.vaddr + seg.filesz:
                 return seg.offset + vaddr - seg.vaddr
@@ -112,9 +125,12 @@ class ElfModel:
         )
 
     def in_plt(self, vaddr: int) -> bool:
+        """VADDR (link-time) lies in .plt, .plt.sec or .plt.got: a GOT slot still pointing
+        there has not been bound yet (lazy binding)."""
         return any(start <= vaddr < end for start, end in self.plt_ranges)
 
     def to_json(self) -> dict[str, Any]:
+        """The cache document (JSON types only), tagged with MODEL_VERSION."""
         return {
             "model_version": MODEL_VERSION,
             "build_id": self.build_id,
@@ -131,6 +147,9 @@ class ElfModel:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> ElfModel:
+        """The model a :meth:`to_json` document holds. Its shape is not validated (it comes from
+        the agent's own cache directory): a damaged one raises, and the cache then parses the
+        file again when that is a KeyError, TypeError or ValueError."""
         return cls(
             build_id=doc["build_id"],
             soname=doc["soname"],
@@ -327,7 +346,8 @@ class ModelCache:
         self._hashes: dict[tuple[int, int, int, int, int], str] = {}
 
     def key(self, handle: BinaryIO) -> FileKey:
-        """The content key of the open file HANDLE (hashed once per identity)."""
+        """The content key of the open file HANDLE (hashed once per identity); RefusedError when
+        it is larger than MAX_FILE_SIZE. Moves HANDLE's position."""
         stat = os.fstat(handle.fileno())
         identity = _identity(stat)
         digest = self._hashes.get(identity)
@@ -340,7 +360,10 @@ class ModelCache:
         return FileKey(digest, identity, root_sealed(stat))
 
     def get(self, build_id: str, handle: BinaryIO, key: FileKey) -> ElfModel:
-        """The model of the file open as HANDLE, whose KEY and build-id the caller has read."""
+        """The model of the file open as HANDLE, whose KEY and build-id the caller has read.
+
+        RefusedError when the file cannot be modelled or does not hold BUILD_ID (it changed
+        since the caller read it, or the cached model says otherwise)."""
         model = self._memory.get(key.name) or self._load(key)
         if model is None:
             try:
@@ -366,7 +389,8 @@ class ModelCache:
         )
 
     def load_extra(self, key: FileKey, kind: str) -> dict[str, Any]:
-        """A small document derived from the file with KEY (e.g. validated sites)."""
+        """A small document derived from the file with KEY (e.g. validated sites); {} when
+        there is none, it cannot be read, or KEY is not sealed (nothing is kept for those)."""
         path = self._file(key, kind)
         try:
             document = json.loads(path.read_bytes()) if path else {}
@@ -375,6 +399,8 @@ class ModelCache:
         return document if isinstance(document, dict) else {}
 
     def store_extra(self, key: FileKey, kind: str, document: dict[str, Any]) -> None:
+        """Keep DOCUMENT on disk for the file with KEY, only when a directory is set and KEY is
+        sealed. Replaced atomically (temporary file and rename); failures are ignored."""
         path = self._file(key, kind)
         if path is None:
             return

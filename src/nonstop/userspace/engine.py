@@ -5,7 +5,9 @@ whatever a killed patcher left half-done (from the in-process headers), and
 ends with one result: ``patched``, ``already``, ``busy``, ``refused``,
 ``gone`` (and ``reverted`` for unload). Nothing that can be refused is
 refused after the process was touched: linking and site validation happen
-before any thread is stopped.
+before any thread is stopped. (Later refusals come only from the target
+swapping or rewriting the new patch memory, or from no free address within
+reach; they leave nothing of the patch behind.)
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ class PatchSpec:
 
 @dataclass
 class ProcessResult:
+    """What one operation did to one process; RESULT is patched, already, busy, refused, gone
+    or reverted, REASON one line saying why."""
+
     pid: int
     result: str
     reason: str = ""
@@ -97,16 +102,20 @@ class ProcessResult:
         return self.result in ("busy", "refused")
 
     def to_dict(self) -> dict[str, Any]:
+        """Every field, for JSON output."""
         return dict(vars(self))
 
 
 @dataclass
 class EngineOptions:
+    """How an :class:`Engine` works (see :class:`transaction.SwitchPolicy` for the switch)."""
+
     strict: bool = False
     attempts: int = 12
     lock_dir: Path = DEFAULT_LOCK_DIR
     cache_dir: Path | None = None
-    """ELF models per build-id are cached here (cold runs skip parsing libc)."""
+    """ELF models and validated sites of files only root can change are cached here, per file
+    content (cold runs skip parsing libc)."""
     realtime: bool = True
     hook: Hook | None = None
     """Called with (event, pid) at fixed points; tests use it to inject real faults."""
@@ -136,6 +145,11 @@ class LivePatch:
 
 
 class Engine:
+    """The engine of one agent run: its caches (ELF models, build-ids of mapped files, site
+    plans) are shared by the processes it handles, one after another (no locking). Use it on
+    the main thread: the stop windows' wait timeouts are SIGALRM timers, and on another thread
+    a wait has no timeout (:func:`ptrace.deadline`)."""
+
     def __init__(self, options: EngineOptions | None = None) -> None:
         self.options = options or EngineOptions()
         self.models = ModelCache(self.options.cache_dir)
@@ -145,12 +159,16 @@ class Engine:
     # -- discovery ------------------------------------------------------------
 
     def processes_mapping(self, build_id: str) -> list[int]:
+        """Processes (not this one) mapping a file with BUILD_ID; nothing is stopped."""
         return processes_mapping(build_id, self.build_ids)
 
     def processes_with_patches(self) -> list[int]:
+        """Processes whose maps show memory named like nonstop's (a process can forge the name:
+        :meth:`inspect` tells)."""
         return processes_with_patches()
 
     def live_patches(self, pid: int) -> list[LivePatch]:
+        """The running level per target in PID (:meth:`inspect` without the foreign memory)."""
         return self.inspect(pid)[0]
 
     def inspect(self, pid: int) -> tuple[list[LivePatch], list[Foreign]]:
@@ -171,6 +189,13 @@ class Engine:
     # -- operations ------------------------------------------------------------
 
     def apply(self, pid: int, spec: PatchSpec) -> ProcessResult:
+        """Make SPEC's level run in PID, replacing any level of the same target in one switch.
+
+        Never raises for the process's sake: every failure is the result (refused before
+        anything changed; busy with the new memory removed; gone); already when the level
+        runs from this very bundle. Under the process lock,
+        it first finishes what a killed patcher left; the level policy refuses a lower level,
+        or the same level from another bundle, unless downgrades are allowed."""
         result = ProcessResult(
             pid,
             "refused",

@@ -58,6 +58,10 @@ def open_mapped(path: Path, mapping: Mapping) -> BinaryIO:
 
 @dataclass
 class LoadedModule:
+    """One ELF file mapped in one process, as /proc/PID/maps showed it: BASE is the start of
+    its offset-0 mapping (load base), BUILD_ID what the file held when first read this run.
+    KEY and MODEL are read on first use, from the very file mapped."""
+
     path: str
     """The path /proc/PID/maps shows (may end in ' (deleted)')."""
     file: Path
@@ -70,6 +74,8 @@ class LoadedModule:
     _key: FileKey | None = field(default=None, repr=False)
 
     def open(self) -> BinaryIO:
+        """A new handle on the mapped file (RefusedError when it is no longer the file mapped,
+        or not a regular file); the caller closes it."""
         return open_mapped(self.file, self.mappings[0])
 
     @property
@@ -114,6 +120,10 @@ class BuildIdCache:
         self._ids: dict[tuple[str, int], str | None] = {}
 
     def get(self, pid: int, mapping: Mapping) -> str | None:
+        """The build-id of the file behind MAPPING of PID (None: it has none). Remembered per
+        (device, inode) for the run, so a file rewritten in place keeps its first answer: the
+        model of the file is checked against it again (:meth:`ModelCache.get`). A hostile file
+        can make this raise anything: scans use :func:`build_id_of`."""
         key = (mapping.dev, mapping.inode)
         if key not in self._ids:
             try:
@@ -145,7 +155,9 @@ def _is_file(mapping: Mapping) -> bool:
 
 
 class ProcessImage:
-    """The ELF modules mapped in PID, in the dynamic linker's global search order."""
+    """The ELF modules mapped in PID (files mapped from offset 0 that have a build-id), as
+    /proc/PID/maps showed them when the image was made; :meth:`search_order` gives the dynamic
+    linker's global search order."""
 
     def __init__(self, pid: int, models: ModelCache, build_ids: BuildIdCache | None = None) -> None:
         self.pid = pid

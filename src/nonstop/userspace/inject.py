@@ -112,11 +112,16 @@ class Injector:
     """Called with "injecting" while the thread holds the injection registers (tests)."""
 
     def install(self) -> None:
+        """Save the bytes at the gadget's home and write the gadget there (padding no code
+        reaches: other threads may run meanwhile). When a killed patcher left the gadget
+        there, :meth:`uninstall` leaves it; :meth:`ProcessPatcher.recover` puts back the
+        file's bytes."""
         self.saved_gadget_bytes = self.memory.read(self.gadget, len(GADGET))
         if self.saved_gadget_bytes != GADGET:
             self.memory.write(self.gadget, GADGET)
 
     def uninstall(self) -> None:
+        """Put back the bytes :meth:`install` saved."""
         if self.saved_gadget_bytes and self.saved_gadget_bytes != GADGET:
             self.memory.write(self.gadget, self.saved_gadget_bytes)
 

@@ -4,12 +4,16 @@ Linking happens in two steps so that every refusal comes before any process
 is touched: :func:`prepare_link` lays the object out and resolves every
 symbol (failing with :class:`LinkError` on anything unsupported), then
 :meth:`PreparedLink.relocate` applies the relocations once the patch memory's
-address is known.
+address is known (it refuses only a 32-bit relocation that address cannot hold,
+before anything of the patch is written into the process).
 
 Layout of the patch memory (one memfd, two protections)::
 
-    [header][text + PLT stubs][rodata][GOT]  R-X   (page aligned)
-    [data][bss]                              RW-
+    [header][text][rodata][PLT stubs][GOT]  R-X   (page aligned)
+    [data][bss, common symbols]             RW-
+
+The first HEADER_SIZE bytes are the caller's (the engine puts its header and the
+dispatch area there).
 
 Never writable and executable at once; new variables live in the RW part.
 """
@@ -63,6 +67,8 @@ def _align(value: int, alignment: int) -> int:
 
 @dataclass(frozen=True)
 class PlacedSection:
+    """A loaded section of the patch object where the layout put it."""
+
     index: int
     name: str
     offset: int
@@ -93,6 +99,7 @@ class PreparedLink:
 
     @property
     def size(self) -> int:
+        """Bytes of the whole patch memory (R-X part, header included, then RW), in pages."""
         return self.rx_size + self.rw_size
 
     def far_targets(self) -> list[int]:
@@ -104,6 +111,8 @@ class PreparedLink:
         ]
 
     def address_of(self, base: int, key: str) -> int:
+        """The address symbol KEY stands for with the patch memory at BASE (an external symbol
+        keeps its address in the process)."""
         if key in self.external:
             return self.external[key].address
         if key in self.section_symbols:
@@ -183,6 +192,9 @@ def _classify(section: Section) -> str | None:
 
 @dataclass(frozen=True)
 class ObjectSymbol:
+    """A symbol of the patch object. KEY names it in relocations: a global one by its name,
+    a local or section symbol by name#index (local names repeat)."""
+
     name: str
     key: str
     section: int | str
@@ -195,6 +207,8 @@ class ObjectSymbol:
 
 @dataclass(frozen=True)
 class ObjectSection:
+    """A loaded section of the patch object; KIND is text, rodata, data or bss (DATA None)."""
+
     index: int
     name: str
     kind: str

@@ -14,6 +14,10 @@ from nonstop.userspace.errors import ProcessGoneError
 
 
 class ProcessMemory:
+    """An open /proc/PID/mem: reads and writes at process addresses, whatever the page
+    protections. Needs ptrace access to PID (root), not stopped threads; ProcessGoneError
+    when PID is gone at open."""
+
     def __init__(self, pid: int) -> None:
         self.pid = pid
         try:
@@ -38,6 +42,9 @@ class ProcessMemory:
         return OSError(exc.errno, what)
 
     def read(self, address: int, size: int) -> bytes:
+        """Exactly SIZE bytes at ADDRESS. ProcessGoneError when the process is gone or fewer
+        bytes come back (also when the range runs into an unmapped page); OSError when the
+        first page cannot be read and the process still exists."""
         try:
             data = os.pread(self._fd, size, address)
         except OSError as exc:
@@ -51,6 +58,8 @@ class ProcessMemory:
         return value
 
     def write(self, address: int, data: bytes) -> None:
+        """Write all of DATA at ADDRESS, read-only and R-X pages included (a page of a file
+        mapping becomes a private copy and stays so). Errors as for :meth:`read`."""
         try:
             written = os.pwrite(self._fd, data, address)
         except OSError as exc:

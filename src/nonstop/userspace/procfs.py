@@ -27,6 +27,7 @@ class Mapping(NamedTuple):
 
     @property
     def map_files_name(self) -> str:
+        """Its entry name in /proc/PID/map_files ("start-end", lowercase hex, no 0x)."""
         return f"{self.start:x}-{self.end:x}"
 
     def contains(self, address: int) -> bool:
@@ -72,10 +73,12 @@ class MapIndex:
 
 
 def list_pids() -> list[int]:
+    """Every process in /proc now (kernel threads included, threads of a process not)."""
     return sorted(int(name) for name in os.listdir(PROC) if name.isdigit())
 
 
 def list_tasks(pid: int) -> list[int]:
+    """Thread ids of PID, sorted, as of this listing (FileNotFoundError when it is gone)."""
     return sorted(int(name) for name in os.listdir(PROC / str(pid) / "task"))
 
 
@@ -110,6 +113,8 @@ def task_status(pid: int, tid: int) -> dict[str, str]:
 
 
 def executable_of(pid: int) -> str:
+    """Where /proc/PID/exe points ('' when unreadable), for reports: it may end in
+    ' (deleted)', and the name is the process owner's choice."""
     try:
         return os.readlink(PROC / str(pid) / "exe")
     except OSError:

@@ -54,11 +54,14 @@ class Regs(ctypes.Structure):
     ]
 
     def copy(self) -> Regs:
+        """A separate structure with the same values (to change one set and keep the other)."""
         clone = Regs()
         ctypes.pointer(clone)[0] = self
         return clone
 
     def signed(self, name: str) -> int:
+        """Register NAME as a signed 64-bit value (rax holds -errno after a syscall, orig_rax
+        is -1 outside one)."""
         value: int = getattr(self, name)
         return value - (1 << 64) if value >= 1 << 63 else value
 
@@ -79,16 +82,21 @@ def tgkill(pid: int, tid: int, sig: int) -> None:
 
 
 def seize(tid: int) -> None:
+    """Attach to TID without stopping it (no SIGSTOP), tracing its clones: threads it creates
+    are attached and stop at birth. PtraceError with EPERM when TID is traced already."""
     # TRACESYSGOOD marks syscall-stops (SIGTRAP|0x80): should the patcher die in one, the
     # kernel has no real signal to deliver to the thread afterwards.
     _call(PTRACE_SEIZE, tid, 0, PTRACE_O_TRACECLONE | PTRACE_O_TRACESYSGOOD)
 
 
 def interrupt(tid: int) -> None:
+    """Ask seized TID to stop; returns at once: collect the stop with :func:`wait_stop`."""
     _call(PTRACE_INTERRUPT, tid)
 
 
 def detach(tid: int, sig: int = 0) -> None:
+    """Release TID, delivering SIG (0: none). TID must be in a ptrace-stop: a running one
+    gives ProcessGoneError (ESRCH) and stays traced."""
     _call(PTRACE_DETACH, tid, 0, sig)
 
 
@@ -98,12 +106,14 @@ def resume_to_syscall(tid: int) -> None:
 
 
 def get_regs(tid: int) -> Regs:
+    """TID's registers; TID must be in a ptrace-stop (ProcessGoneError otherwise)."""
     regs = Regs()
     _call(PTRACE_GETREGS, tid, 0, ctypes.c_void_p(ctypes.addressof(regs)))
     return regs
 
 
 def set_regs(tid: int, regs: Regs) -> None:
+    """Set TID's registers, effective when it resumes; TID must be in a ptrace-stop."""
     _call(PTRACE_SETREGS, tid, 0, ctypes.c_void_p(ctypes.addressof(regs)))
 
 

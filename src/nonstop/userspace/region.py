@@ -13,8 +13,9 @@ the process, never only from files of the agent::
                 aligned write of it switches all functions of the level at once
     24  length u32 of the JSON document that follows
     28  reserved
-    32  JSON: level, target, sites (entry, patch address, original bytes, offsets of
-        stub, trampoline, slot and new code), fixes, ...
+    32  JSON: level, build-id, soname and path of the target, bundle facts (info),
+        code range, sites (entry, patch address, size, original bytes, replacement,
+        offsets of new code, stub, trampoline and slot); checked by header.py
 
 The header is R-X like the code after it: only the patcher writes it, through
 /proc/PID/mem.
@@ -66,6 +67,8 @@ MAX_REGIONS = 64
 
 
 class State(IntEnum):
+    """The header's state field: how far the move that brought the region got."""
+
     PREPARED = 1
     """Mapped and filled; its move has not finished (the commit flag says if it committed)."""
     ACTIVE = 2
@@ -75,6 +78,7 @@ class State(IntEnum):
 
 
 def memfd_name(build_id: str, level: int) -> str:
+    """The memfd name of LEVEL for BUILD_ID (maps shows "/memfd:NAME (deleted)")."""
     return f"{NAME_PREFIX}{build_id}:L{level}"
 
 
@@ -103,7 +107,9 @@ class SiteRecord:
 
 @dataclass
 class Region:
-    """One level of patch memory in one process, as read back from the process."""
+    """One level of patch memory in one process, as read back from the process: DOCUMENT
+    passed :func:`header.well_formed` for END - START bytes; STATE and COMMITTED are as read,
+    or as this patcher last wrote them."""
 
     start: int
     end: int
@@ -121,15 +127,19 @@ class Region:
 
     @property
     def code_range(self) -> tuple[int, int]:
+        """Process addresses [low, high) of the level's code: the R-X part after the header
+        (dispatch stubs, trampolines, slots, patch code and its constants)."""
         low, high = self.document["code"]
         return self.start + int(low), self.start + int(high)
 
     @property
     def flag_address(self) -> int:
+        """Process address of the commit flag (an aligned u64 in the header)."""
         return self.start + COMMIT_OFFSET
 
     @cached_property
     def sites(self) -> list[SiteRecord]:
+        """The header's sites; their offsets stay relative to START."""
         return [
             SiteRecord(
                 function=item["function"],
@@ -175,6 +185,7 @@ def encode_header(document: dict[str, Any]) -> bytes:
 
 
 def header_size_for(document: dict[str, Any]) -> int:
+    """Bytes the header of DOCUMENT takes, rounded up to 64."""
     return (len(encode_header(document)) + 63) // 64 * 64
 
 
@@ -254,6 +265,7 @@ def read_region(memory: ProcessMemory, start: int, end: int) -> Region | Foreign
 
 
 def set_state(memory: ProcessMemory, region: Region, state: State) -> None:
+    """Write STATE into REGION's header in the process (one aligned u64), and into REGION."""
     memory.write(region.start + STATE_OFFSET, struct.pack("<Q", state))
     region.state = state
 
@@ -362,9 +374,12 @@ def _maps_file(pid: int, address: int, size: int, file: os.stat_result, name: st
 
 
 def unmap_region(injector: Injector, region: Region) -> None:
+    """munmap REGION in the target (EngineError when that fails). The caller must know that
+    no thread executes in it or may return into it."""
     injector.call(SYS_MUNMAP, region.start, region.end - region.start, what="munmap")
 
 
 def close_fds(injector: Injector, fds: list[int]) -> None:
+    """close() FDS in the target; errors are ignored (tidying only)."""
     for fd in fds:
         injector.syscall(SYS_CLOSE, fd)

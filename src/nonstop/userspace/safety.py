@@ -38,6 +38,9 @@ most this many windows."""
 
 @dataclass(frozen=True)
 class Hazard:
+    """Addresses no stopped thread may be at (RIP) or may return to (stack word); WHAT ends
+    the busy reason "thread N is ..." / "thread N may be ..."."""
+
     start: int
     end: int
     """Half-open range [start, end)."""
@@ -131,6 +134,9 @@ class ThreadView:
 
     @classmethod
     def capture(cls, tid: int, regs: Regs, memory: ProcessMemory, maps: MapIndex) -> ThreadView:
+        """The view of stopped thread TID with REGS from its stop: its stack from RSP to the end
+        of its mapping in MAPS (read before the threads stopped), at most MAX_STACK_SCAN
+        bytes; no stack when RSP is in no mapping. Runs inside the stop window: one read."""
         mapping = maps.containing(regs.rsp)
         if mapping is None:
             return cls(tid, regs.rip, b"")
@@ -138,7 +144,8 @@ class ThreadView:
         return cls(tid, regs.rip, memory.read(regs.rsp, size))
 
     def hazard(self, rules: SafetyRules) -> str | None:
-        """Why this thread makes RULES unsafe, or None."""
+        """Why this thread makes RULES unsafe, or None. Runs inside the stop window; reads
+        nothing from the process."""
         found = rules.rip.find(self.rip)
         if found is not None:
             return f"thread {self.tid} is {found.what}"

@@ -22,6 +22,8 @@ from nonstop.userspace.memory import ProcessMemory
 
 @dataclass(frozen=True)
 class Resolved:
+    """A symbol's address in the process."""
+
     address: int
     how: str
     """Where the address came from, for error messages and `--json` output."""
@@ -29,6 +31,8 @@ class Resolved:
 
 @dataclass(frozen=True)
 class TargetFunction:
+    """A function of the target library: ADDRESS in the process, SIZE in bytes."""
+
     name: str
     address: int
     size: int
@@ -41,6 +45,9 @@ def default_definition(defs: list[DynSymbol]) -> DynSymbol | None:
 
 
 class Scope:
+    """Symbol lookup for a patch of library TARGET in one process. It reads GOT slots from the
+    process's memory; their values are only used as addresses the patch may reach."""
+
     def __init__(
         self,
         image: ProcessImage,
@@ -56,6 +63,7 @@ class Scope:
 
     @property
     def order(self) -> list[LoadedModule]:
+        """The global search order, read from the process's link map on first use."""
         if self._order is None:
             self._order = self.image.search_order(self.memory)
         return self._order
@@ -80,6 +88,9 @@ class Scope:
         return Resolved(address, how)
 
     def resolve_global(self, name: str) -> Resolved | None:
+        """NAME as ld.so bound it for the target: its own GOT slot when bound, else the first
+        default-version definition in search order (IFUNC: the implementation chosen). None
+        when no module defines it; LinkError for TLS or an IFUNC whose choice is unknown."""
         bound = self._bound_by_target(name)
         if bound is not None:
             return bound

@@ -34,6 +34,9 @@ def _disassembler() -> Any:
 
 @dataclass(frozen=True)
 class Site:
+    """A validated entry site; ENTRY (the function's start) and PATCH_ADDRESS (where the jump
+    goes, after endbr64) are process addresses."""
+
     function: str
     entry: int
     patch_address: int
@@ -46,6 +49,7 @@ class Site:
 
 
 def jump_bytes(source: int, target: int) -> bytes:
+    """The 5-byte ``jmp rel32`` at SOURCE that reaches TARGET (SiteError when out of reach)."""
     return b"\xe9" + rel32(source + JMP_SIZE, target, "jump")
 
 

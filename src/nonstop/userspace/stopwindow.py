@@ -32,6 +32,8 @@ FIFO_PRIORITY = 10
 
 @dataclass
 class StoppedThread:
+    """One thread in a ptrace-stop; REGS as read at that stop."""
+
     tid: int
     regs: ptrace.Regs
     signals: list[int] = field(default_factory=list)
@@ -76,6 +78,7 @@ class StoppedProcess:
         """Why stopping every thread failed, for the caller's busy report."""
         self.first_stop: float | None = None
         self.pause_us: int = 0
+        """Microseconds from the first thread stopped to the end of the last release."""
 
     def __enter__(self) -> StoppedProcess:
         return self
@@ -85,7 +88,11 @@ class StoppedProcess:
 
     def stop_all(self) -> None:
         """Stop every thread, including those born meanwhile (they are listed again until the
-        kernel's thread count equals the threads stopped: a pread, cheaper than a listing)."""
+        kernel's thread count equals the threads stopped: an fstat, cheaper than a listing).
+
+        BusyError when a thread does not stop within STOP_TIMEOUT, RefusedError when another
+        tracer holds one, ProcessGoneError when no thread is left. Whatever was stopped stays
+        stopped until :meth:`release`."""
         try:
             counter = ThreadCounter(self.pid)
         except (FileNotFoundError, ProcessLookupError):
@@ -221,6 +228,7 @@ class StoppedProcess:
                 time.sleep(0.001)
 
     def gone(self) -> bool:
+        """The process no longer exists or is exiting (read from /proc, no ptrace)."""
         return not is_alive(self.pid)
 
 

@@ -62,6 +62,7 @@ class Moved:
 
     @property
     def size(self) -> int:
+        """Bytes it takes in the trampoline: branches are re-encoded in their rel32 form."""
         return {"jmp": 5, "call": 5, "jcc": 6}.get(self.kind, len(self.raw))
 
 
@@ -76,6 +77,7 @@ class Displaced:
     """The last one is a ret/jmp: no jump back is needed."""
 
     def size(self, cet: bool) -> int:
+        """Bytes of the trampoline :meth:`encode` writes."""
         back = 0 if self.returns else JMP_SIZE
         return (len(ENDBR64) if cet else 0) + sum(m.size for m in self.moved) + back
 
@@ -109,6 +111,7 @@ class Displaced:
         return bytes(out)
 
     def to_json(self) -> dict[str, Any]:
+        """The plan as JSON types, for the sites cache."""
         return {
             "length": self.length,
             "returns": self.returns,
@@ -117,6 +120,8 @@ class Displaced:
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> Displaced:
+        """The plan a :meth:`to_json` document holds; its shape is trusted (the agent's own
+        cache, kept only for files only root can change)."""
         moved = tuple(
             Moved(bytes.fromhex(raw), kind, field, target)
             for raw, kind, field, target in document["moved"]

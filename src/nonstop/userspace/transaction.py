@@ -56,6 +56,10 @@ Hook = Callable[[str, int], None]
 
 @dataclass
 class SwitchPolicy:
+    """How a switch is tried: at most ATTEMPTS stop windows, sleeping FIRST_BACKOFF seconds
+    (doubled each time, up to MAX_BACKOFF) between them; STRICT also waits until no thread runs
+    in or may return into a replaced function; REALTIME runs the windows SCHED_FIFO."""
+
     strict: bool = False
     attempts: int = 12
     first_backoff: float = 0.002
@@ -67,6 +71,9 @@ class SwitchPolicy:
 
 @dataclass
 class Outcome:
+    """What this patcher's moves measured (pauses in microseconds, first stop to last
+    release) and noted."""
+
     pause_us: int = 0
     retire_pause_us: int = 0
     """A second stop window, when old code was still in use at the switch."""
@@ -91,9 +98,11 @@ class Move:
 
     @property
     def empty(self) -> bool:
+        """Nothing to write: what the move wants already runs."""
         return not (self.before or self.after or self.commit)
 
     def overwritten(self) -> list[tuple[int, str]]:
+        """(entry address, function) of every entry the move rewrites."""
         return [(address, self.functions[address]) for address in {**self.before, **self.after}]
 
 
@@ -151,6 +160,8 @@ class ProcessPatcher:
     # -- reading the state --------------------------------------------------
 
     def regions(self, build_id: str | None = None) -> list[Region]:
+        """The well-formed regions in the process now (of BUILD_ID only, when given);
+        RefusedError when patch memory of another nonstop header version is mapped."""
         found = find_regions(self.pid, self.memory)
         return [r for r in found if build_id is None or r.build_id == build_id]
 
@@ -297,7 +308,8 @@ class ProcessPatcher:
             self.memory.write(address, self.memory.read(address, 1))
 
     def _write(self, move: Move, wanted: Region | None) -> None:
-        """All threads are stopped: entries that keep what runs, the commit, then the rest."""
+        """All threads are stopped: entries that keep what runs, the commit, then the rest.
+        Inside the stop window: writes only (pages made private beforehand by :meth:`_touch`)."""
         for address, data in move.before.items():
             self.memory.write(address, data)
             self._hook("site-written")
@@ -351,6 +363,8 @@ class ProcessPatcher:
     # -- injected work ----------------------------------------------------------
 
     def injecting(self) -> _Injection:
+        """A context that stops one seccomp-free thread, installs the gadget and gives an
+        Injector; on exit the gadget's bytes are put back and the thread released."""
         return _Injection(self)
 
     def _unmap(self, regions: list[Region]) -> None:
