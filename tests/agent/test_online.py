@@ -6,12 +6,16 @@ processes, sticky pins and delayed feeds (server-side and local), unregister.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
+from nonstop.agent.actions import EXIT_PARTIAL
+from nonstop.bundle import open_bundle, pack
 from tests.agent.conftest import Admin, Agent, level_of, nsfix_build_id
 
 pytestmark = pytest.mark.skipif(
@@ -205,3 +209,29 @@ def test_update_and_lib_update_without_a_bundle_use_the_server(
     libraries = agent.json("--lib-update")
     (applied,) = libraries["applied"]
     assert applied["level"] == 1 and level_of(target) == "1000"
+
+
+def test_a_signed_bundle_the_engine_refuses_is_one_failed_entry_not_a_traceback(
+    agent: Agent, patch_server, admin: Admin, bundles, start_target, signing_key, trusted,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """A bundle that verifies but that this engine cannot apply (a function without its
+    replacement) fails as one entry with its reason; no process is touched."""
+    target = start_target(busy=0, sleepers=1)
+    original = open_bundle(bundles[1], trusted)
+    first, *rest = original.manifest.functions
+    broken = dataclasses.replace(
+        original.manifest, functions=(dataclasses.replace(first, replacement=None), *rest)
+    )
+    path = tmp_path / "broken.nsb"
+    path.write_bytes(pack(broken, dict(original.files), signing_key))
+    agent.register(patch_server, admin.key()["key"])
+    admin.upload(path)
+
+    done = agent.run("--auto-update", "--json")
+    assert done.returncode == EXIT_PARTIAL and "Traceback" not in done.stderr, done.stderr
+    (entry,) = json.loads(done.stdout)["online"]["applied"]
+    assert entry["action"] == "failed" and "has no replacement symbol" in entry["error"]
+    assert level_of(target) == "1"
+    text = agent.run("--auto-update")
+    assert f"{original.manifest.target.key} level 1: failed: " in text.stdout

@@ -273,15 +273,23 @@ class Daemon:
         return found.st_ino, found.st_mtime_ns
 
     def load_wanted(self) -> None:
-        """The recorded userspace levels, each verified again from the cache."""
+        """The recorded userspace levels, each verified again from the cache.
+
+        An unreadable record or trusted-keys directory keeps the levels known so far (logged):
+        the daemon goes on, and the next change of the record is read again."""
         from nonstop.bundle.errors import BundleError
         from nonstop.userspace.errors import RefusedError
 
         self.wanted_stamp = self._levels_stamp()
         wanted: dict[str, PatchSpec] = {}
         if self.config.userspace_enabled:
-            trusted = self.context.trusted_keys()
-            for level in lib_levels.wanted_levels(self.context.state):
+            try:
+                trusted = self.context.trusted_keys()
+                levels = lib_levels.wanted_levels(self.context.state)
+            except (BundleError, StateError) as exc:
+                log(f"recorded levels not read, keeping those known: {exc}")
+                return
+            for level in levels:
                 known = self.wanted.get(level.build_id)
                 if known is not None and known.info.get("bundle_sha256") == level.bundle_sha256:
                     wanted[level.build_id] = known

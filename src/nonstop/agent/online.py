@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from nonstop.agent import lib_levels, registration
-from nonstop.agent.actions import AgentContext, AgentError
+from nonstop.agent.actions import AgentContext
 from nonstop.agent.api_models import CheckinAnswer, Decision
 from nonstop.agent.client import ServerClient, ServerError
 from nonstop.agent.inventory import LibraryFacts, collect, kernel_report, library_report
@@ -38,6 +38,7 @@ from nonstop.bundle import Bundle, UserspaceTarget, open_bundle
 from nonstop.bundle.errors import BundleError
 from nonstop.bundle.manifest import utc_now
 from nonstop.userspace import Engine
+from nonstop.userspace.errors import EngineError
 
 STATE_NAME = "online"
 MAX_BUNDLE_BYTES = 64 << 20
@@ -366,11 +367,21 @@ class OnlineAgent:
     def apply_userspace(self, bundle: Bundle) -> dict[str, Any]:
         """Apply BUNDLE to every process mapping its target and record it; one report entry.
 
-        ``action`` is "failed" if any process was busy or refused it.
+        ``action`` is "failed" if any process was busy or refused it, or if the engine
+        refused the bundle itself (``error`` says why; no process was touched).
         """
-        spec, results = lib_levels.apply_bundle(
-            self.engine, self.store, bundle, self.config.blocklist
-        )
+        try:
+            spec, results = lib_levels.apply_bundle(
+                self.engine, self.store, bundle, self.config.blocklist
+            )
+        except EngineError as exc:
+            return {
+                "kind": "userspace",
+                "target": bundle.manifest.target.key,
+                "action": "failed",
+                "level": bundle.manifest.level,
+                "error": str(exc),
+            }
         failed = any(r.failed for r in results)
         return {
             "kind": "userspace",
@@ -440,11 +451,3 @@ def run_update(
             if d.action == "none" and d.reason != NO_BUNDLE
         ],
     }
-
-
-def require_registered(context: AgentContext) -> None:
-    """AgentError (EXIT_ERROR, not NotRegistered's EXIT_SERVER) unless this host is registered."""
-    if registration.load(context.state) is None:
-        raise AgentError(
-            "no patch server: register this host (nonstopctl --register KEY) or pass --bundle FILE"
-        )

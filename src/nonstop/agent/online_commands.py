@@ -216,6 +216,9 @@ def _online_lines(report: dict[str, Any]) -> list[str]:
             if item.get("error"):
                 lines.append(f"  {item['error']}")
             continue
+        if "error" in item:  # the engine refused the bundle itself
+            lines.append(f"{item['target']} level {item['level']}: failed: {item['error']}")
+            continue
         counts: dict[str, int] = {}
         for process in item["processes"]:
             counts[process["result"]] = counts.get(process["result"], 0) + 1

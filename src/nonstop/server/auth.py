@@ -59,9 +59,9 @@ def new_id() -> str:
     return secrets.token_hex(_ID_HEX // 2)
 
 
-def new_credential(prefix: str, credential_id: str | None = None) -> NewCredential:
-    """A fresh ``<PREFIX>_<id>_<secret>`` credential, with CREDENTIAL_ID if given as its id."""
-    cid = credential_id or new_id()
+def new_credential(prefix: str) -> NewCredential:
+    """A fresh ``<PREFIX>_<id>_<secret>`` credential (random id and 256-bit secret)."""
+    cid = new_id()
     secret = secrets.token_urlsafe(32)
     return NewCredential(cid, hash_secret(secret), f"{prefix}_{cid}_{secret}")
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
@@ -57,7 +58,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=int,
         default=30,
         metavar="N",
-        help="per client address and process; 0 disables",
+        help="failed authentications per client address and per credential, per process; "
+        "0 disables",
     )
     serve.add_argument(
         "--max-request-bytes",
@@ -270,6 +272,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _database_failed(verb: str, database: Database, exc: SQLAlchemyError) -> NoReturn:
+    """One line naming the database (password redacted) and the driver's first line."""
+    first = (str(exc).splitlines() or [""])[0]
+    fail(TOOL, f"cannot {verb} {redact_url(database.url)}: {exc.__class__.__name__}: {first}")
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     """Upgrade the schema to this version's newest revision and print before -> after."""
     database = _database(args)
@@ -277,11 +285,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
         before = migrate.current_revision(database.engine)
         after = migrate.upgrade(database.engine)
     except SQLAlchemyError as exc:
-        fail(
-            TOOL,
-            f"cannot upgrade {redact_url(database.url)}: "
-            f"{exc.__class__.__name__}: {str(exc).splitlines()[0]}",
-        )
+        _database_failed("upgrade", database, exc)
     finally:
         database.dispose()
     stdout.print(
@@ -296,6 +300,8 @@ def cmd_db_current(args: argparse.Namespace) -> int:
     database = _database(args)
     try:
         current = migrate.current_revision(database.engine)
+    except SQLAlchemyError as exc:
+        _database_failed("read", database, exc)
     finally:
         database.dispose()
     head = migrate.head_revision()
@@ -308,10 +314,14 @@ def cmd_db_current(args: argparse.Namespace) -> int:
 
 def _ready_database(args: argparse.Namespace) -> Database:
     database = _database(args)
-    current = migrate.current_revision(database.engine)
-    if current is None:
-        migrate.upgrade(database.engine)
-    elif current != migrate.head_revision():
+    try:
+        current = migrate.current_revision(database.engine)
+        if current is None:
+            migrate.upgrade(database.engine)
+    except SQLAlchemyError as exc:
+        database.dispose()
+        _database_failed("use", database, exc)
+    if current is not None and current != migrate.head_revision():
         fail(TOOL, f"database is at revision {current}: run `nonstop db upgrade` first")
     return database
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,9 +99,6 @@ class ServerSettings:
         """What ``nonstop serve`` put in ``SETTINGS_ENV`` for its workers, else the defaults."""
         text = os.environ.get(SETTINGS_ENV)
         return cls.from_json(text) if text else cls()
-
-    def with_changes(self, **changes: Any) -> ServerSettings:
-        return replace(self, **changes)
 
 
 def parse_listen(value: str) -> tuple[str, int]:

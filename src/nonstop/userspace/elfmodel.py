@@ -119,11 +119,6 @@ class ElfModel:
                 return seg.offset + vaddr - seg.vaddr
         raise ValueError(f"address {vaddr:#x} is not backed by the file")
 
-    def executable_at(self, vaddr: int) -> bool:
-        return any(
-            seg.executable and seg.vaddr <= vaddr < seg.vaddr + seg.memsz for seg in self.segments
-        )
-
     def in_plt(self, vaddr: int) -> bool:
         """VADDR (link-time) lies in .plt, .plt.sec or .plt.got: a GOT slot still pointing
         there has not been bound yet (lazy binding)."""

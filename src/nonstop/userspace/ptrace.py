@@ -21,7 +21,6 @@ from types import FrameType
 
 from nonstop.userspace.errors import ProcessGoneError, PtraceError
 
-PTRACE_CONT = 7
 PTRACE_SYSCALL = 24
 PTRACE_GETREGS = 12
 PTRACE_SETREGS = 13
