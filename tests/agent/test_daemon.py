@@ -219,3 +219,22 @@ def test_a_level_the_operator_unloads_stays_out_while_the_daemon_runs(
     assert level_of(target) == "1" and level_of(late) == "1"
     assert daemon.process.poll() is None, daemon.log()
     assert daemon.stop() == 0
+
+
+def test_an_unreadable_record_keeps_the_daemon_and_its_levels(
+    agent: Agent, start_target, bundles: dict[int, Path], start_daemon
+) -> None:
+    """A userspace.json the daemon cannot read (a disk error, a hand edit) is logged; the
+    daemon keeps the levels it knew and goes on patching new processes."""
+    first = start_target(busy=0, sleepers=1)
+    agent.json("--lib-update", "--bundle", str(bundles[2]))
+    assert level_of(first) == "2000"
+    daemon = start_daemon()
+    daemon.wait_for(r"running: 1 userspace target")
+
+    (agent.state / "userspace.json").write_text("{not json")
+    daemon.process.send_signal(signal.SIGHUP)
+    daemon.wait_for("recorded levels not read, keeping those known")
+    later = start_target(busy=0, sleepers=1)
+    wait_level(later, "2000", timeout=5)
+    assert daemon.stop() == 0
