@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from nonstop.bundle import open_bundle
 from nonstop.cli import main as nonstop_main
 from tests.agent.conftest import Admin, Agent, level_of, nsfix_build_id
 from tests.userspace.conftest import FUNCTIONS, FixtureBuild
@@ -156,7 +157,7 @@ def _rebuilt_level_1(fixture_build: FixtureBuild, key_dir: Path, out: Path) -> P
 
 
 def test_the_same_level_from_another_bundle_is_a_conflict(
-    agent: Agent, bundles, start_target, fixture_build, key_dir, tmp_path
+    agent: Agent, bundles, start_target, fixture_build, key_dir, tmp_path, trusted
 ) -> None:
     target = start_target(busy=1, sleepers=1)
     pid = str(target.pid)
@@ -176,6 +177,9 @@ def test_the_same_level_from_another_bundle_is_a_conflict(
     replaced = agent.json("--lib-update", "--bundle", str(other), "--pid", pid, "--allow-downgrade")
     assert [p["result"] for p in replaced["processes"]] == ["patched"]
     assert level_of(target) == "2000"  # level 2's code, under the label level 1
+    # For one process only: the host still wants the bundle it had (the daemon keeps it).
+    (record,) = json.loads((agent.state / "userspace.json").read_text())["targets"].values()
+    assert record["bundle_sha256"] == open_bundle(bundles[1], trusted).sha256
 
 
 def test_doctor_and_license_info(agent: Agent, patch_server, admin: Admin) -> None:

@@ -65,6 +65,7 @@ def remember(
     results: list[ProcessResult],
     *,
     rollback: bool = False,
+    everywhere: bool = True,
 ) -> None:
     """Record SPEC as wanted unless every process refused it, was busy or was gone.
 
@@ -72,7 +73,8 @@ def remember(
     daemon patches the next process that maps it. A ROLLBACK (the operator's
     explicit downgrade) lowers the wish and holds the level it replaced out of
     automatic updates; any other recorded level ends the target's hold (it is
-    the operator's own apply, or a level above the held one).
+    the operator's own apply, or a level above the held one). Applied to some
+    processes only (not EVERYWHERE), only a higher level changes the record.
     """
     if results and all(r.failed or r.result == "gone" for r in results):
         return
@@ -84,6 +86,8 @@ def remember(
         lower = known is not None and known["level"] > spec.level
         if lower and not rollback:
             return  # an older level for some processes (--pid) does not lower the wish
+        if not everywhere and known is not None and known["level"] == spec.level:
+            return  # nor does another build of the wanted level for some processes
         rebuilt = (
             known is not None and known["level"] == spec.level and known["bundle_sha256"] != sha256
         )
@@ -165,13 +169,14 @@ def apply_bundle(
     """Apply a verified userspace BUNDLE everywhere (or to PIDS) and record it as wanted.
 
     Everywhere with the engine allowed to go down, it is a rollback (see ``remember``).
-    For some PIDS only, a lower level changes those processes now and not the recorded
-    wish; any other level is recorded as for all (``remember``), so the daemon then
-    brings it to every process mapping the target."""
+    For some PIDS only, a lower level or another build of the wanted one changes those
+    processes now and not the recorded wish; a higher level is recorded as for all
+    (``remember``), so the daemon then brings it to every process mapping the target."""
     spec = spec_from_bundle(bundle)
     results = apply_to_processes(engine, spec, blocklist, pids)
-    rollback = engine.options.allow_downgrade and pids is None
-    remember(store, spec, bundle.sha256, results, rollback=rollback)
+    everywhere = pids is None
+    rollback = engine.options.allow_downgrade and everywhere
+    remember(store, spec, bundle.sha256, results, rollback=rollback, everywhere=everywhere)
     return spec, results
 
 
