@@ -195,3 +195,24 @@ def test_cve_ids_and_closes():
 )
 def test_file_kind(path, kind):
     assert file_kind(path) == kind
+
+
+def test_a_patch_that_cannot_be_read_is_a_note_and_nothing_outside_patches_is_read(tmp_path):
+    (tmp_path / "secret.patch").write_text(patch_text("CVE: CVE-2024-0666", {"lib/s.c": "s"}))
+    entries = [changelog_entry("1.0-2", ["Fix CVE-2024-0040."])]
+    patches = {**OLD_PATCHES, "CVE-2024-0040.patch": "placeholder"}
+    old = make_source(tmp_path / "old", "1.0-1", [BASE], OLD_PATCHES)
+    new = make_source(tmp_path / "new", "1.0-2", [*entries, BASE], patches)
+    series = new.tree / "debian" / "patches" / "series"
+    series.write_text(series.read_text() + "../../../../../secret.patch\nmissing.patch\n")
+    (new.tree / "debian" / "patches" / "CVE-2024-0040.patch").unlink()
+    plan = make_plan(old, new)
+    (cve,) = plan.cves  # CVE-2024-0666 of the file outside debian/patches was never read
+    assert cve.cve == "CVE-2024-0040"
+    assert cve.notes[0].startswith("patch CVE-2024-0040.patch: patch not found: ")
+    assert len(cve.notes) == 1
+    assert plan.notes[:2] == [
+        "patch ../../../../../secret.patch: its name leaves debian/patches",
+        "patch ../../../../../secret.patch (added) names no CVE",
+    ]
+    assert plan.notes[2].startswith("patch missing.patch: patch not found: ")

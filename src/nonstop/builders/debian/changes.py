@@ -146,8 +146,8 @@ def make_plan(old: SourcePackage, new: SourcePackage) -> Plan:
             plans[cve].entries.append(entry)
     unassigned = []
     for change in changes:
-        if change.patch.error:
-            notes.append(f"patch {change.name}: {change.patch.error}")
+        if change.patch.error and (change.status == "removed" or not change.patch.cves):
+            notes.append(f"patch {change.name}: {change.patch.error}")  # else under its CVEs
         if change.status == "removed":
             names = ", ".join(change.patch.cves) or "no CVE"
             notes.append(
@@ -177,9 +177,11 @@ def make_plan(old: SourcePackage, new: SourcePackage) -> Plan:
 def _cve_notes(plan: CvePlan) -> None:
     if not plan.entries:
         plan.notes.append("no changelog entry of the update names it; only patches do")
+    unread = [patch for patch in plan.patches if patch.patch.error]
+    plan.notes += [f"patch {patch.name}: {patch.patch.error}" for patch in unread]
     if not plan.patches:
         plan.notes.append("no added or changed patch names it")
-    elif not plan.library_code:
+    elif not plan.library_code and not unread:
         kinds = sorted({file_kind(path) for path in plan.files})
         plan.notes.append(
             f"not library code: its patches' changes touch only {', '.join(kinds) or 'no'} files"

@@ -20,6 +20,7 @@ later step reads what the build links into the library.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -28,6 +29,11 @@ from unidiff.errors import UnidiffParseError
 from unidiff.patch import PatchSet
 
 from nonstop.builders.debian.changelog import cve_ids
+from nonstop.builders.errors import BuilderError
+from nonstop.files import read_bounded
+
+MAX_PATCH_BYTES = 32 * 1024 * 1024
+"""Debian's largest patches (regenerated autotools files) are a few MB; past this is not one."""
 
 NON_LIBRARY_DIRS = {
     **dict.fromkeys(("test", "tests", "testsuite", "testdata", "fuzz", "result"), "test"),
@@ -75,17 +81,18 @@ class SeriesEntry:
 
 def read_series(patches_dir: Path) -> list[SeriesEntry]:
     """The series in order; empty if there is none (source format 1.0, or no patches)."""
-    try:
-        lines = (patches_dir / "series").read_text(errors="replace").splitlines()
-    except FileNotFoundError:
+    series = patches_dir / "series"
+    if not series.exists():
         return []
-    series = []
+    data = read_bounded(series, MAX_PATCH_BYTES, "series", BuilderError)
+    lines = data.decode("latin-1").splitlines()
+    entries = []
     for line in lines:
         words = line.split("#", 1)[0].split()
         if words:
             strip = next((int(w[2:]) for w in words[1:] if re.fullmatch(r"-p\d+", w)), 1)
-            series.append(SeriesEntry(words[0], strip))
-    return series
+            entries.append(SeriesEntry(words[0], strip))
+    return entries
 
 
 @dataclass(frozen=True)
@@ -100,6 +107,7 @@ class PatchFile:
     strip: int
     cve_sources: dict[str, list[str]]
     changes: dict[str, list[str]]
+    digest: str = ""
     error: str = ""
 
     @property
@@ -108,17 +116,27 @@ class PatchFile:
 
 
 def read_patch(patches_dir: Path, entry: SeriesEntry) -> PatchFile:
-    """ENTRY's patch under PATCHES_DIR, read (see the module docstring)."""
-    path = patches_dir / entry.name
-    try:
-        # Latin-1 maps every byte: a patch in any encoding reads, and ids and paths are ASCII.
-        text = path.read_bytes().decode("latin-1")
-    except OSError as exc:
-        return PatchFile(entry.name, entry.strip, {}, {}, f"cannot read it: {exc.strerror}")
+    """ENTRY's patch under PATCHES_DIR, read (see the module docstring).
+
+    A name leading out of PATCHES_DIR (``..``, an absolute path, a symlink) is
+    not read, nor a file past MAX_PATCH_BYTES: the patch then carries an error.
+    """
     sources: dict[str, list[str]] = {}
     for part in PurePosixPath(entry.name).parts:
         for cve in cve_ids(part):
             sources.setdefault(cve, []).append("file name")
+    path = patches_dir / entry.name
+    if not path.resolve().is_relative_to(patches_dir.resolve()):
+        return PatchFile(
+            entry.name, entry.strip, sources, {}, error="its name leaves debian/patches"
+        )
+    try:
+        data = read_bounded(path, MAX_PATCH_BYTES, "patch", BuilderError)
+    except BuilderError as exc:
+        return PatchFile(entry.name, entry.strip, sources, {}, error=str(exc))
+    # Latin-1 maps every byte: a patch in any encoding reads, and ids and paths are ASCII.
+    text = data.decode("latin-1")
+    digest = hashlib.sha256(data).hexdigest()
     for where, line in _header_lines(text):
         if where in CVE_FIELDS:
             for cve in cve_ids(line):
@@ -127,8 +145,9 @@ def read_patch(patches_dir: Path, entry: SeriesEntry) -> PatchFile:
     try:
         changes = _changes(PatchSet(text), entry.strip)
     except UnidiffParseError as exc:
-        return PatchFile(entry.name, entry.strip, sources, {}, f"its diff does not parse: {exc}")
-    return PatchFile(entry.name, entry.strip, sources, changes)
+        error = f"its diff does not parse: {exc}"
+        return PatchFile(entry.name, entry.strip, sources, {}, digest, error)
+    return PatchFile(entry.name, entry.strip, sources, changes, digest)
 
 
 def _header_lines(text: str) -> list[tuple[str, str]]:
@@ -196,7 +215,7 @@ def series_changes(old_dir: Path, new_dir: Path) -> tuple[list[PatchChange], lis
             changed.append(PatchChange(patch, "added", tuple(patch.changes)))
             continue
         before = read_patch(old_dir, old[entry.name])
-        if (old_dir / entry.name).read_bytes() == (new_dir / entry.name).read_bytes():
+        if before.digest == patch.digest and not patch.error:
             continue
         files = tuple(
             path
