@@ -152,9 +152,11 @@ def test_changelog_entries_between_versions_oldest_first(tmp_path):
         + changelog_entry("1.1", ["Fix CVE-2024-0001."])
         + BASE
     )
-    assert [e.version for e in entries_between(path, "1.1", "1.3")] == ["1.2", "1.3"]
+    entries, listed = entries_between(path, "1.1", "1.3")
+    assert ([e.version for e in entries], listed) == (["1.2", "1.3"], True)
     # --from need not be in the changelog: entries after it by version order.
-    assert [e.version for e in entries_between(path, "1.1~rc1", "1.3")] == ["1.1", "1.2", "1.3"]
+    entries, listed = entries_between(path, "1.1~rc1", "1.3")
+    assert ([e.version for e in entries], listed) == (["1.1", "1.2", "1.3"], False)
     with pytest.raises(BuilderError, match=re.escape("newest entry is 1.3, not 1.2")):
         entries_between(path, "1.0-1", "1.2")
     with pytest.raises(BuilderError, match=re.escape("--to 1.1 is not newer than --from 1.2")):
@@ -216,3 +218,14 @@ def test_a_patch_that_cannot_be_read_is_a_note_and_nothing_outside_patches_is_re
         "patch ../../../../../secret.patch (added) names no CVE",
     ]
     assert plan.notes[2].startswith("patch missing.patch: patch not found: ")
+
+
+def test_a_from_version_missing_from_the_changelog_is_a_note(tmp_path):
+    old = make_source(tmp_path / "old", "1.0-1~bpo1", [BASE], OLD_PATCHES)
+    new = make_source(
+        tmp_path / "new", "1.0-2", [changelog_entry("1.0-2", ["Tidy."]), BASE], OLD_PATCHES
+    )
+    assert make_plan(old, new).notes == [
+        "the 1.0-2 changelog has no entry for 1.0-1~bpo1 (another branch?): "
+        "its entries are those newer than it by version order"
+    ]

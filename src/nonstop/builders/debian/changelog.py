@@ -90,12 +90,13 @@ def _items(lines: list[str]) -> tuple[Item, ...]:
     )
 
 
-def entries_between(changelog: Path, old: str, new: str) -> list[Entry]:
+def entries_between(changelog: Path, old: str, new: str) -> tuple[list[Entry], bool]:
     """The entries of CHANGELOG after version OLD up to and including NEW, oldest first.
 
     "After" is by Debian version order, so an entry for OLD itself need not be
-    in the file. A BuilderError if the file cannot be read or parsed, if NEW is
-    not newer than OLD, or if the file's newest entry is not NEW.
+    in the file; the second value says whether it is (if not, OLD comes from
+    another branch than NEW). A BuilderError if the file cannot be read or
+    parsed, if NEW is not newer than OLD, or if the file's newest entry is not NEW.
     """
     if Version(new) <= Version(old):
         raise BuilderError(f"--to {new} is not newer than --from {old}")
@@ -109,7 +110,7 @@ def entries_between(changelog: Path, old: str, new: str) -> list[Entry]:
     if not blocks or blocks[0].version != Version(new):
         top = blocks[0].version if blocks else "no entry"
         raise BuilderError(f"{changelog}'s newest entry is {top}, not {new}")
-    return [
+    entries = [
         Entry(
             version=str(block.version),
             urgency=block.urgency or "",
@@ -120,3 +121,4 @@ def entries_between(changelog: Path, old: str, new: str) -> list[Entry]:
         for block in reversed(blocks)
         if Version(old) < block.version <= Version(new)
     ]
+    return entries, any(block.version == Version(old) for block in blocks)

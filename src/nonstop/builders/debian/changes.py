@@ -131,7 +131,9 @@ def _patch_json(change: PatchChange) -> dict[str, Any]:
 
 def make_plan(old: SourcePackage, new: SourcePackage) -> Plan:
     """The plan of the update from OLD to NEW, two unpacked versions of one source package."""
-    entries = entries_between(new.tree / "debian" / "changelog", old.version, new.version)
+    entries, old_listed = entries_between(
+        new.tree / "debian" / "changelog", old.version, new.version
+    )
     changes, refreshed = series_changes(
         old.tree / "debian" / "patches", new.tree / "debian" / "patches"
     )
@@ -169,8 +171,11 @@ def make_plan(old: SourcePackage, new: SourcePackage) -> Plan:
     for plan in plans.values():
         _cve_notes(plan)
     notes += _outside_patches(old, new)
-    if not entries:
-        notes.append(f"the changelog has no entry after {old.version}")
+    if not old_listed:
+        notes.append(
+            f"the {new.version} changelog has no entry for {old.version} (another branch?): "
+            "its entries are those newer than it by version order"
+        )
     return Plan(new.package, old, new, entries, list(plans.values()), unassigned, refreshed, notes)
 
 
