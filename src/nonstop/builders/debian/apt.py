@@ -38,7 +38,7 @@ class Entry:
 
 
 def run_apt(argv: list[str], cwd: Path | None = None) -> str:
-    """ARGV's stdout; a BuilderError naming apt's last error line if it fails."""
+    """ARGV's stdout; if it fails, a BuilderError with its first ``E:`` line (else its last)."""
     try:
         done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
     except OSError as exc:
