@@ -142,7 +142,9 @@ def test_offline_after_a_fetch_reads_only_the_cache(
     offline = nonstop(
         "libxml2", *versions, "--offline", "--cache", str(default_cache_dir()), env=env
     )
+    assert online.returncode == 0, online.stderr
     assert offline.returncode == 0, offline.stderr
+    assert offline.stderr == ""  # nothing fetched, nothing to report
     assert offline.stdout == online.stdout
 
 

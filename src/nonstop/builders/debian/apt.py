@@ -29,7 +29,7 @@ OUTPUT_NAME = "nonstop-deb-src"
 
 
 @dataclass(frozen=True)
-class Entry:
+class SourceEntry:
     """One apt source: its type (deb or deb-src), URI and suite."""
 
     kind: str
@@ -58,18 +58,18 @@ def _deb822_stanzas(path: Path) -> list[Deb822]:
     return [s for s in Deb822.iter_paragraphs(text.splitlines()) if s.get("Types")]
 
 
-def _stanza_entries(stanza: Deb822) -> list[Entry]:
+def _stanza_entries(stanza: Deb822) -> list[SourceEntry]:
     if stanza.get("Enabled", "yes").strip().lower() == "no":
         return []
     return [
-        Entry(kind, uri.rstrip("/"), suite)
+        SourceEntry(kind, uri.rstrip("/"), suite)
         for kind in stanza["Types"].split()
         for uri in stanza.get("URIs", "").split()
         for suite in stanza.get("Suites", "").split()
     ]
 
 
-def _one_line_entries(path: Path) -> list[tuple[Entry, str]]:
+def _one_line_entries(path: Path) -> list[tuple[SourceEntry, str]]:
     """The one-line entries of PATH with their lines: ``deb [options] URI SUITE COMPONENT...``."""
     try:
         lines = path.read_text().splitlines()
@@ -85,7 +85,7 @@ def _one_line_entries(path: Path) -> list[tuple[Entry, str]]:
                     rest = rest[1:]
                 rest = rest[1:]
             if len(rest) >= 2:
-                found.append((Entry(words[0], rest[0].rstrip("/"), rest[1]), line.strip()))
+                found.append((SourceEntry(words[0], rest[0].rstrip("/"), rest[1]), line.strip()))
     return found
 
 
