@@ -4,7 +4,7 @@ Run as root from the repository root: .venv/bin/python bench/build_expat.py
 [--version 2.5.0-1+deb12u2] [--no-baseline]
 
 Set-up (cached in .cache/bench/expat-VERSION/): adds deb-src entries once
-(scripts/enable-deb-src.sh), fetches the source (apt-get source), installs the
+(nonstop.builders.debian.apt.enable_deb_src), fetches the source (apt-get source), installs the
 build dependencies (apt-get build-dep), and takes the archive's libexpat1 .deb
 of the same version as the target binary. Then it runs the builder on the two
 fixes in bench/expat/ (two levels), and, unless --no-baseline, one plain
@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from nonstop.builders.debian.apt import enable_deb_src  # noqa: E402
 from nonstop.builders.userspace.builder import build_userspace  # noqa: E402
 from nonstop.builders.userspace.recipe import load_recipe  # noqa: E402
 from nonstop.builders.userspace.report import render_text  # noqa: E402
@@ -49,7 +50,7 @@ def prepare(version: str, cache: Path) -> tuple[Path, Path]:
     source = cache / "source"
     target = cache / "target" / "lib" / "x86_64-linux-gnu" / "libexpat.so.1.8.10"
     if not source.is_dir():
-        run([str(ROOT / "scripts" / "enable-deb-src.sh")], cache)
+        enable_deb_src()
         run(["apt-get", "source", "--download-only", f"expat={version}"], cache)
         run(["apt-get", "build-dep", "-y", "-qq", f"expat={version}"], cache)
         dsc = next(cache.glob("expat_*.dsc"))

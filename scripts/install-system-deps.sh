@@ -18,6 +18,7 @@ PACKAGES=(
   libelf1             # objtool from linux-kbuild, run when building livepatch modules
   binutils            # strip: livepatch modules ship without debug info
   patch               # the userspace builder applies the fixes of a recipe
+  dpkg-dev            # dpkg-source: the Debian builder unpacks the source packages apt fetches
   postgresql          # server tests and bench/fleet.py run a private PostgreSQL cluster (initdb)
 )
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import argparse
 
+from nonstop.builders.debian import command as debian_command
 from nonstop.builders.kernel import builder as kernel_builder
 from nonstop.builders.userspace import command as userspace_command
 
-BUILDERS = [kernel_builder, userspace_command]
+BUILDERS = [kernel_builder, userspace_command, debian_command]
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -1,0 +1,187 @@
+"""Debian source packages at exact versions, fetched through apt into a cache dir.
+
+``<cache>/<package>_<version>/`` holds what ``apt-get source --download-only``
+fetched (the ``.dsc`` and its tarballs, checked by apt against the archive's
+signed index) and ``source/``, their ``dpkg-source -x --skip-patches``
+unpacking: the upstream tree with ``debian/`` and its ``debian/patches``
+*not applied*, so that the plan can compare series and the later steps can
+apply the patches themselves, level by level. The stamp ``source.json`` is
+written last: a later call reuses only a complete entry and redoes a
+partial one. An flock on the cache dir serialises concurrent fetches.
+Offline, only the cache is read.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from debian.deb822 import Dsc
+from debian.debian_support import Version
+
+from nonstop.builders.debian.apt import enable_deb_src, run_apt, served_versions
+from nonstop.builders.errors import BuilderError
+
+STAMP = "source.json"
+# Debian policy 5.6.1 (source names) and 5.6.12 (versions): nothing else reaches argv or a path.
+_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+_VERSION = re.compile(r"(?:[0-9]+:)?[0-9][A-Za-z0-9.+~-]*")
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SourcePackage:
+    """Source PACKAGE at VERSION, unpacked (patches not applied) under ``ROOT/source``."""
+
+    package: str
+    version: str
+    format: str
+    root: Path
+
+    @property
+    def tree(self) -> Path:
+        return self.root / "source"
+
+    @property
+    def upstream_tarballs(self) -> frozenset[tuple[str, str]]:
+        """(name, SHA-256) of the tarballs that are not the Debian part: same set, same upstream."""
+        return frozenset(
+            (entry["name"], entry["sha256"])
+            for entry in Dsc(self._dsc_text()).get("Checksums-Sha256", [])
+            if ".debian." not in entry["name"]
+        )
+
+    def _dsc_text(self) -> str:
+        return next(self.root.glob("*.dsc")).read_text()
+
+
+def default_cache_dir() -> Path:
+    """``$NONSTOP_DEBIAN_CACHE``, else ``nonstop/debian`` in ``$XDG_CACHE_HOME`` or ``~/.cache``."""
+    explicit = os.environ.get("NONSTOP_DEBIAN_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "nonstop" / "debian"
+
+
+def check_name(package: str, version: str) -> None:
+    """A BuilderError unless PACKAGE and VERSION are a well-formed source name and version."""
+    if not _PACKAGE.fullmatch(package):
+        raise BuilderError(f"{package!r} is not a Debian source package name")
+    if not _VERSION.fullmatch(version):
+        raise BuilderError(f"{version!r} is not a Debian version")
+
+
+@contextmanager
+def _cache_lock(cache_dir: Path) -> Iterator[None]:
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(cache_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def fetch_source(
+    package: str,
+    version: str,
+    cache_dir: Path | None = None,
+    *,
+    offline: bool = False,
+    progress: Progress | None = None,
+) -> SourcePackage:
+    """Source PACKAGE at exactly VERSION, from the cache or else through apt (module docstring).
+
+    Offline, a version not cached is a BuilderError naming the cached ones.
+    Online, a version the archive does not serve is a BuilderError naming the
+    ones it serves.
+    """
+    check_name(package, version)
+    say = progress or (lambda _line: None)
+    cache_dir = (cache_dir or default_cache_dir()).resolve()
+    directory = cache_dir / f"{package}_{version}"
+    with _cache_lock(cache_dir):
+        cached = _read_stamp(directory)
+        if cached is not None:
+            return cached
+        if offline:
+            have = ", ".join(str(v) for v in cached_versions(package, cache_dir)) or "none"
+            raise BuilderError(
+                f"{package} {version} is not in the cache {cache_dir} (--offline; cached "
+                f"versions: {have}); run once without --offline to fetch it"
+            )
+        if enable_deb_src():
+            say("added deb-src entries to apt's sources and updated its indexes")
+        served = served_versions(package)
+        if Version(version) not in served:
+            if not served:
+                raise BuilderError(
+                    f"the archive serves no source package {package} (apt-get update?)"
+                )
+            raise BuilderError(
+                f"the archive does not serve {package} {version}; it serves "
+                + ", ".join(str(v) for v in served)
+            )
+        shutil.rmtree(directory, ignore_errors=True)
+        for stale in cache_dir.glob(".fetch-*"):  # left by a fetch that was killed
+            shutil.rmtree(stale, ignore_errors=True)
+        work = Path(tempfile.mkdtemp(dir=cache_dir, prefix=".fetch-"))
+        work.chmod(0o755)
+        try:
+            _download_and_unpack(package, version, work, say)
+            work.rename(directory)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        cached = _read_stamp(directory)
+        assert cached is not None
+        return cached
+
+
+def _download_and_unpack(package: str, version: str, work: Path, say: Progress) -> None:
+    say(f"{package} {version}: downloading the source package (apt-get source)")
+    argv = ["apt-get", "source", "--download-only", "--only-source", "-q"]
+    if os.geteuid() == 0:  # apt's _apt user cannot write into root's cache
+        argv += ["-o", "APT::Sandbox::User=root"]
+    run_apt([*argv, f"{package}={version}"], cwd=work)
+    dsc = _the_dsc(work, package)
+    say(f"{package} {version}: unpacking {dsc.name} (dpkg-source -x, patches not applied)")
+    run_apt(["dpkg-source", "-x", "--skip-patches", dsc.name, "source"], cwd=work)
+    fmt = str(Dsc(dsc.read_text()).get("Format", "1.0"))
+    (work / STAMP).write_text(json.dumps({"package": package, "version": version, "format": fmt}))
+
+
+def _the_dsc(work: Path, package: str) -> Path:
+    found = sorted(work.glob(f"{package}_*.dsc"))
+    if len(found) != 1:
+        raise BuilderError(f"apt-get source left {len(found)} {package} .dsc files, not one")
+    return found[0]
+
+
+def _read_stamp(directory: Path) -> SourcePackage | None:
+    try:
+        stamp = json.loads((directory / STAMP).read_text())
+        return SourcePackage(stamp["package"], stamp["version"], stamp["format"], directory)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def cached_versions(package: str, cache_dir: Path | None = None) -> list[Version]:
+    """The versions of PACKAGE complete in the cache, oldest first."""
+    cache_dir = cache_dir or default_cache_dir()
+    found = []
+    for directory in cache_dir.glob(f"{package}_*"):
+        cached = _read_stamp(directory)
+        if cached is not None and cached.package == package:
+            found.append(Version(cached.version))
+    return sorted(found)
