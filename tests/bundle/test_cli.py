@@ -214,3 +214,21 @@ def test_kernel_bundle_create(keys, tmp_path):
     assert manifest.kind == "kernel" and manifest.level == 3
     assert manifest.functions[0].object == "vmlinux"
     assert manifest.effective_version == "6.1.0-26-amd64+nonstop3"
+
+
+def test_outputs_that_cannot_be_written_are_one_line(keys, patch_object, tmp_path):
+    not_a_dir = tmp_path / "file"
+    not_a_dir.write_text("")
+    done = run("keys", "generate", "--out", str(not_a_dir / "keys"), check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert (
+        done.stderr.strip() == f"nonstop: error: cannot write {not_a_dir / 'keys'}: Not a directory"
+    )
+    out = not_a_dir / "libc-1.nsb"
+    done = run(
+        "bundle", "create", "--kind", "userspace", "--target", LIBC,
+        "--object", str(patch_object), "--replace", "qsort=qsort_fixed", "--level", "1",
+        "--key", str(keys / "signing.key"), "-o", str(out), check=False,
+    )  # fmt: skip
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == f"nonstop: error: cannot write {out}: Not a directory"

@@ -183,7 +183,10 @@ def cmd_create(args: argparse.Namespace) -> int:
         description=args.description,
     )
     data = pack(manifest, {name: content for name, (_, content) in files.items()}, key)
-    args.output.write_bytes(data)
+    try:
+        args.output.write_bytes(data)
+    except OSError as exc:
+        raise BundleError(f"cannot write {args.output}: {exc.strerror}") from None
     stdout.print(
         f"wrote {args.output}: {args.kind} level {args.level} for {target.describe()}, "
         f"signed with key {key.key_id}",

@@ -111,7 +111,17 @@ def load_public_key(path: Path) -> PublicKey:
 
 
 def generate_keypair(out_dir: Path) -> SigningKey:
-    """Write DIR/signing.key (0600) and DIR/signing.pub; never overwrite a key."""
+    """Write DIR/signing.key (0600) and DIR/signing.pub; never overwrite a key.
+
+    KeyFileError names the file when the directory or a key cannot be written."""
+    try:
+        return _write_keypair(out_dir)
+    except OSError as exc:
+        where = exc.filename or out_dir
+        raise KeyFileError(f"cannot write {where}: {exc.strerror}") from None
+
+
+def _write_keypair(out_dir: Path) -> SigningKey:
     out_dir.mkdir(parents=True, exist_ok=True)
     private_path = out_dir / PRIVATE_KEY_NAME
     public_path = out_dir / PUBLIC_KEY_NAME

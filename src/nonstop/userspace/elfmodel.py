@@ -411,5 +411,5 @@ class ModelCache:
         doc = self.load_extra(key, "model")
         try:
             return ElfModel.from_json(doc) if doc.get("model_version") == MODEL_VERSION else None
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, AttributeError):
             return None  # damaged: parse the file again

@@ -95,10 +95,6 @@ class LoadedModule:
                 self._model = self._cache.get(self.build_id, handle, self._key)
         return self._model
 
-    @property
-    def end(self) -> int:
-        return max(m.end for m in self.mappings)
-
     def read_file(self, vaddr: int, size: int) -> bytes:
         """Bytes of the file (not of memory) at module address VADDR."""
         with self.open() as handle:
@@ -106,8 +102,11 @@ class LoadedModule:
             return handle.read(size)
 
     def read_mapped_file(self, address: int, size: int) -> bytes:
-        """What the file holds for process address ADDRESS, by the mapping that covers it."""
-        mapping = next(m for m in self.mappings if m.contains(address))
+        """What the file holds for process address ADDRESS, by the mapping that covers it
+        (RefusedError when none of this module's mappings does)."""
+        mapping = next((m for m in self.mappings if m.contains(address)), None)
+        if mapping is None:
+            raise RefusedError(f"{address:#x} is not in a mapping of {self.path}")
         with self.open() as handle:
             handle.seek(mapping.offset + address - mapping.start)
             return handle.read(size).ljust(size, b"\0")
