@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nonstop.builders.cache import cache_dir
 from nonstop.builders.kernel.module import kbuild
 from nonstop.builders.kernel.packages import (
     KernelPackageError,
     KernelTree,
-    default_cache_dir,
     fetch_kernel,
 )
 from nonstop.builders.kernel.recipe import load_recipe
@@ -38,7 +38,7 @@ from tests.kernel.guest import build_initramfs
 
 PROJECT = Path(__file__).resolve().parents[2]
 # Outside the checkout, so that a fresh clone (CI's) reuses what an earlier run fetched.
-CACHE = default_cache_dir()
+CACHE = cache_dir("kernel")
 EXAMPLES = PROJECT / "examples" / "kernel"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NONSTOPCTL = Path(sys.executable).parent / "nonstopctl"

@@ -1,7 +1,7 @@
 """Real Debian source packages, fetched through apt once and kept in the cache outside the checkout.
 
 The tests add deb-src entries themselves (``enable_deb_src``, idempotent) and
-fetch into ``default_cache_dir()`` (``~/.cache/nonstop/debian``), so that CI and
+fetch into ``cache_dir("debian")`` (``~/.cache/nonstop/debian``), so that CI and
 later runs reuse what an earlier run fetched.
 """
 
@@ -12,7 +12,8 @@ import shutil
 
 import pytest
 
-from nonstop.builders.debian.sources import SourcePackage, default_cache_dir, fetch_source
+from nonstop.builders.cache import cache_dir
+from nonstop.builders.debian.sources import SourcePackage, fetch_source
 
 # Pinned versions: their changelogs and patches never change, so the tests assert their content.
 LIBXML2_OLD = "2.9.14+dfsg-1.3~deb12u4"
@@ -32,5 +33,5 @@ def needs_apt() -> None:
 def libxml2() -> tuple[SourcePackage, SourcePackage]:
     """libxml2 at LIBXML2_OLD and LIBXML2_NEW, from the cache or through apt."""
     needs_apt()
-    cache = default_cache_dir()
+    cache = cache_dir("debian")
     return fetch_source("libxml2", LIBXML2_OLD, cache), fetch_source("libxml2", LIBXML2_NEW, cache)

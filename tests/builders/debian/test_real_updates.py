@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from nonstop.builders.cache import cache_dir
 from nonstop.builders.debian.apt import served_versions
 from nonstop.builders.debian.changes import make_plan
-from nonstop.builders.debian.sources import SourcePackage, default_cache_dir, fetch_source
+from nonstop.builders.debian.sources import SourcePackage, fetch_source
 from tests.builders.debian.conftest import EXPAT_OLD, LIBXML2_NEW, LIBXML2_OLD, needs_apt
 
 NONSTOP = str(Path(sys.executable).parent / "nonstop")
@@ -136,11 +137,11 @@ def test_offline_after_a_fetch_reads_only_the_cache(
     libxml2: tuple[SourcePackage, SourcePackage],
 ) -> None:
     versions = ["--from", LIBXML2_OLD, "--to", LIBXML2_NEW, "--plan", "--json"]
-    online = nonstop("libxml2", *versions, "--cache", str(default_cache_dir()))
+    online = nonstop("libxml2", *versions, "--cache", str(cache_dir("debian")))
     # No apt-get, apt-cache or dpkg-source on PATH: offline must not need them.
     env = {**os.environ, "PATH": "/nonexistent"}
     offline = nonstop(
-        "libxml2", *versions, "--offline", "--cache", str(default_cache_dir()), env=env
+        "libxml2", *versions, "--offline", "--cache", str(cache_dir("debian")), env=env
     )
     assert online.returncode == 0, online.stderr
     assert offline.returncode == 0, offline.stderr

@@ -22,6 +22,7 @@ from pathlib import Path
 from debian.deb822 import Deb822
 from debian.debian_support import Version
 
+from nonstop.builders import cache
 from nonstop.builders.errors import BuilderError
 
 APT_CONFIG = Path("/etc/apt")
@@ -35,19 +36,6 @@ class SourceEntry:
     kind: str
     uri: str
     suite: str
-
-
-def run_apt(argv: list[str], cwd: Path | None = None) -> str:
-    """ARGV's stdout; if it fails, a BuilderError with its first ``E:`` line (else its last)."""
-    try:
-        done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
-    except OSError as exc:
-        raise BuilderError(f"cannot run {argv[0]}: {exc.strerror}") from None
-    if done.returncode != 0:
-        lines = done.stderr.strip().splitlines() or ["no output"]
-        errors = [line for line in lines if line.startswith("E: ")]
-        raise BuilderError(f"{' '.join(argv)} failed: {errors[0] if errors else lines[-1]}")
-    return done.stdout
 
 
 def _deb822_stanzas(path: Path) -> list[Deb822]:
@@ -168,7 +156,7 @@ def _read(path: Path) -> str | None:
 def served_versions(package: str) -> list[Version]:
     """The versions of source package PACKAGE the archive serves, oldest first (maybe none)."""
     try:
-        text = run_apt(["apt-cache", "showsrc", "--only-source", package])
+        text = cache.run_tool(["apt-cache", "showsrc", "--only-source", package])
     except BuilderError:
         return []  # apt-cache fails when it knows no such source package
     versions = {

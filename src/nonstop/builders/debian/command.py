@@ -10,9 +10,10 @@ import argparse
 import re
 from pathlib import Path
 
+from nonstop.builders.cache import cache_dir
 from nonstop.builders.debian.changes import Plan, make_plan
 from nonstop.builders.debian.patches import file_kind
-from nonstop.builders.debian.sources import default_cache_dir, fetch_source
+from nonstop.builders.debian.sources import fetch_source
 from nonstop.builders.errors import BuilderError
 from nonstop.console import emit_json, fail, stderr, stdout
 
@@ -47,7 +48,7 @@ def register_build(builders: argparse._SubParsersAction[argparse.ArgumentParser]
         "--cache",
         type=Path,
         metavar="DIR",
-        help=f"source package cache (default {default_cache_dir()}, or $NONSTOP_DEBIAN_CACHE)",
+        help=f"source package cache (default {cache_dir('debian')}, or $NONSTOP_DEBIAN_CACHE)",
     )
     parser.set_defaults(handler=cmd_build_debian)
 

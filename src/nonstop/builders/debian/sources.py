@@ -13,21 +13,20 @@ Offline, only the cache is read.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from debian.deb822 import Dsc
 from debian.debian_support import Version
 
-from nonstop.builders.debian.apt import enable_deb_src, run_apt, served_versions
+from nonstop.builders import cache
+from nonstop.builders.debian.apt import enable_deb_src, served_versions
 from nonstop.builders.errors import BuilderError
 
 STAMP = "source.json"
@@ -64,32 +63,12 @@ class SourcePackage:
         return next(self.root.glob("*.dsc")).read_text()
 
 
-def default_cache_dir() -> Path:
-    """``$NONSTOP_DEBIAN_CACHE``, else ``nonstop/debian`` in ``$XDG_CACHE_HOME`` or ``~/.cache``."""
-    explicit = os.environ.get("NONSTOP_DEBIAN_CACHE")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "nonstop" / "debian"
-
-
 def check_name(package: str, version: str) -> None:
     """A BuilderError unless PACKAGE and VERSION are a well-formed source name and version."""
     if not _PACKAGE.fullmatch(package):
         raise BuilderError(f"{package!r} is not a Debian source package name")
     if not _VERSION.fullmatch(version):
         raise BuilderError(f"{version!r} is not a Debian version")
-
-
-@contextmanager
-def _cache_lock(cache_dir: Path) -> Iterator[None]:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(cache_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def fetch_source(
@@ -108,9 +87,9 @@ def fetch_source(
     """
     check_name(package, version)
     say = progress or (lambda _line: None)
-    cache_dir = (cache_dir or default_cache_dir()).resolve()
+    cache_dir = (cache_dir or cache.cache_dir("debian")).resolve()
     directory = cache_dir / f"{package}_{version}"
-    with _cache_lock(cache_dir):
+    with cache.locked(cache_dir):
         cached = _read_stamp(directory)
         if cached is not None:
             return cached
@@ -153,10 +132,10 @@ def _download_and_unpack(package: str, version: str, work: Path, say: Progress) 
     argv = ["apt-get", "source", "--download-only", "--only-source", "-q"]
     if os.geteuid() == 0:  # apt's _apt user cannot write into root's cache
         argv += ["-o", "APT::Sandbox::User=root"]
-    run_apt([*argv, f"{package}={version}"], cwd=work)
+    cache.run_tool([*argv, f"{package}={version}"], cwd=work)
     dsc = _the_dsc(work, package)
     say(f"{package} {version}: unpacking {dsc.name} (dpkg-source -x, patches not applied)")
-    run_apt(["dpkg-source", "-x", "--skip-patches", dsc.name, "source"], cwd=work)
+    cache.run_tool(["dpkg-source", "-x", "--skip-patches", dsc.name, "source"], cwd=work)
     fmt = str(Dsc(dsc.read_text()).get("Format", "1.0"))
     (work / STAMP).write_text(json.dumps({"package": package, "version": version, "format": fmt}))
 
@@ -178,7 +157,7 @@ def _read_stamp(directory: Path) -> SourcePackage | None:
 
 def cached_versions(package: str, cache_dir: Path | None = None) -> list[Version]:
     """The versions of PACKAGE complete in the cache, oldest first."""
-    cache_dir = cache_dir or default_cache_dir()
+    cache_dir = cache_dir or cache.cache_dir("debian")
     found = []
     for directory in cache_dir.glob(f"{package}_*"):
         cached = _read_stamp(directory)

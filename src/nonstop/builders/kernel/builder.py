@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nonstop import __version__
+from nonstop.builders.cache import cache_dir
 from nonstop.builders.errors import BuilderError
 from nonstop.builders.kernel.module import compile_module
 from nonstop.builders.kernel.packages import (
     KernelTree,
-    default_cache_dir,
     fetch_kernel,
 )
 from nonstop.builders.kernel.recipe import KernelRecipe, load_recipe
@@ -119,7 +119,7 @@ def register_build(builders: argparse._SubParsersAction[argparse.ArgumentParser]
         "--cache",
         type=Path,
         metavar="DIR",
-        help=f"kernel package cache (default {default_cache_dir()}, or $NONSTOP_KERNEL_CACHE)",
+        help=f"kernel package cache (default {cache_dir('kernel')}, or $NONSTOP_KERNEL_CACHE)",
     )
     kernel.set_defaults(handler=cmd_build_kernel)
 

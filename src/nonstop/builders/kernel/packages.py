@@ -12,19 +12,16 @@ the few modules a test guest needs to mount the host over virtio-9p.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import re
 import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from nonstop.builders import cache
 from nonstop.builders.errors import BuilderError
 from nonstop.builders.kernel.image import vmlinuz_build_id
 from nonstop.bundle.manifest import KernelTarget, PackageInfo
@@ -35,6 +32,12 @@ TREE_STAMP = "tree.json"
 
 class KernelPackageError(BuilderError):
     """A kernel package cannot be resolved, downloaded or unpacked."""
+
+
+def _run(argv: list[str], cwd: Path | None = None) -> str:
+    return cache.run_tool(
+        argv, cwd, error=KernelPackageError, hint="are the apt lists current? apt-get update"
+    )
 
 
 @dataclass(frozen=True)
@@ -75,46 +78,13 @@ class KernelTree:
         )
 
 
-def default_cache_dir() -> Path:
-    """``$NONSTOP_KERNEL_CACHE``, else ``nonstop/kernel`` in ``$XDG_CACHE_HOME`` or ``~/.cache``."""
-    explicit = os.environ.get("NONSTOP_KERNEL_CACHE")
-    if explicit:
-        return Path(explicit)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "nonstop" / "kernel"
-
-
-def _apt(argv: list[str], cwd: Path | None = None) -> str:
-    try:
-        done = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
-    except OSError as exc:
-        raise KernelPackageError(f"cannot run {argv[0]}: {exc.strerror}") from None
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise KernelPackageError(
-            f"{' '.join(argv)} failed: {last} (are the apt lists current? apt-get update)"
-        )
-    return done.stdout
-
-
 def candidate_version(package: str) -> str:
     """The version apt would install of PACKAGE; KernelPackageError if the archive has none."""
-    out = _apt(["apt-cache", "policy", package])
+    out = _run(["apt-cache", "policy", package])
     match = re.search(r"Candidate: (\S+)", out)
     if not match or match.group(1) == "(none)":
         raise KernelPackageError(f"the archive offers no {package} (apt-get update?)")
     return match.group(1)
-
-
-@contextmanager
-def _cache_lock(cache_dir: Path) -> Iterator[None]:
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(cache_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def fetch_kernel(
@@ -127,11 +97,11 @@ def fetch_kernel(
     reuses only a complete tree and redoes a partial one. An flock on the
     cache dir serialises concurrent builds.
     """
-    cache_dir = (cache_dir or default_cache_dir()).resolve()
+    cache_dir = (cache_dir or cache.cache_dir("kernel")).resolve()
     image_package = f"linux-image-{release}"
     version = version or candidate_version(image_package)
     directory = cache_dir / f"{release}_{version}"
-    with _cache_lock(cache_dir):
+    with cache.locked(cache_dir):
         cached = _read_stamp(directory)
         if cached is not None:
             return cached
@@ -163,7 +133,7 @@ def _read_stamp(directory: Path) -> KernelTree | None:
 
 
 def _download(package: str, version: str, into: Path) -> Path:
-    _apt(
+    _run(
         ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", f"{package}={version}"],
         cwd=into,
     )
@@ -175,7 +145,7 @@ def _download(package: str, version: str, into: Path) -> Path:
 
 def _kernel_dependencies(headers_deb: Path) -> list[tuple[str, str]]:
     """The headers' -common and kbuild packages, at the versions the headers depend on."""
-    depends = _apt(["dpkg-deb", "-f", str(headers_deb), "Depends"])
+    depends = _run(["dpkg-deb", "-f", str(headers_deb), "Depends"])
     wanted = []
     for clause in depends.split(","):
         match = re.match(r"\s*(linux-(?:headers|kbuild)-\S+)\s*\((?:=|>=)\s*([^)\s]+)\)", clause)
@@ -188,7 +158,7 @@ def _kernel_dependencies(headers_deb: Path) -> list[tuple[str, str]]:
 
 def _unpack_all(deb: Path, root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
-    _apt(["dpkg-deb", "-x", str(deb), str(root)])
+    _run(["dpkg-deb", "-x", str(deb), str(root)])
 
 
 def _unpack_image(deb: Path, root: Path, release: str) -> None:
