@@ -11,10 +11,11 @@ import argparse
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nonstop.agent.config import AgentConfig
 from nonstop.agent.state import StateStore
+from nonstop.console import emit_json, stdout
 
 if TYPE_CHECKING:  # loaded by the commands that verify bundles (cryptography is slow to import)
     from nonstop.agent.bundle_cache import BundleCache
@@ -74,6 +75,16 @@ class AgentContext:
         from nonstop.agent.bundle_cache import BundleCache
 
         return BundleCache(self.config.cache_dir)
+
+    def output(self, document: dict[str, Any], lines: list[str]) -> int:
+        """Print the command's answer: DOCUMENT as one JSON document under --json, otherwise
+        LINES of text; 0, the exit status of an answer given."""
+        if self.json:
+            emit_json(document)
+        else:
+            for line in lines:
+                stdout.print(line, markup=False)
+        return 0
 
 
 @dataclass(frozen=True)

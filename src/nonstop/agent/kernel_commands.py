@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from nonstop.agent.actions import Action, AgentContext, AgentError
 from nonstop.agent.kernel_levels import (
@@ -77,17 +76,7 @@ def _kernel_errors(context: AgentContext) -> Iterator[None]:
 
 
 def _print_result(context: AgentContext, result: ApplyResult) -> int:
-    return _output(context, apply_document(result), apply_lines(result))
-
-
-def _output(context: AgentContext, document: dict[str, Any], lines: list[str]) -> int:
-    """One JSON document under --json, otherwise LINES of text."""
-    if context.json:
-        emit_json(document)
-    else:
-        for line in lines:
-            stdout.print(line, markup=False)
-    return 0
+    return context.output(apply_document(result), apply_lines(result))
 
 
 def run_update(context: AgentContext) -> int:
@@ -119,7 +108,7 @@ def run_unload(context: AgentContext) -> int:
         reports = manager_for(context).unload(timeout=transition_timeout(context))
     document = {"action": "unloaded", "patches": [report_dict(r) for r in reports]}
     lines = [f"unloaded {r.patch} in {r.seconds:.2f} s" for r in reports]
-    return _output(context, document, lines or ["no kernel patch was loaded"])
+    return context.output(document, lines or ["no kernel patch was loaded"])
 
 
 def run_clear_guard(context: AgentContext) -> int:
@@ -127,7 +116,7 @@ def run_clear_guard(context: AgentContext) -> int:
     cleared = manager_for(context).clear_guard()
     document = {"action": "cleared", "cleared": [blocked_dict(entry) for entry in cleared]}
     lines = [f"unblocked {entry.ref.describe()} ({entry.reason})" for entry in cleared]
-    return _output(context, document, lines or ["the crash-loop guard blocked nothing"])
+    return context.output(document, lines or ["the crash-loop guard blocked nothing"])
 
 
 def run_info(context: AgentContext) -> int:
@@ -148,14 +137,14 @@ def run_info(context: AgentContext) -> int:
     ]
     lines += [f"  blocked level {b['level']}: {b['reason']}" for b in guard_view["blocked"]]
     lines += [f"note: {note}" for note in info["notes"]]
-    return _output(context, info, lines)
+    return context.output(info, lines)
 
 
 def run_patch_info(context: AgentContext) -> int:
     """``--patch-info``: read from the loaded level's cached bundle, verified again; exit 0."""
     info = manager_for(context).patch_info()
     if info["level"] is None:
-        return _output(context, info, ["no kernel patch applied"])
+        return context.output(info, ["no kernel patch applied"])
     lines = [
         f"level {info['level']} ({info['module']}), effective version {info['effective_version']}"
     ]
@@ -163,13 +152,13 @@ def run_patch_info(context: AgentContext) -> int:
         lines.append(f"  fix: {fix['title']} [{', '.join(fix['cves']) or 'no CVE'}]")
     for function in info["functions"]:
         lines.append(f"  patched: {function['function']} in {function['object']}")
-    return _output(context, info, lines)
+    return context.output(info, lines)
 
 
 def run_uname(context: AgentContext) -> int:
     """``--uname``: one line, the applied level's effective version, else the running one."""
     document = manager_for(context).uname()
-    return _output(context, document, [document["effective_version"]])
+    return context.output(document, [document["effective_version"]])
 
 
 ACTIONS = [

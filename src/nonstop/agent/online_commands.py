@@ -22,7 +22,7 @@ from nonstop.agent.actions import (
     AgentError,
 )
 from nonstop.agent.config import load_config, normalize_sticky, set_override
-from nonstop.console import emit_json, fail, stderr, stdout
+from nonstop.console import fail, stderr
 
 _STATUS_TEXT = {
     0: "up to date",
@@ -42,14 +42,6 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 
 def _notify(line: str) -> None:
     stderr.print(f"nonstopctl: {line}", markup=False)
-
-
-def _output(context: AgentContext, document: dict[str, Any], lines: list[str]) -> None:
-    if context.json:
-        emit_json(document)
-    else:
-        for line in lines:
-            stdout.print(line, markup=False)
 
 
 # -- registration --------------------------------------------------------------------------
@@ -82,8 +74,7 @@ def run_register(context: AgentContext) -> int:
         answer = client.register(key, hostname)
     record = registration.new_record(url, key, answer.host_id, answer.token, answer.feed, hostname)
     registration.save(store, record)
-    _output(
-        context,
+    context.output(
         {"action": "registered", **record.public_view()},
         [
             f"registered {hostname} with {url} as host {record.host_id} "
@@ -118,8 +109,7 @@ def run_unregister(context: AgentContext) -> int:
                 raise  # the server may still count this host: keep the registration to retry
     registration.drop(store)
     store.path("online").unlink(missing_ok=True)
-    _output(
-        context,
+    context.output(
         {"action": "unregistered", "host_id": known.host_id, "server_url": known.server_url},
         [f"unregistered host {known.host_id} from {known.server_url}; live patches stay applied"],
     )
@@ -160,7 +150,7 @@ def run_server_info(context: AgentContext) -> int:
     ]
     if error:
         lines.append(f"last error:        {error['at']}: {error['message']}")
-    _output(context, document, lines)
+    context.output(document, lines)
     return 0
 
 
@@ -171,7 +161,7 @@ def _set_lib(context: AgentContext, enabled: bool) -> int:
     set_override(context.config, "userspace_enabled", enabled)
     word = "enabled" if enabled else "disabled"
     note = "" if enabled else "; live patches stay until nonstopctl --lib-unload"
-    _output(context, {"userspace_enabled": enabled}, [f"userspace patching {word}{note}"])
+    context.output({"userspace_enabled": enabled}, [f"userspace patching {word}{note}"])
     return 0
 
 
@@ -195,13 +185,13 @@ def run_set_sticky(context: AgentContext) -> int:
         raise AgentError(str(exc)) from None
     set_override(context.config, "sticky", sticky)
     if sticky is not None:
-        _output(context, {"sticky": sticky, "source": "flag"}, [f"sticky patch set to {sticky}"])
+        context.output({"sticky": sticky, "source": "flag"}, [f"sticky patch set to {sticky}"])
         return 0
     # Unpinned by flag: the configuration file's own pin (if any) applies again; say which.
     effective = load_config(context.args.config).sticky
     source = str(context.config.source) if effective else None
     text = f"; the configuration file's sticky = {effective} applies" if effective else ""
-    _output(context, {"sticky": effective, "source": source}, [f"sticky patch removed{text}"])
+    context.output({"sticky": effective, "source": source}, [f"sticky patch removed{text}"])
     return 0
 
 
@@ -251,7 +241,7 @@ def online_update(context: AgentContext, kind: str, timeout: float) -> int:
             "(nonstopctl --register KEY)"
         )
     report = run_update(context, {kind}, _notify, timeout, operator=True)
-    _output(context, {"action": "update", **report}, _online_lines(report))
+    context.output({"action": "update", **report}, _online_lines(report))
     return EXIT_PARTIAL if _failed(report) else 0
 
 
@@ -276,7 +266,7 @@ def run_auto_update(context: AgentContext) -> int:
 
     if not context.config.auto_update:
         skipped = "auto_update is off in the configuration"
-        _output(context, {"action": "skipped", "message": skipped}, [skipped])
+        context.output({"action": "skipped", "message": skipped}, [skipped])
         return 0
     from nonstop.agent import kernel_levels, lib_levels
 
@@ -305,7 +295,7 @@ def run_auto_update(context: AgentContext) -> int:
             document["online"] = report
             lines += _online_lines(report)
             failed |= _failed(report)
-    _output(context, document, lines)
+    context.output(document, lines)
     if server_error is not None:
         # The boot steps above are reported; the server's failure is the one error line.
         fail("nonstopctl", str(server_error), server_error.exit_code)
@@ -345,14 +335,14 @@ def run_check(context: AgentContext) -> int:
     available = document["available"]
     lines = [f"{a['name']}: level {a['level']} available" for a in available] or ["no new patch"]
     lines += [_held_line(held) for held in document["held_back"]]
-    _output(context, {"update_available": bool(available), **document}, lines)
+    context.output({"update_available": bool(available), **document}, lines)
     return EXIT_OK if available else EXIT_NO
 
 
 def run_status(context: AgentContext) -> int:
     """``--status``: checks in, applies nothing; the exit status is ``host_status``'s (0-3)."""
     code, document = _decisions(context)
-    _output(context, document, [document["meaning"], *map(_held_line, document["held_back"])])
+    context.output(document, [document["meaning"], *map(_held_line, document["held_back"])])
     return code
 
 

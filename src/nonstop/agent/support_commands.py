@@ -19,20 +19,10 @@ from typing import Any
 from nonstop import __version__
 from nonstop.agent import registration
 from nonstop.agent.actions import Action, AgentContext
-from nonstop.console import emit_json, stdout
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     """This area has no options of its own."""
-
-
-def _output(context: AgentContext, document: dict[str, Any], lines: list[str]) -> int:
-    if context.json:
-        emit_json(document)
-    else:
-        for line in lines:
-            stdout.print(line, markup=False)
-    return 0
 
 
 def _probe(section: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -146,7 +136,7 @@ def run_doctor(context: AgentContext) -> int:
         "server": _probe(lambda: _server(context)),
         "recent": _probe(lambda: _errors(context)),
     }
-    return _output(context, document, _lines(document))
+    return context.output(document, _lines(document))
 
 
 def run_license_info(context: AgentContext) -> int:
@@ -169,7 +159,7 @@ def run_license_info(context: AgentContext) -> int:
         f"server:           {known.server_url}",
         f"host id:          {known.host_id} ({known.hostname})",
     ]
-    return _output(context, document, lines)
+    return context.output(document, lines)
 
 
 ACTIONS = [
