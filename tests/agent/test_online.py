@@ -221,17 +221,21 @@ def test_a_signed_bundle_the_engine_refuses_is_one_failed_entry_not_a_traceback(
     original = open_bundle(bundles[1], trusted)
     first, *rest = original.manifest.functions
     broken = dataclasses.replace(
-        original.manifest, functions=(dataclasses.replace(first, replacement=None), *rest)
+        original.manifest,
+        level=40,  # a level of its own on this module's server
+        functions=(dataclasses.replace(first, replacement=None), *rest),
     )
     path = tmp_path / "broken.nsb"
     path.write_bytes(pack(broken, dict(original.files), signing_key))
     agent.register(patch_server, admin.key()["key"])
-    admin.upload(path)
-
-    done = agent.run("--auto-update", "--json")
-    assert done.returncode == EXIT_PARTIAL and "Traceback" not in done.stderr, done.stderr
-    (entry,) = json.loads(done.stdout)["online"]["applied"]
-    assert entry["action"] == "failed" and "has no replacement symbol" in entry["error"]
-    assert level_of(target) == "1"
-    text = agent.run("--auto-update")
-    assert f"{original.manifest.target.key} level 1: failed: " in text.stdout
+    uploaded = admin.upload(path)
+    try:
+        done = agent.run("--auto-update", "--json")
+        assert done.returncode == EXIT_PARTIAL and "Traceback" not in done.stderr, done.stderr
+        (entry,) = json.loads(done.stdout)["online"]["applied"]
+        assert entry["action"] == "failed" and "has no replacement symbol" in entry["error"]
+        assert level_of(target) == "1"
+        text = agent.run("--auto-update")
+        assert f"{original.manifest.target.key} level 40: failed: " in text.stdout
+    finally:
+        admin.call("POST", f"/api/v1/admin/bundles/{uploaded['sha256']}/retire")
