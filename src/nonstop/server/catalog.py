@@ -2,7 +2,8 @@
 
 Both tables are small (thousands of rows at most) and change only by admin
 action, while every check-in needs them. Each process re-reads them after
-``catalog_ttl_seconds`` (or at once after its own admin write), so a check-in
+``catalog_ttl_seconds`` (or at once after its own admin write, even one that lands while
+another thread re-reads them), so a check-in
 answers without querying them; another replica sees a change within the TTL.
 """
 
@@ -38,6 +39,8 @@ class Catalog:
         self._ttl = ttl_seconds
         self._snapshot: CatalogSnapshot | None = None
         self._loaded_at = 0.0
+        self._generation = 0
+        """Counts invalidations: a read that an invalidation overtook is not kept."""
         self._lock = threading.Lock()
 
     def invalidate(self) -> None:
@@ -47,6 +50,7 @@ class Catalog:
         """
         with self._lock:
             self._snapshot = None
+            self._generation += 1
 
     def fresh(self) -> CatalogSnapshot | None:
         """The snapshot if it is within its TTL, else None (never touches the database)."""
@@ -56,13 +60,19 @@ class Catalog:
         return None
 
     def snapshot(self) -> CatalogSnapshot:
-        """The snapshot, re-read from the database when it is older than the TTL."""
+        """The snapshot, re-read from the database when it is older than the TTL.
+
+        A read during which this process invalidated the catalog (an admin write) may
+        predate that write: it answers this call but is not kept for the next ones."""
         cached = self.fresh()
         if cached is not None:
             return cached
+        with self._lock:
+            generation = self._generation
         fresh = self._load()
         with self._lock:
-            self._snapshot, self._loaded_at = fresh, time.monotonic()
+            if self._generation == generation:
+                self._snapshot, self._loaded_at = fresh, time.monotonic()
         return fresh
 
     def _load(self) -> CatalogSnapshot:
