@@ -2,9 +2,9 @@
 
 Both tables are small (thousands of rows at most) and change only by admin
 action, while every check-in needs them. Each process re-reads them after
-``catalog_ttl_seconds`` (or at once after its own admin write, even one that lands while
-another thread re-reads them), so a check-in
-answers without querying them; another replica sees a change within the TTL.
+``catalog_ttl_seconds`` (or at once after its own admin write, even one that lands
+while another thread re-reads them), so a check-in answers without querying them;
+another replica sees a change within the TTL.
 """
 
 from __future__ import annotations
