@@ -103,7 +103,8 @@ def main() -> None:
                 maps = Path(f"/proc/{process.pid}/maps")
                 while ":L2" not in maps.read_text():
                     if time.monotonic() - start > 10:
-                        raise SystemExit("a new process was not patched within 10 s")
+                        tail = log.read_text(errors="replace")[-2000:]
+                        raise SystemExit(f"a new process was not patched within 10 s:\n{tail}")
                     time.sleep(0.0002)
                 outside.append(1000 * (time.monotonic() - start))
                 found = wait_for(log, rf"pid {process.pid} .* patched, ([0-9.]+) ms after exec")
