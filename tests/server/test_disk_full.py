@@ -48,7 +48,7 @@ def small_disk() -> Iterator[Path]:
     )
     if mounted.returncode != 0:
         mountpoint.rmdir()
-        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
+        pytest.skip(reason=f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
     try:
         yield mountpoint
     finally:

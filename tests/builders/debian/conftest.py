@@ -24,9 +24,9 @@ EXPAT_OLD = "2.5.0-1+deb12u2"
 def needs_apt() -> None:
     missing = [tool for tool in ("apt-get", "apt-cache", "dpkg-source") if not shutil.which(tool)]
     if missing:
-        pytest.skip(f"tool missing: {', '.join(missing)} (scripts/install-system-deps.sh)")
+        pytest.skip(reason=f"tool missing: {', '.join(missing)} (scripts/install-system-deps.sh)")
     if os.geteuid() != 0:
-        pytest.skip("not root: adding deb-src entries to apt's sources needs root")
+        pytest.skip(reason="not root: adding deb-src entries to apt's sources needs root")
 
 
 @pytest.fixture(scope="session")
