@@ -27,6 +27,7 @@ SERVER_AND_BUILDER_STACK = {
     "prometheus-client",
     "python-debian",
     "unidiff",
+    "swagger-ui-bundle",
 }
 
 

@@ -6,6 +6,7 @@ with caching headers, retire, pins, limits, reports, audit, metrics.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -465,3 +466,16 @@ def test_limit_set_on_a_key_in_use_counts_its_hosts(server: LiveServer) -> None:
             "/api/v1/hosts/register", json={"registration_key": key["key"], "hostname": "four"}
         )
     assert refused.status_code == 403 and "limit of 3" in refused.json()["detail"]
+
+
+def test_the_docs_page_loads_nothing_from_outside(server: LiveServer) -> None:
+    """/docs works on an offline network: every script, style and icon it names is served
+    by the patch server itself."""
+    with server.client() as client:
+        page = client.get("/docs")
+        assert page.status_code == 200 and "swagger-ui" in page.text
+        urls = re.findall(r"""(?:src|href|url)\s*[:=]\s*['"]([^'"]+)['"]""", page.text)
+        assert urls and not [u for u in urls if "://" in u or u.startswith("//")], urls
+        for url in urls:
+            assert client.get(url).status_code == 200, url
+        assert "/docs" not in client.get("/openapi.json").json()["paths"]

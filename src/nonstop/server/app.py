@@ -24,6 +24,7 @@ from nonstop import __version__
 from nonstop.server.api import ROUTERS
 from nonstop.server.api.admin_bundles import UPLOAD_PATH
 from nonstop.server.api.common import RAW_BODY_MODELS
+from nonstop.server.api_docs import mount_docs
 from nonstop.server.checkin_path import CheckinFastPath
 from nonstop.server.context import ServerContext
 from nonstop.server.db import is_disk_full
@@ -83,11 +84,15 @@ def create_app(
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        # /docs is served with local assets (api_docs.py); ReDoc would load from a CDN.
+        docs_url=None,
+        redoc_url=None,
         # Metrics are Prometheus (/metrics); FastAPI's OpenTelemetry hooks would only cost
         # a provider lookup per request.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.ctx = ctx
+    mount_docs(app)
 
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
