@@ -28,8 +28,8 @@ from tests.server.conftest import (
     create_key,
     hexid,
     inventory,
+    live_server,
     register,
-    start_server,
 )
 
 LIMIT = 3
@@ -43,22 +43,17 @@ def limited(
     trusted_dir: Path,
 ) -> Iterator[LiveServer]:
     """A server allowing LIMIT failed authentications a minute, behind a proxy on loopback."""
-    url = new_database_url(backend)
-    process = start_server(
+    # The options given last win over live_server's (which turns the limits off).
+    with live_server(
         tmp_path_factory,
-        url,
+        new_database_url(backend),
         trusted_dir,
         "--failed-auth-per-minute",
         str(LIMIT),
-        "--registrations-per-minute",
-        "0",
         "--forwarded-allow-ips",
         "127.0.0.1",
-    )
-    try:
-        yield LiveServer(process, url, create_admin_token(process.data_dir, url))
-    finally:
-        process.stop()
+    ) as running:
+        yield running
 
 
 def address() -> str:
