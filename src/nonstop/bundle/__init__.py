@@ -25,6 +25,7 @@ if TYPE_CHECKING:
         Manifest,
         PackageInfo,
         PayloadFile,
+        Update,
         UserspaceTarget,
     )
 
@@ -46,6 +47,7 @@ _MODULE_OF = {
     "Manifest": "manifest",
     "PackageInfo": "manifest",
     "PayloadFile": "manifest",
+    "Update": "manifest",
     "UserspaceTarget": "manifest",
 }
 __all__ = [
@@ -60,6 +62,7 @@ __all__ = [
     "PayloadFile",
     "SigningKey",
     "TrustedKeys",
+    "Update",
     "UserspaceTarget",
     "decide_level",
     "describe_payload",

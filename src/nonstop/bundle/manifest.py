@@ -98,6 +98,15 @@ class Fix:
 
 
 @dataclass(frozen=True)
+class Update:
+    """The distribution update a level was built from (``nonstop build debian``)."""
+
+    source: str
+    from_version: str
+    to_version: str
+
+
+@dataclass(frozen=True)
 class FunctionPatch:
     """A function this level replaces: TARGET in the patched object, REPLACEMENT in the patch.
 
@@ -142,6 +151,7 @@ class Manifest:
     effective_version: str
     builder: str
     fixes: tuple[Fix, ...] = ()
+    update: Update | None = None
     created: str = field(default_factory=utc_now)
     description: str | None = None
     format_version: int = FORMAT_VERSION
@@ -203,6 +213,7 @@ class Manifest:
             ),
             functions=tuple(FunctionPatch(**item) for item in doc["functions"]),
             effective_version=doc["effective_version"],
+            update=Update(**doc["update"]) if "update" in doc else None,
             description=doc.get("description"),
             created=doc["created"],
             builder=doc["builder"],

@@ -128,9 +128,9 @@ def test_command_prints_the_plan_as_one_json_document_or_text(
         "  file     result/schematron/cve-2025-49794_0 (test)",
     ]
 
-    no_plan = nonstop("libxml2", "--from", LIBXML2_OLD, "--to", LIBXML2_NEW)
-    assert no_plan.returncode == 2
-    assert "the following arguments are required: --plan" in no_plan.stderr
+    no_key = nonstop("libxml2", "--from", LIBXML2_OLD, "--to", LIBXML2_NEW)
+    assert no_key.returncode == 64
+    assert "building needs --key KEY and -o OUTDIR (or --plan to only plan)" in no_key.stderr
 
 
 def test_offline_after_a_fetch_reads_only_the_cache(

@@ -1,20 +1,30 @@
-"""`nonstop build debian SOURCE --from V --to V --plan`: the per-CVE plan of a Debian update.
+"""`nonstop build debian SOURCE --from V --to V`: per-CVE live patches from a Debian update.
 
-``--plan`` is required for now: building the levels is the next step, and
-the option keeps the command's shape for it (docs/debian-updates.md).
+With ``--plan`` it stops after the plan (which patches fix which CVE); else
+it fetches the ``--from`` libraries, builds the original once and the levels
+incrementally, and reports per CVE (docs/debian-updates.md). Exit status: 0
+when no CVE was refused, 3 when some were, 1 on an error.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
+import tempfile
+import time
 from pathlib import Path
 
 from nonstop.builders.cache import cache_dir
+from nonstop.builders.debian.binaries import fetch_libraries
 from nonstop.builders.debian.changes import Plan, make_plan
+from nonstop.builders.debian.levels import LevelBuilder
+from nonstop.builders.debian.original import original_build
 from nonstop.builders.debian.patches import file_kind
+from nonstop.builders.debian.report import UpdateReport, render_report
 from nonstop.builders.debian.sources import fetch_source
 from nonstop.builders.errors import BuilderError
+from nonstop.bundle import BundleError, load_signing_key
 from nonstop.console import emit_json, fail, stderr, stdout
 
 TOOL = "nonstop build debian"
@@ -28,17 +38,15 @@ def _cve(text: str) -> str:
 
 def register_build(builders: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = builders.add_parser(
-        "debian", help="plan per-CVE live patches from two versions of a Debian source package"
+        "debian", help="build per-CVE live patches from a Debian security update of a library"
     )
     parser.add_argument("source", metavar="SOURCE", help="source package name (e.g. expat)")
     parser.add_argument("--from", dest="old", required=True, metavar="VERSION")
     parser.add_argument("--to", dest="new", required=True, metavar="VERSION")
-    parser.add_argument(
-        "--plan",
-        action="store_true",
-        required=True,
-        help="print the per-CVE plan (required: building levels is not implemented yet)",
-    )
+    parser.add_argument("--plan", action="store_true", help="print the per-CVE plan, build nothing")
+    parser.add_argument("--key", type=Path, metavar="KEY", help="signing key (to build)")
+    parser.add_argument("-o", "--output", type=Path, metavar="OUTDIR", help="bundles go here")
+    parser.add_argument("--report", type=Path, metavar="FILE", help="also write the JSON report")
     parser.add_argument(
         "--cve", action="append", type=_cve, default=[], metavar="CVE", help="only this CVE"
     )
@@ -54,11 +62,14 @@ def register_build(builders: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def cmd_build_debian(args: argparse.Namespace) -> int:
-    """Fetch both versions (or read them from the cache) and print the plan; 1 on a BuilderError."""
+    """The plan, or the levels and their report; 1 on a BuilderError, 3 if a CVE was refused."""
+    if not args.plan and (args.key is None or args.output is None):
+        fail(TOOL, "building needs --key KEY and -o OUTDIR (or --plan to only plan)", code=64)
 
     def progress(line: str) -> None:
         stderr.print(f"{TOOL}: {line}", markup=False)
 
+    started = time.monotonic()
     try:
         old = fetch_source(
             args.source, args.old, args.cache, offline=args.offline, progress=progress
@@ -69,13 +80,28 @@ def cmd_build_debian(args: argparse.Namespace) -> int:
         plan = make_plan(old, new)
         if args.cve:
             plan = plan.only(list(dict.fromkeys(args.cve)))
-    except BuilderError as exc:
+        if args.plan:
+            if args.json:
+                emit_json(plan.to_json())
+            else:
+                stdout.print(render_text(plan), markup=False)
+            return 0
+        key = load_signing_key(args.key)
+        libraries = fetch_libraries(old, offline=args.offline, progress=progress)
+        original = original_build(old, libraries, offline=args.offline, progress=progress)
+        with tempfile.TemporaryDirectory(prefix="nonstop-debian-") as work:
+            outcomes = LevelBuilder(plan, original, key, args.output, Path(work), progress).run()
+    except (BuilderError, BundleError) as exc:
         fail(TOOL, str(exc))
+    report = UpdateReport(plan, original, outcomes, round(time.monotonic() - started, 1))
+    document = report.to_json()
+    if args.report is not None:
+        args.report.write_text(json.dumps(document, indent=2) + "\n")
     if args.json:
-        emit_json(plan.to_json())
+        emit_json(document)
     else:
-        stdout.print(render_text(plan), markup=False)
-    return 0
+        stdout.print(render_report(report), markup=False)
+    return 3 if any(outcome.status == "refused" for outcome in outcomes) else 0
 
 
 def render_text(plan: Plan) -> str:

@@ -23,7 +23,16 @@ from nonstop.builders.userspace.patchobj import PatchObject, assemble
 from nonstop.builders.userspace.recipe import FixSpec, Recipe
 from nonstop.builders.userspace.reproduce import Reproduction, check_reproduction
 from nonstop.builders.userspace.targetsyms import TargetSymbols
-from nonstop.bundle import Fix, FunctionPatch, Manifest, SigningKey, describe_payload, pack
+from nonstop.bundle import (
+    Fix,
+    FunctionPatch,
+    Manifest,
+    SigningKey,
+    Update,
+    UserspaceTarget,
+    describe_payload,
+    pack,
+)
 from nonstop.bundle.errors import BundleError
 from nonstop.bundle.symbols import (
     SymbolMap,
@@ -210,30 +219,67 @@ class _Builder:
         symbols: SymbolMap,
     ) -> bytes:
         target = reproduction.target
-        linked = SymbolMap(build_id=target.build_id, symbols=symbols.symbols, links=patch.links)
-        source = b"".join(fix.patch.read_bytes() for fix in fixes)
-        files = {
-            OBJECT_NAME: (patch.data, "object"),
-            SYMBOLS_NAME: (linked.to_json_bytes(), "symbols"),
-            SOURCE_NAME: (source, "source"),
-        }
         base = self.recipe.effective_version or (
             target.package.version if target.package else target.soname
         )
-        manifest = Manifest(
-            kind="userspace",
-            target=target,
-            level=level,
-            functions=tuple(patch.functions),
-            payload=tuple(
-                describe_payload(name, role, data)  # type: ignore[arg-type]
-                for name, (data, role) in sorted(files.items())
+        return sign_level(
+            LevelContent(
+                target=target,
+                level=level,
+                patch=patch,
+                symbols=symbols,
+                fixes=tuple(
+                    Fix(title=fix.title, cves=fix.cves, references=fix.references) for fix in fixes
+                ),
+                source=b"".join(fix.patch.read_bytes() for fix in fixes),
+                effective_version=f"{base}+nonstop{level}",
+                description=f"built from recipe {self.recipe.name}, fixes 1..{level}",
             ),
-            effective_version=f"{base}+nonstop{level}",
-            builder=BUILDER,
-            fixes=tuple(
-                Fix(title=fix.title, cves=fix.cves, references=fix.references) for fix in fixes
-            ),
-            description=f"built from recipe {self.recipe.name}, fixes 1..{level}",
+            self.key,
         )
-        return pack(manifest, {name: data for name, (data, _) in files.items()}, self.key)
+
+
+@dataclass(frozen=True)
+class LevelContent:
+    """Everything one userspace level's bundle says; SOURCE is the fixes' patch text."""
+
+    target: UserspaceTarget
+    level: int
+    patch: PatchObject
+    symbols: SymbolMap
+    fixes: tuple[Fix, ...]
+    source: bytes
+    effective_version: str
+    description: str
+    update: Update | None = None
+    builder: str = BUILDER
+
+
+def sign_level(content: LevelContent, key: SigningKey) -> bytes:
+    """The signed bundle of one level: patch object, symbol map linked to it, and the source."""
+    linked = SymbolMap(
+        build_id=content.target.build_id,
+        symbols=content.symbols.symbols,
+        links=content.patch.links,
+    )
+    files = {
+        OBJECT_NAME: (content.patch.data, "object"),
+        SYMBOLS_NAME: (linked.to_json_bytes(), "symbols"),
+        SOURCE_NAME: (content.source, "source"),
+    }
+    manifest = Manifest(
+        kind="userspace",
+        target=content.target,
+        level=content.level,
+        functions=tuple(content.patch.functions),
+        payload=tuple(
+            describe_payload(name, role, data)  # type: ignore[arg-type]
+            for name, (data, role) in sorted(files.items())
+        ),
+        effective_version=content.effective_version,
+        builder=content.builder,
+        fixes=content.fixes,
+        update=content.update,
+        description=content.description,
+    )
+    return pack(manifest, {name: data for name, (data, _) in files.items()}, key)

@@ -21,7 +21,7 @@ import os
 import sys
 
 
-def _has_debug_flag(argv: list[str]) -> bool:
+def has_debug_flag(argv: list[str]) -> bool:
     level = None
     for arg in argv:
         if arg.startswith("-g") and not arg.startswith(("-gno-", "-gz", "-gsplit")):
@@ -34,7 +34,7 @@ def wrap(argv: list[str]) -> list[str]:
     if "-c" not in argv:
         return argv
     extra = os.environ.get("NONSTOP_CC_EXTRA", "").split()
-    if os.environ.get("NONSTOP_CC_DEBUG") == "1" and not _has_debug_flag(argv):
+    if os.environ.get("NONSTOP_CC_DEBUG") == "1" and not has_debug_flag(argv):
         extra.append("-g")
     return argv + extra
 

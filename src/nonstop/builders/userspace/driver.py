@@ -10,7 +10,6 @@ debug info) never differ between them.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import shutil
@@ -24,6 +23,13 @@ from pathlib import Path
 
 from nonstop.builders.errors import BuilderError
 from nonstop.builders.userspace import ccwrap
+from nonstop.builders.userspace.compilelog import (
+    Invocation,
+    last_link,
+    link_inputs,
+    prefix_maps,
+    read_log,
+)
 from nonstop.builders.userspace.recipe import TREE_PLACEHOLDER, FixSpec, Recipe
 
 SECTION_FLAGS = ("-ffunction-sections", "-fdata-sections")
@@ -48,6 +54,9 @@ class BuiltTree:
 
     prefix_maps: tuple[tuple[str, str], ...] = ()
     """``-ffile-prefix-map=OLD=NEW`` (and -fdebug-prefix-map) pairs the compilations used."""
+    unchanged_sources: Path | None = None
+    """Where files missing under ROOT are read from: a tree whose files outside ROOT are the
+    same in this stage (the Debian builder's ROOT holds only the files a level touched)."""
 
     def source_path(self, compiled: str) -> Path:
         """Where a source path recorded at build time (debug info) is now."""
@@ -65,14 +74,12 @@ class BuiltTree:
                 path = self.root / path.relative_to(self.built_at)
             if path.is_file():
                 return path
+            if self.unchanged_sources is not None and path.is_relative_to(self.root):
+                shared = self.unchanged_sources / path.relative_to(self.root)
+                if shared.is_file():
+                    return shared
             found.append(path)
         return found[0]
-
-
-@dataclass(frozen=True)
-class _Invocation:
-    cwd: Path
-    argv: list[str]
 
 
 class BuildDriver:
@@ -125,7 +132,7 @@ class BuildDriver:
                 f"{stage} build finished but {self.recipe.build.library} is not in the tree "
                 f"(see [build] library in the recipe; log {self.logs / (stage + '.log')})"
             )
-        calls = _read_log(cc_log)
+        calls = read_log(cc_log)
         objects = self._library_objects(calls, library) if function_sections else {}
         destination = self.trees / stage
         if destination.exists():
@@ -140,7 +147,7 @@ class BuildDriver:
             },
             seconds=time.monotonic() - started,
             built_at=self.tree,
-            prefix_maps=_prefix_maps(calls),
+            prefix_maps=prefix_maps(calls),
         )
 
     def _lay_out_source(self) -> None:
@@ -218,35 +225,16 @@ class BuildDriver:
                 f"{stage} build failed with status {done.returncode}: {last} (log {log_path})"
             )
 
-    def _library_objects(self, calls: list[_Invocation], library: Path) -> dict[str, Path]:
+    def _library_objects(self, calls: list[Invocation], library: Path) -> dict[str, Path]:
         """The object files of the last link that produced LIBRARY, relative to the tree."""
-        wanted = library.resolve()
-        link = None
-        for call in calls:
-            output = _link_output(call)
-            if output is not None and output.resolve() == wanted:
-                link = call
-        if link is None:
-            raise BuilderError(
-                f"no compiler-driven link of {self.recipe.build.library} was seen; the library "
-                "must be linked by the compiler driver (cc -shared), not by ld directly"
-            )
+        link = last_link(calls, library)
         objects: dict[str, Path] = {}
         tree = self.tree.resolve()
-        for arg in link.argv:
-            if arg.startswith("@"):
-                raise BuilderError(f"the link of {library.name} uses a response file ({arg})")
-            if arg.startswith("-") or not arg.endswith((".o", ".a")):
-                continue
-            path = (link.cwd / arg).resolve()
-            if not path.is_relative_to(tree):
-                raise BuilderError(f"the link of {library.name} takes {path}, outside the tree")
-            if arg.endswith(".a"):
+        for path in link_inputs(link, tree, library.name):
+            if path.suffix == ".a":
                 objects.update(self._archive_members(path.relative_to(tree)))
             else:
                 objects[str(path.relative_to(tree))] = path
-        if not objects:
-            raise BuilderError(f"the link of {library.name} names no object files")
         return objects
 
     def _archive_members(self, archive: Path) -> dict[str, Path]:
@@ -263,38 +251,6 @@ class BuildDriver:
         return {
             f"{archive}({member})": into / member for member in members if member.endswith(".o")
         }
-
-
-def _read_log(path: Path) -> list[_Invocation]:
-    calls = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            entry = json.loads(line)
-            calls.append(_Invocation(cwd=Path(entry["cwd"]), argv=list(entry["argv"])))
-    return calls
-
-
-def _prefix_maps(calls: list[_Invocation]) -> tuple[tuple[str, str], ...]:
-    maps: dict[tuple[str, str], None] = {}
-    for call in calls:
-        for arg in call.argv:
-            for flag in ("-ffile-prefix-map=", "-fdebug-prefix-map="):
-                if arg.startswith(flag) and "=" in arg[len(flag) :]:
-                    old, _, new = arg[len(flag) :].partition("=")
-                    maps[(old, new)] = None
-    return tuple(maps)
-
-
-def _link_output(call: _Invocation) -> Path | None:
-    argv = call.argv
-    if any(flag in argv for flag in ("-c", "-S", "-E")):
-        return None
-    for index, arg in enumerate(argv):
-        if arg == "-o" and index + 1 < len(argv):
-            return call.cwd / argv[index + 1]
-        if arg.startswith("-o") and len(arg) > 2:
-            return call.cwd / arg[2:]
-    return None
 
 
 def _extract(tarball: Path, into: Path, strip: int) -> None:
