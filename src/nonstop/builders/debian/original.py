@@ -38,6 +38,7 @@ from nonstop.builders.debian.sources import Progress, SourcePackage
 from nonstop.builders.errors import BuilderError
 from nonstop.builders.userspace import ccwrap
 from nonstop.builders.userspace.compilelog import Invocation, last_link, read_log
+from nonstop.builders.userspace.driver import LOG_TAIL, OUTER_MAKE
 from nonstop.bundle.identity import IdentityError, userspace_target_of
 
 BUILD_ROOT = Path("/build/reproducible-path")
@@ -47,8 +48,6 @@ HOME_MARK = ".nonstop-original"
 """In a checked-out tree: the cache dir it belongs to."""
 DIRTY = ".nonstop-dirty"
 """In a checked-out tree: levels are changing its files; never cache it again."""
-_LOG_TAIL = 15
-_OUTER_MAKE = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MAKE_TERMOUT", "MAKE_TERMERR"}
 
 
 @dataclass(frozen=True)
@@ -218,7 +217,7 @@ def _build(source: SourcePackage, path: Path, home: Path, log: Path) -> None:
     script.chmod(0o755)
     for name in ("cc", "gcc", "x86_64-linux-gnu-gcc"):
         (wrappers / name).symlink_to("ccwrap")
-    env = {k: v for k, v in os.environ.items() if k not in _OUTER_MAKE}
+    env = {k: v for k, v in os.environ.items() if k not in OUTER_MAKE}
     env.update(
         PATH=f"{wrappers}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}",
         DEB_BUILD_OPTIONS=f"nocheck parallel={os.cpu_count() or 1}",
@@ -240,7 +239,7 @@ def _build(source: SourcePackage, path: Path, home: Path, log: Path) -> None:
         )
     _remove_products(source, path)
     if done.returncode != 0:
-        tail = build_log.read_text(errors="replace").strip().splitlines()[-_LOG_TAIL:]
+        tail = build_log.read_text(errors="replace").strip().splitlines()[-LOG_TAIL:]
         raise BuilderError(
             f"dpkg-buildpackage of {source.package} {source.version} failed with status "
             f"{done.returncode}: {tail[-1] if tail else ''} (log {build_log})"

@@ -35,8 +35,8 @@ from nonstop.builders.userspace.recipe import TREE_PLACEHOLDER, FixSpec, Recipe
 SECTION_FLAGS = ("-ffunction-sections", "-fdata-sections")
 _MARKER = ".nonstop-build-tree"
 _ARCHIVES = ".nonstop-archives"
-_LOG_TAIL = 15
-_OUTER_MAKE = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MAKE_TERMOUT", "MAKE_TERMERR"}
+LOG_TAIL = 15
+OUTER_MAKE = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "MAKE_TERMOUT", "MAKE_TERMERR"}
 
 
 @dataclass(frozen=True)
@@ -188,7 +188,7 @@ class BuildDriver:
         tree = str(self.tree)
         # A package's build is its own top-level make: flags, level and jobserver of a make
         # that runs nonstop (make test, a packaging Makefile) must not leak into it.
-        env = {k: v for k, v in os.environ.items() if k not in _OUTER_MAKE}
+        env = {k: v for k, v in os.environ.items() if k not in OUTER_MAKE}
         env.update({k: v.replace(TREE_PLACEHOLDER, tree) for k, v in self.recipe.build.env.items()})
         env["PATH"] = f"{self.bin}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}"
         env["CC"] = str(self.bin / "cc")
@@ -219,7 +219,7 @@ class BuildDriver:
                     f"{stage} build timed out after {self.recipe.build.timeout} s (log {log_path})"
                 ) from None
         if done.returncode != 0:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-_LOG_TAIL:]
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-LOG_TAIL:]
             last = tail[-1] if tail else ""
             raise BuilderError(
                 f"{stage} build failed with status {done.returncode}: {last} (log {log_path})"
