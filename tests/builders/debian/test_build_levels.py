@@ -26,6 +26,7 @@ from nonstop.bundle import TrustedKeys, generate_keypair, open_bundle
 from nonstop.bundle.identity import userspace_target_of
 from tests.builders.debian.conftest import LIBXML2_NEW, LIBXML2_OLD, needs_apt
 from tests.builders.debian.test_real_updates import nonstop
+from tests.builders.driven import Driven
 from tests.userspace import conftest as engine_tests
 from tests.userspace.conftest import nonstopctl
 
@@ -123,32 +124,6 @@ def test_bundles_name_the_archive_binary_the_update_and_every_cve_of_their_level
     assert "xmlXPathEval" in level1 and "xmlXPathCtxtCompile" in level1
 
 
-class Probe:
-    """xmlprobe (tests/fixtures/debian) running on one exact libxml2.so.2."""
-
-    def __init__(self, program: Path, library: Path) -> None:
-        self.process = subprocess.Popen(
-            [str(program)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, "LD_LIBRARY_PATH": str(library.parent)},
-        )
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.stdin, self.stdout = self.process.stdin, self.process.stdout
-        assert self.stdout.readline().strip() == "ready"
-        self.pid = self.process.pid
-
-    def ask(self, command: str) -> str:
-        self.stdin.write(command + "\n")
-        self.stdin.flush()
-        return self.stdout.readline().strip()
-
-    def maps(self, library: Path) -> bool:
-        return str(library) in Path(f"/proc/{self.pid}/maps").read_text()
-
-
 @pytest.fixture(scope="session")
 def xmlprobe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     program = tmp_path_factory.mktemp("xmlprobe") / "xmlprobe"
@@ -162,10 +137,10 @@ def xmlprobe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def probes(xmlprobe: Path) -> Iterator[Any]:
-    started: list[Probe] = []
+    started: list[Driven] = []
 
-    def start() -> Probe:
-        started.append(Probe(xmlprobe, ARCHIVE_LIBRARY))
+    def start() -> Driven:
+        started.append(Driven(xmlprobe, ARCHIVE_LIBRARY))
         return started[-1]
 
     yield start

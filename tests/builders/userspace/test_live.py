@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.builders.driven import Driven
 from tests.builders.userspace.conftest import LIBVULN, BuildFixes
 from tests.userspace import conftest as engine_tests
 from tests.userspace.conftest import nonstopctl
@@ -27,33 +28,6 @@ agent_env = engine_tests.agent_env  # nonstopctl with a private config, as the e
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0, reason="applying bundles live needs root (ptrace); run the tests as root"
 )
-
-
-class Driven:
-    """vulnprog running on one libvuln.so.1: one command in, one result line out."""
-
-    def __init__(self, program: Path, library: Path) -> None:
-        self.process = subprocess.Popen(
-            [str(program)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, "LD_LIBRARY_PATH": str(library.parent)},
-        )
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.stdin, self.stdout = self.process.stdin, self.process.stdout
-        ready = self.stdout.readline().split()
-        assert ready and ready[0] == "ready", ready
-        self.pid = self.process.pid
-
-    def ask(self, command: str) -> str:
-        self.stdin.write(command + "\n")
-        self.stdin.flush()
-        return self.stdout.readline().strip()
-
-    def answers(self, commands: list[str]) -> list[str]:
-        return [self.ask(command) for command in commands]
 
 
 @pytest.fixture(scope="session")
