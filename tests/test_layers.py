@@ -1,6 +1,6 @@
 """The part order of docs/architecture.md, enforced on every import in src/nonstop.
 
-Parts import only parts below them (bundle < userspace, kernel < builders,
+Parts import only parts below them (bundle < userspace, kernel, cve < builders,
 server < agent < cli, demo), parts on one level do not import each other, and
 no module imports itself back through others, whether the import is at the
 top of a file or inside a function. `make lint` runs this file too.
@@ -21,6 +21,7 @@ LEVELS = {
     "bundle": 0,
     "userspace": 1,
     "kernel": 1,
+    "cve": 1,
     "builders": 2,
     "server": 2,
     "agent": 3,

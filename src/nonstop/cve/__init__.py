@@ -1,0 +1,12 @@
+"""Vulnerability feeds and matching: which CVE each host is exposed to, which live patch closed it.
+
+The part sits beside ``userspace`` and ``kernel`` (it imports only ``bundle``):
+the server stores what it computes, the agent only shows it. Everything here is
+plain data in, plain data out, so the same code serves one check-in and a
+recompute of the whole fleet.
+
+Modules, by what they own:
+
+- ``model``: the records every feed becomes (``Advisory``), what a host runs
+  (``HostState``), the statuses and one host's finding per CVE (``Finding``).
+"""
