@@ -9,4 +9,5 @@ Modules, by what they own:
 
 - ``model``: the records every feed becomes (``Advisory``), what a host runs
   (``HostState``), the statuses and one host's finding per CVE (``Finding``).
+- ``versions``: Debian and RPM versions compared as dpkg and rpm compare them.
 """
