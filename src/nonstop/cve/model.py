@@ -27,6 +27,18 @@ DEBIAN_CODENAMES = {
 """Debian release codenames by number: the tracker names releases by codename, OSV by number."""
 
 
+LEVEL_STATE_DIR = "/var/lib/nonstop/levels"
+"""Where the agent keeps, for scanners that read files on the host (OVAL), one file per target
+it live-patches: ``lib-<build-id>`` for a library and ``kernel`` for the running kernel, each
+holding one line ``level=N``: the level applied in every process that maps the library, or in
+the kernel; ``level=0`` while any process runs the library's unpatched code."""
+
+
+def level_state_name(build_id: str | None) -> str:
+    """The file name under LEVEL_STATE_DIR for a library BUILD_ID, or for the kernel (None)."""
+    return "kernel" if build_id is None else f"lib-{build_id}"
+
+
 def release_key(distro: str, version: str) -> str:
     """One spelling of a distribution release for every feed and host: ``debian:12``.
 
