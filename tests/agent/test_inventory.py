@@ -4,6 +4,7 @@ kernel identity, and the libraries of real running processes with packages and l
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -16,11 +17,14 @@ from nonstop.agent.inventory import (
     LibraryFacts,
     collect,
     kernel_report,
+    kernel_source_version,
     libraries_in_use,
     library_report,
 )
+from nonstop.agent.packages import installed_packages
 from nonstop.bundle.identity import running_kernel_target
-from nonstop.server.schemas import CheckinRequest
+from nonstop.cve.packages import packages_digest
+from nonstop.server.schemas import CheckinRequest, InstalledPackages
 from nonstop.userspace import Engine, EngineOptions
 from tests.agent.conftest import Admin, nsfix_build_id
 
@@ -79,6 +83,10 @@ def test_libraries_of_running_processes_with_packages_and_levels(
         entry = report[nsfix.build_id]
         assert entry["soname"] == "libnsfix.so.1" and entry["package"] is None
         assert entry["processes"] == len(nsfix.pids) and entry["applied_level"] is None
+        # The processes still running the unpatched code are named (pid and comm).
+        assert {"pid": second.pid, "name": "nsfix_prog"} in entry["unpatched"]
+        assert first.pid not in {process["pid"] for process in entry["unpatched"]}
+        assert entry["deleted"] is False
         expat = [e for e in report.values() if e["soname"] == "libexpat.so.1"]
         assert expat and expat[0]["package"]["name"] == "libexpat1"  # asked dpkg
         assert (tmp_path / "cache" / "inventory-libraries.json").exists()
@@ -94,3 +102,56 @@ def test_libraries_of_running_processes_with_packages_and_levels(
     finally:
         python.kill()
         python.wait()
+
+
+@root_only
+def test_a_library_replaced_on_disk_is_reported_deleted(
+    tmp_path: Path, start_target, fixture_build
+) -> None:
+    """An upgrade replaces the file a process maps: the process runs an old copy."""
+    copy = tmp_path / "copy"
+    shutil.copytree(fixture_build.directory, copy)
+    target = start_target(busy=0, sleepers=1, program=copy / "nsfix_prog")
+    (copy / "libnsfix.so.1").unlink()
+    uses = libraries_in_use(Engine(EngineOptions(cache_dir=tmp_path / "elf")), Blocklist())
+    use = uses[nsfix_build_id(fixture_build)]
+    assert target.pid in use.pids and use.deleted
+    (entry,) = [
+        e
+        for e in library_report(uses, LibraryFacts(tmp_path / "cache"))
+        if e["build_id"] == use.build_id
+    ]
+    assert entry["deleted"] is True and entry["path"] == str(copy / "libnsfix.so.1")
+
+
+def test_installed_packages_are_dpkgs_with_their_source_packages() -> None:
+    listed = installed_packages()
+    assert listed is not None and listed.manager == "dpkg"
+    assert listed.digest == packages_digest("dpkg", listed.rows)
+    expat = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Version}\t${source:Version}", "libexpat1"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split("\t")  # fmt: skip
+    assert ("libexpat1", expat[0], "expat", expat[1], "amd64") in listed.rows
+    assert listed.rows == sorted(set(listed.rows))
+    # The API takes the list exactly as the agent sends it.
+    section = {"manager": listed.manager, "digest": listed.digest, "items": listed.rows}
+    assert InstalledPackages.model_validate(section).digest == listed.digest
+
+
+@pytest.mark.parametrize(
+    ("proc_version", "expected"),
+    [
+        (
+            "Linux version 6.1.0-28-amd64 (debian-kernel@lists.debian.org) (gcc-12 (Debian "
+            "12.2.0-14) 12.2.0, GNU ld (GNU Binutils for Debian) 2.40) #1 SMP PREEMPT_DYNAMIC "
+            "Debian 6.1.119-1 (2024-11-22)",
+            "6.1.119-1",
+        ),
+        ("Linux version 6.18.44 (builder@host) (gcc (GCC) 15.3.0) #1 SMP PREEMPT_DYNAMIC", None),
+    ],
+)
+def test_the_kernel_source_version_is_read_from_proc_version(
+    proc_version: str, expected: str | None
+) -> None:
+    assert kernel_source_version(proc_version) == expected

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from nonstop.agent.actions import EXIT_PARTIAL
+from nonstop.agent.packages import installed_packages
 from nonstop.bundle import open_bundle, pack
 from tests.agent.conftest import Admin, Agent, level_of, nsfix_build_id
 
@@ -239,3 +240,16 @@ def test_a_signed_bundle_the_engine_refuses_is_one_failed_entry_not_a_traceback(
         assert f"{original.manifest.target.key} level 40: failed: " in text.stdout
     finally:
         admin.call("POST", f"/api/v1/admin/bundles/{uploaded['sha256']}/retire")
+
+
+def test_the_package_list_is_sent_until_the_server_holds_it(
+    agent: Agent, patch_server, admin: Admin
+) -> None:
+    installed = installed_packages()
+    assert installed is not None
+    agent.register(patch_server, admin.key()["key"])
+    assert not (agent.state / "online.json").exists()  # no check-in yet
+    assert _check(agent) in (0, 1)
+    # The answer acknowledged the list: later check-ins carry only its digest.
+    online = json.loads((agent.state / "online.json").read_text())
+    assert online["packages_digest"] == installed.digest

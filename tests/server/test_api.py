@@ -421,7 +421,7 @@ def test_metrics_healthz_and_logs_hold_no_secret(server: LiveServer) -> None:
         health = client.get("/healthz").json()
         metrics = client.get("/metrics").text
         schema = client.get("/openapi.json").json()
-    assert health == {"status": "ok", "schema_revision": "0004"}
+    assert health == {"status": "ok", "schema_revision": "0005"}
     assert 'nonstop_checkins_total{result="recorded"}' in metrics
     assert 'nonstop_hosts{state="active"}' in metrics
     assert "nonstop_http_request_duration_seconds_bucket" in metrics

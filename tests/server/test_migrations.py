@@ -39,9 +39,9 @@ def test_upgrade_empty_database_matches_models(
 ) -> None:
     url = new_database_url(backend)
     done = nonstop_command("db", "upgrade", "--database-url", url, "--data-dir", str(tmp_path))
-    assert "(empty) -> 0004" in done.stdout
+    assert "(empty) -> 0005" in done.stdout
     current = json.loads(nonstop_command("db", "current", "--json", "--database-url", url).stdout)
-    assert current == {"current": "0004", "head": "0004"}
+    assert current == {"current": "0005", "head": "0005"}
     database = Database(url)
     try:
         with database.engine.connect() as connection:
@@ -109,7 +109,7 @@ def test_upgrade_from_previous_revision_keeps_data(
     assert f"revision {start}" in refused.stderr and "nonstop db upgrade" in refused.stderr
 
     done = nonstop_command("db", "upgrade", "--database-url", url, "--data-dir", str(tmp_path))
-    assert f"{start} -> 0004" in done.stdout
+    assert f"{start} -> 0005" in done.stdout
     database = Database(url)
     with database.engine.connect() as connection:
         row = connection.execute(

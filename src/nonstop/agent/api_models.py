@@ -184,6 +184,8 @@ class CheckinAnswer:
     server_time: datetime
     next_checkin_seconds: int
     targets: tuple[Decision, ...]
+    packages_digest: str | None = None
+    """The installed-package list the server holds for this host (None: send it)."""
 
     @classmethod
     def parse(cls, document: Any) -> CheckinAnswer:
@@ -200,4 +202,5 @@ class CheckinAnswer:
             server_time=server_time,
             next_checkin_seconds=_field(document, "next_checkin_seconds", int),
             targets=tuple(Decision.parse(item) for item in targets),
+            packages_digest=_optional(document, "packages_digest", str),
         )

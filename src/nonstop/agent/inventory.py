@@ -32,6 +32,8 @@ from nonstop.userspace.procfs import PROC, executable_of, map_file_path
 
 MAX_LIBRARIES = 4096
 """The API's limit per check-in; past it the libraries mapped by fewest processes are left out."""
+MAX_NAMED_PROCESSES = 32
+"""The API's limit of unpatched processes named per library (the count is always whole)."""
 _CONTROL = re.compile(r"[\x00-\x1f]")
 
 
@@ -50,6 +52,16 @@ class LibraryUse:
     pids: set[int] = field(default_factory=set)
     levels: dict[int, int | None] = field(default_factory=dict)
     """Applied level per process that may be patched (blocklisted processes left out)."""
+
+    @property
+    def deleted(self) -> bool:
+        """The file was replaced on disk since it was mapped: its processes run an old copy."""
+        return self.path.endswith(" (deleted)")
+
+    @property
+    def unpatched_pids(self) -> list[int]:
+        """The patchable processes that run it without a live patch, lowest pid first."""
+        return sorted(pid for pid, level in self.levels.items() if level is None)
 
     @property
     def applied_level(self) -> int | None:
@@ -210,7 +222,33 @@ def kernel_report(running: KernelTarget, applied_level: int | None) -> dict[str,
         "build_id": running.build_id,
         "version_digest": running.version_digest,
         "applied_level": applied_level,
+        "source_version": kernel_source_version(),
     }
+
+
+# Debian's /proc/version ends "... SMP PREEMPT_DYNAMIC Debian 6.1.119-1 (2024-11-22)".
+_DEBIAN_KERNEL_VERSION = re.compile(r" Debian ([0-9][A-Za-z0-9.+~:-]{0,62}) \(")
+
+
+def kernel_source_version(proc_version: str | None = None) -> str | None:
+    """The distribution source version the running kernel was built from, when it says
+    (Debian kernels do, in /proc/version); vulnerability feeds name that version."""
+    if proc_version is None:
+        try:
+            proc_version = (PROC / "version").read_text()[:4096]
+        except OSError:
+            return None
+    found = _DEBIAN_KERNEL_VERSION.findall(proc_version)
+    return found[-1] if found else None  # the kernel's own, after the compiler's
+
+
+def _process_name(pid: int) -> str:
+    """/proc/PID/comm (chosen by the process's owner: control characters replaced)."""
+    try:
+        comm = (PROC / str(pid) / "comm").read_bytes()[:64]
+    except OSError:
+        return "?"
+    return _CONTROL.sub("?", comm.decode("utf-8", "replace").removesuffix("\n"))[:64]
 
 
 def library_report(uses: dict[str, LibraryUse], facts: LibraryFacts) -> list[dict[str, Any]]:
@@ -233,6 +271,11 @@ def library_report(uses: dict[str, LibraryUse], facts: LibraryFacts) -> list[dic
                 "package": known["package"],
                 "processes": len(use.pids),
                 "applied_level": use.applied_level,
+                "deleted": use.deleted,
+                "unpatched": [
+                    {"pid": pid, "name": _process_name(pid)}
+                    for pid in use.unpatched_pids[:MAX_NAMED_PROCESSES]
+                ],
             }
         )
     facts.save()
@@ -245,6 +288,7 @@ def collect(
     distro: Distro | None,
     kernel: dict[str, Any] | None,
     libraries: list[dict[str, Any]],
+    packages: dict[str, Any] | None = None,
     sticky: str | None = None,
     delay_hours: int = 0,
 ) -> dict[str, Any]:
@@ -260,6 +304,8 @@ def collect(
         "kernel": kernel,
         "libraries": libraries,
     }
+    if packages is not None:
+        body["packages"] = packages
     if sticky:
         body["sticky"] = sticky
     if delay_hours:

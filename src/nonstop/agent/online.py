@@ -34,6 +34,7 @@ from nonstop.agent.client import ServerClient, ServerError
 from nonstop.agent.inventory import LibraryFacts, collect, kernel_report, library_report
 from nonstop.agent.inventory import libraries_in_use as scan_libraries
 from nonstop.agent.kernel_levels import KERNEL_FAILURES, KernelManager, apply_document, manager_for
+from nonstop.agent.packages import installed_packages
 from nonstop.bundle import Bundle, UserspaceTarget, open_bundle
 from nonstop.bundle.errors import BundleError
 from nonstop.bundle.manifest import utc_now
@@ -252,9 +253,20 @@ class OnlineAgent:
             distro=None,
             kernel=kernel_report(self.kernel.running, applied.level if applied else None),
             libraries=library_report(uses, LibraryFacts(self.config.cache_dir)),
+            packages=self.packages_report(),
             sticky=self.config.sticky,
             delay_hours=self.config.update_delay_hours,
         )
+
+    def packages_report(self) -> dict[str, Any] | None:
+        """The installed packages: the list only if the server did not acknowledge its digest."""
+        installed = installed_packages()
+        if installed is None:
+            return None
+        report: dict[str, Any] = {"manager": installed.manager, "digest": installed.digest}
+        if self.store.read(STATE_NAME).get("packages_digest") != installed.digest:
+            report["items"] = installed.rows
+        return report
 
     @contextmanager
     def recording_errors(self) -> Iterator[None]:
@@ -410,6 +422,7 @@ class OnlineAgent:
                         if d.bundle is not None and d.action == "apply"
                     ],
                 }
+                document["packages_digest"] = answer.packages_digest
                 document.pop("last_error", None)
             if error is not None:
                 document["last_error"] = {"at": utc_now(), "message": error}

@@ -25,15 +25,15 @@ from typing import Any, NamedTuple
 
 import psycopg
 from pydantic_core import to_json
-from sqlalchemy import Connection, Insert, Row, bindparam, case, update
+from sqlalchemy import Boolean, Connection, Insert, Row, bindparam, case, select, update
 
 from nonstop.server.auth import hash_secret
 from nonstop.server.catalog import CatalogSnapshot
 from nonstop.server.db import Database
 from nonstop.server.inventory import TargetRow, inventory_digest, inventory_json, inventory_targets
-from nonstop.server.models import UTCDateTime, checkins, hosts, utcnow
+from nonstop.server.models import UTCDateTime, checkins, hosts, package_sets, utcnow
 from nonstop.server.policy import Candidate, decide, parse_sticky, strictest
-from nonstop.server.schemas import CheckinRequest
+from nonstop.server.schemas import CheckinRequest, InstalledPackages
 
 # Built once: the hot path only binds values (no statement construction per request).
 _UPDATE_HOST = (
@@ -54,8 +54,25 @@ _UPDATE_HOST = (
         inventory_digest=bindparam("h_digest"),
         last_checkin_at=bindparam("h_now", type_=UTCDateTime),
         checkin_count=hosts.c.checkin_count + 1,
+        # An agent that reports no package list (an older one) leaves the stored digest.
+        packages_digest=case(
+            (bindparam("p_keep", type_=Boolean), hosts.c.packages_digest),
+            else_=bindparam("p_digest"),
+        ),
     )
 )
+_PACKAGE_SET_KNOWN = select(package_sets.c.digest).where(
+    package_sets.c.digest == bindparam("p_digest")
+)
+
+
+class Recorded(NamedTuple):
+    """What ``record`` stored: whether the check-in was new, the targets, and the digest of
+    the package list the server now holds for the host (None: it holds none)."""
+
+    recorded: bool
+    targets: list[TargetRow]
+    packages_digest: str | None
 
 
 @cache
@@ -63,10 +80,15 @@ def _insert_checkin(db: Database) -> Insert:
     return db.insert_ignoring_duplicates(checkins, "host_id", "checkin_id").returning(checkins.c.id)
 
 
+@cache
+def _insert_package_set(db: Database) -> Insert:
+    return db.insert_ignoring_duplicates(package_sets, "digest")
+
+
 def record(
     db: Database, connection: Connection, host: Row[Any], request: CheckinRequest
-) -> tuple[bool, list[TargetRow]]:
-    """Store the check-in in CONNECTION's transaction; (recorded, targets). False: a replay."""
+) -> Recorded:
+    """Store the check-in in CONNECTION's transaction (``recorded`` False: a replay)."""
     now = utcnow()
     inserted = connection.execute(
         _insert_checkin(db),
@@ -79,15 +101,34 @@ def record(
     ).first()
     targets = inventory_targets(request)
     if inserted is None:
-        return False, targets
-    connection.execute(_UPDATE_HOST, _host_values(host.id, request, inventory_json(targets), now))
-    return True, targets
+        return Recorded(False, targets, host.packages_digest)
+    values = _host_values(host.id, request, inventory_json(targets), now)
+    packages = request.packages
+    digest: str | None = host.packages_digest
+    if packages is not None:
+        digest = packages.digest
+        if packages.items is not None:
+            connection.execute(_insert_package_set(db), _package_set_values(packages, now))
+        elif connection.execute(_PACKAGE_SET_KNOWN, values).first() is None:
+            digest = values["p_digest"] = None  # unknown list: the answer asks for it
+    connection.execute(_UPDATE_HOST, values)
+    return Recorded(True, targets, digest)
+
+
+def _package_set_values(packages: InstalledPackages, now: datetime) -> dict[str, object]:
+    return {
+        "digest": packages.digest,
+        "manager": packages.manager,
+        "packages": to_json(packages.items).decode(),
+        "created_at": now,
+    }
 
 
 def _host_values(
     host_id: str, request: CheckinRequest, targets_json: bytes, now: datetime
 ) -> dict[str, object]:
     kernel = request.kernel
+    packages = request.packages
     return {
         "h_id": host_id,
         "h_hostname": request.hostname,
@@ -100,6 +141,8 @@ def _host_values(
         "h_digest": inventory_digest(targets_json),
         "targets": targets_json.decode(),
         "h_now": now,
+        "p_keep": packages is None,
+        "p_digest": packages.digest if packages else None,
     }
 
 
@@ -112,13 +155,24 @@ def _host_values(
 # reuses the compressed out-of-line copy instead of writing it again.
 _RECORD_POSTGRESQL = """
 WITH host AS (
-    SELECT id, feed, sticky FROM hosts
+    SELECT id, feed, sticky, packages_digest FROM hosts
     WHERE id = %(h_id)s AND secret_hash = %(secret_hash)s AND unregistered_at IS NULL
 ), recorded AS (
     INSERT INTO checkins (host_id, checkin_id, received_at, agent_version)
     SELECT id, %(checkin_id)s, %(h_now)s, %(h_agent_version)s FROM host
     ON CONFLICT (host_id, checkin_id) DO NOTHING
     RETURNING id
+), package_set AS (
+    INSERT INTO package_sets (digest, manager, packages, created_at)
+    SELECT %(p_digest)s, %(p_manager)s, %(p_items)s, %(h_now)s FROM recorded
+    WHERE %(p_items)s::text IS NOT NULL
+    ON CONFLICT (digest) DO NOTHING
+), packages AS (
+    SELECT CASE
+        WHEN %(p_keep)s THEN (SELECT packages_digest FROM host)
+        WHEN %(p_items)s::text IS NOT NULL
+             OR EXISTS (SELECT FROM package_sets WHERE digest = %(p_digest)s) THEN %(p_digest)s
+    END AS digest
 ), updated AS (
     UPDATE hosts SET
         hostname = %(h_hostname)s, distro_id = %(h_distro_id)s,
@@ -129,10 +183,14 @@ WITH host AS (
         inventory = CASE WHEN inventory_digest = %(h_digest)s THEN inventory
                          ELSE %(targets)s END,
         inventory_digest = %(h_digest)s,
-        last_checkin_at = %(h_now)s, checkin_count = checkin_count + 1
+        last_checkin_at = %(h_now)s, checkin_count = checkin_count + 1,
+        packages_digest = (SELECT digest FROM packages)
     WHERE id = %(h_id)s AND EXISTS (SELECT FROM recorded)
 )
-SELECT id, feed, sticky, EXISTS (SELECT FROM recorded) AS recorded FROM host
+SELECT id, feed, sticky, EXISTS (SELECT FROM recorded) AS recorded,
+    CASE WHEN EXISTS (SELECT FROM recorded) THEN (SELECT digest FROM packages)
+         ELSE packages_digest END AS packages_digest
+FROM host
 """
 
 
@@ -143,6 +201,7 @@ class CheckedInHost(NamedTuple):
     feed: str
     sticky: str | None
     recorded: bool
+    packages_digest: str | None
 
 
 async def record_postgresql(
@@ -153,9 +212,15 @@ async def record_postgresql(
     unregistered (nothing stored).
     """
     targets = inventory_targets(request)
-    values = _host_values(host_id, request, inventory_json(targets), utcnow()) | {
+    now = utcnow()
+    packages = request.packages
+    values = _host_values(host_id, request, inventory_json(targets), now) | {
         "secret_hash": hash_secret(secret),
         "checkin_id": str(request.checkin_id),
+        "p_manager": packages.manager if packages else None,
+        "p_items": None
+        if packages is None or packages.items is None
+        else _package_set_values(packages, now)["packages"],
     }
     cursor = await connection.execute(_RECORD_POSTGRESQL, values, prepare=True)
     row = await cursor.fetchone()
@@ -170,6 +235,7 @@ def answer(
     recorded: bool,
     next_checkin_seconds: int,
     now: datetime,
+    packages_digest: str | None = None,
 ) -> bytes:
     """Per target: the bundle to apply under the host's feed and pin, or none and why.
 
@@ -225,5 +291,6 @@ def answer(
             "server_time": now,
             "next_checkin_seconds": next_checkin_seconds,
             "targets": decisions,
+            "packages_digest": packages_digest,
         }
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pydantic_core import to_json
 
@@ -33,6 +33,13 @@ class TargetRow(NamedTuple):
     package_version: str | None
     processes: int
     applied_level: int | None
+    # Added at revision 0005; inventories stored before have no value for them (the defaults).
+    source_version: str | None = None
+    """The kernel's distribution source version (from /proc/version)."""
+    deleted: bool = False
+    """The library file was replaced on disk: its processes run an older copy."""
+    unpatched: tuple[tuple[int, str], ...] = ()
+    """(pid, name) of processes running the library unpatched (at most 32 named)."""
 
     def identities(self) -> tuple[str, ...]:
         """Every key a bundle for this target may name (a kernel has two)."""
@@ -54,7 +61,15 @@ def inventory_targets(request: CheckinRequest) -> list[TargetRow]:
             alt = KernelTarget(release=kernel.release, version_digest=kernel.version_digest).key
         rows.append(
             TargetRow(
-                identity.key, alt, "kernel", kernel.release, None, None, 0, kernel.applied_level
+                identity.key,
+                alt,
+                "kernel",
+                kernel.release,
+                None,
+                None,
+                0,
+                kernel.applied_level,
+                source_version=kernel.source_version,
             )
         )
     merged: dict[str, TargetRow] = {}
@@ -72,6 +87,11 @@ def inventory_targets(request: CheckinRequest) -> list[TargetRow]:
             processes=lib.processes + (seen.processes if seen else 0),
             # Some processes may lag behind: report the lowest level so the upgrade is offered.
             applied_level=min(levels) if levels else None,
+            deleted=lib.deleted or bool(seen and seen.deleted),
+            unpatched=(
+                *(seen.unpatched if seen else ()),
+                *((process.pid, process.name) for process in lib.unpatched),
+            ),
         )
     rows.extend(merged.values())
     return rows
@@ -96,4 +116,11 @@ def stored_targets(inventory: str | None) -> list[TargetRow]:
     """The targets in a hosts.inventory value (None: no check-in yet, or unregistered)."""
     if inventory is None:
         return []
-    return [TargetRow(*entry) for entry in json.loads(inventory)]
+    return [_row(entry) for entry in json.loads(inventory)]
+
+
+def _row(entry: list[Any]) -> TargetRow:
+    row = TargetRow(*entry)
+    if row.unpatched:  # JSON gave lists: back to the tuples the field holds
+        row = row._replace(unpatched=tuple((pid, name) for pid, name in row.unpatched))
+    return row

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -130,6 +131,50 @@ hosts = Table(
     Column("last_checkin_at", UTCDateTime),
     Column("checkin_count", Integer, nullable=False, server_default="0"),
     Column("unregistered_at", UTCDateTime),
+    # The installed-package list the host reported last (package_sets.digest), if the
+    # server holds it.
+    Column("packages_digest", String(SHA256_HEX)),
+)
+
+# Installed-package lists, one per distinct list: hosts of one image share it.
+package_sets = Table(
+    "package_sets",
+    metadata,
+    Column("digest", String(SHA256_HEX), primary_key=True),
+    Column("manager", String(8), nullable=False),
+    # JSON array of [name, version, source, source_version, arch], sorted.
+    Column("packages", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+# What each feed says of a CVE in a source package of a release (nonstop.cve.model.Advisory).
+advisories = Table(
+    "advisories",
+    metadata,
+    Column("release", String(32), primary_key=True),
+    Column("source", String(200), primary_key=True),
+    Column("cve", String(32), primary_key=True),
+    Column("feed", String(32), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("fixed_version", String(256)),
+    Column("urgency", String(32)),
+    Column("cvss", Float),
+    Column("nodsa", String(500)),
+    Column("description", Text),
+    Index("ix_advisories_cve", "cve"),
+    Index("ix_advisories_feed", "feed"),
+)
+
+# Per synced feed URL: what the last download returned, for If-Modified-Since / If-None-Match.
+feed_downloads = Table(
+    "feed_downloads",
+    metadata,
+    Column("url", String(2048), primary_key=True),
+    Column("last_modified", String(64)),
+    Column("etag", String(256)),
+    Column("fetched_at", UTCDateTime),
+    Column("records", Integer),
+    Column("error", String(500)),
 )
 
 bundles = Table(

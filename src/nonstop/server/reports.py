@@ -31,11 +31,12 @@ def levels(connection: Connection, kind: str | None, target: str | None) -> list
     query = select(hosts.c.inventory).where(hosts.c.inventory.is_not(None))
     if target:  # only inventories whose text holds the key, as JSON writes it
         query = query.where(hosts.c.inventory.contains(json.dumps(target), autoescape=True))
-    # Identical target rows counted across hosts first (C-speed Counter.update), so the
-    # per-target tally runs once per distinct row, not once per host and target.
+    # Identical target rows counted across hosts first (Counter.update), so the per-target
+    # tally runs once per distinct row, not once per host and target. Only the fields the
+    # report reads are compared: the named processes differ from host to host.
     rows: Counter[tuple[Any, ...]] = Counter()
     for (inventory,) in connection.execute(query, execution_options={"yield_per": 1000}):
-        rows.update(map(tuple, json.loads(inventory)))
+        rows.update(tuple(entry[:_TALLIED]) for entry in json.loads(inventory))
     found: dict[str, _TargetTally] = {}
     for values, count in rows.items():
         entry = TargetRow(*values)
@@ -43,6 +44,9 @@ def levels(connection: Connection, kind: str | None, target: str | None) -> list
             continue
         found.setdefault(entry.target_key, _TargetTally(entry.kind)).add(entry, count)
     return [found[key].report(key, latest) for key in sorted(found)]
+
+
+_TALLIED = TargetRow._fields.index("applied_level") + 1
 
 
 class _TargetTally:

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from nonstop.cve.packages import MAX_PACKAGES, packages_digest
 from nonstop.server.policy import parse_sticky
 
 Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]+$", min_length=2, max_length=128)]
@@ -41,6 +42,7 @@ StickyPin = Annotated[
     str,
     StringConstraints(pattern=r"^(level:[1-9][0-9]{0,8}|date:[0-9]{4}-[0-9]{2}-[0-9]{2})$"),
 ]
+MAX_NAMED_PROCESSES = 32
 HostState = Literal["active", "stale", "never", "unregistered"]
 DelayHours = Annotated[int, Field(ge=0, le=24 * 365)]
 
@@ -88,6 +90,42 @@ class PackageRef(Input):
     version: Text255
 
 
+# What dpkg and rpm accept in package names, versions and architectures.
+PackageName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9+._-]{0,199}$")]
+PackageVersion = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.+~:_-]{1,255}$")]
+Arch = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+InstalledRow = tuple[PackageName, PackageVersion, PackageName, PackageVersion, Arch]
+
+
+class InstalledPackages(Input):
+    """The host's installed packages: always their digest, the list only when the server's last
+    answer did not acknowledge that digest (``packages_digest``)."""
+
+    manager: Literal["dpkg", "rpm"]
+    digest: Sha256
+    items: Annotated[list[InstalledRow], Field(max_length=MAX_PACKAGES)] | None = Field(
+        None,
+        description="[name, version, source, source_version, arch] per package, sorted, "
+        "each once; digest is nonstop.cve.packages.packages_digest of them",
+    )
+
+    @model_validator(mode="after")
+    def _digest_matches(self) -> InstalledPackages:
+        if self.items is not None:
+            if any(a >= b for a, b in zip(self.items, self.items[1:], strict=False)):
+                raise ValueError("packages.items must be sorted, each once")
+            if packages_digest(self.manager, list(self.items)) != self.digest:
+                raise ValueError("packages.digest is not the digest of packages.items")
+        return self
+
+
+class ProcessName(Input):
+    """A process named in the inventory: pid and /proc/PID/comm (control characters replaced)."""
+
+    pid: Annotated[int, Field(ge=1, le=2**22)]
+    name: Annotated[str, StringConstraints(max_length=64, pattern=r"^[^\x00-\x1f]*$")]
+
+
 class KernelInventory(Input):
     """The running kernel, identified by build_id or version_digest (at least one)."""
 
@@ -96,6 +134,9 @@ class KernelInventory(Input):
     version_digest: Sha256 | None = None
     arch: Text64 = "x86_64"
     applied_level: Level | None = None
+    source_version: PackageVersion | None = Field(
+        None, description="the distribution source version it was built from (/proc/version)"
+    )
 
     @model_validator(mode="after")
     def _identified(self) -> KernelInventory:
@@ -111,6 +152,13 @@ class LibraryInventory(Input):
     package: PackageRef | None = None
     processes: Annotated[int, Field(ge=0, le=10_000_000)] = 0
     applied_level: Level | None = None
+    deleted: bool = Field(
+        False, description="the mapped file was replaced on disk: processes run an older copy"
+    )
+    unpatched: Annotated[list[ProcessName], Field(max_length=MAX_NAMED_PROCESSES)] = Field(
+        default_factory=list,
+        description="processes running it without a live patch (at most 32 named)",
+    )
 
 
 class CheckinRequest(Input):
@@ -122,6 +170,7 @@ class CheckinRequest(Input):
     os: OsInfo
     kernel: KernelInventory | None = None
     libraries: Annotated[list[LibraryInventory], Field(max_length=4096)] = []
+    packages: InstalledPackages | None = None
     sticky: StickyPin | None = Field(
         None,
         description="the host's own pin (nonstopctl --set-sticky-patch); "
@@ -180,6 +229,11 @@ class CheckinResponse(BaseModel):
     server_time: datetime
     next_checkin_seconds: int
     targets: list[TargetDecision]
+    packages_digest: str | None = Field(
+        None,
+        description="the digest of the installed-package list the server holds for this host; "
+        "while it differs from the host's own, the host sends the list",
+    )
 
 
 class HostTargetView(BaseModel):

@@ -104,6 +104,7 @@ _HOST_BY_ID = select(
     hosts.c.feed,
     hosts.c.sticky,
     hosts.c.unregistered_at,
+    hosts.c.packages_digest,
 ).where(hosts.c.id == bindparam("host_id"))
 # The same query for the check-in's asyncio psycopg connection (db.autocommit_async).
 _HOST_BY_ID_SQL = str(_HOST_BY_ID.compile(dialect=psycopg_dialect()))  # type: ignore[no-untyped-call]
@@ -137,7 +138,7 @@ def _verified(ctx: ServerContext, client: str, row: Any, host_id: str, secret: s
 def authenticate_host(
     ctx: ServerContext, connection: Connection, client: str, credentials: Credentials
 ) -> Row[Any]:
-    """The host row (id, feed, sticky, inventory digest) of a valid host token, else 401."""
+    """The host row (id, feed, sticky, package list digest) of a valid host token, else 401."""
     host_id, secret = host_credential(ctx, client, credentials)
     row = connection.execute(_HOST_BY_ID, {"host_id": host_id}).first()
     return cast(Row[Any], _verified(ctx, client, row, host_id, secret))

@@ -48,7 +48,6 @@ from nonstop.server.auth import (
 from nonstop.server.bundles import authorize_download, bundle_bytes
 from nonstop.server.context import ServerContext
 from nonstop.server.errors import TooManyRequests, Unauthorized
-from nonstop.server.inventory import TargetRow
 from nonstop.server.metrics import CHECKINS, DOWNLOADS, REGISTRATIONS
 from nonstop.server.models import utcnow
 from nonstop.server.schemas import (
@@ -141,14 +140,21 @@ async def check_in_answer(
     if catalog is None:  # stale: re-read it without blocking the event loop
         catalog = await run_in_threadpool(ctx.catalog.snapshot)
     if ctx.db.is_sqlite:
-        host, recorded, targets = await run_in_threadpool(
+        host, stored = await run_in_threadpool(
             _record_sqlite, ctx, client, credentials, host_id, body
         )
     else:
-        host, recorded, targets = await _record_postgresql(ctx, client, host_id, secret, body)
-    CHECKINS.labels("recorded" if recorded else "replayed").inc()
+        host, stored = await _record_postgresql(ctx, client, host_id, secret, body)
+    CHECKINS.labels("recorded" if stored.recorded else "replayed").inc()
     return checkin.answer(
-        host, body, targets, catalog, recorded, ctx.settings.checkin_interval_seconds, utcnow()
+        host,
+        body,
+        stored.targets,
+        catalog,
+        stored.recorded,
+        ctx.settings.checkin_interval_seconds,
+        utcnow(),
+        stored.packages_digest,
     )
 
 
@@ -172,7 +178,7 @@ async def _authenticate(
 
 async def _record_postgresql(
     ctx: ServerContext, client: str, host_id: str, secret: str, body: CheckinRequest
-) -> tuple[Any, bool, list[TargetRow]]:
+) -> tuple[Any, checkin.Recorded]:
     """Store in one statement that authenticates again (the host may have been unregistered
     since): one round trip to PostgreSQL."""
     async with ctx.db.autocommit_async() as connection:
@@ -180,12 +186,12 @@ async def _record_postgresql(
     if host is None:
         ctx.known_hosts.forget(host_id)
         refuse_host(ctx, client, host_id)
-    return host, host.recorded, targets
+    return host, checkin.Recorded(host.recorded, targets, host.packages_digest)
 
 
 def _record_sqlite(
     ctx: ServerContext, client: str, credentials: Credentials, host_id: str, body: CheckinRequest
-) -> tuple[Any, bool, list[TargetRow]]:
+) -> tuple[Any, checkin.Recorded]:
     """Authenticate again and store in one write transaction (in a worker thread: SQLite
     blocks); the host may have been unregistered since ``_authenticate``."""
     with ctx.db.write() as connection:
@@ -195,7 +201,7 @@ def _record_sqlite(
             ctx.known_hosts.forget(host_id)
             raise
         require_same_host(host, host_id)
-        return (host, *checkin.record(ctx.db, connection, host, body))
+        return host, checkin.record(ctx.db, connection, host, body)
 
 
 @router.get("/hosts/{host_id}", response_model=HostDetail)
