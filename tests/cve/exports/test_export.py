@@ -1,4 +1,4 @@
-"""The entry point: every format, deterministic bytes, fleets, refusals, hostile names kept inert."""
+"""The entry point: every format, deterministic bytes, fleets, refusals, hostile names inert."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from nonstop.cve.exports import FLEET_FORMATS, FORMATS, ExportError, export, export_fleet
-from nonstop.cve.model import Finding, Status
-from tests.cve.exports.hosts import HOSTILE, WHEN, ProcessRef, by_cve, findings, host, level
+from nonstop.cve.model import Finding, ProcessRef, Status
+from tests.cve.exports.hosts import HOSTILE, WHEN, by_cve, findings, host, level
 from tests.cve.exports.schemas import errors
 from tests.cve.exports.test_oval import OVAL
 

@@ -59,10 +59,9 @@ class _Tree:
     def package(self, s: Subject, package: Package) -> str:
         """The id of PACKAGE as installed on S's host (added on first use)."""
         pid = "NS-" + stable_id(s.host.host_id, package.purl)[:20]
-        name = f"{inert(package.name)} {_version(package)} ({package.arch}) on {s.hostname}"
         product = {
             "product_id": pid,
-            "name": name,
+            "name": _product_name(s, package),
             "product_identification_helper": {"purl": package.purl},
         }
         leaf: Json = {"category": "product_name", "name": inert(package.name)}
@@ -96,9 +95,8 @@ class _Tree:
             "relates_to_product_reference": on_host,
             "full_product_name": {
                 "product_id": pid,
-                "name": f"{inert(package.name)} {_version(package)} on {s.hostname} "
-                f"with nonstop live patch level {level.level} "
-                f"(bundle sha256 {inert(level.bundle_sha256)})",
+                "name": f"{_product_name(s, package)} with nonstop live patch level "
+                f"{level.level} (bundle sha256 {level.bundle_sha256})",
             },
         }
         return pid
@@ -120,8 +118,9 @@ class _Tree:
         return tree
 
 
-def _version(package: Package) -> str:
-    return inert(package.version) if package.version is not None else "(version unknown)"
+def _product_name(s: Subject, package: Package) -> str:
+    version = inert(package.version) if package.version is not None else "(version unknown)"
+    return f"{inert(package.name)} {version} ({package.arch}) on {s.hostname}"
 
 
 def _vulnerability(cve: str, group: Sequence[Subject], tree: _Tree) -> Json:

@@ -264,4 +264,5 @@ def definitions(
             section = _el(root, DEF, tag)
             section.extend(items[key] for key in sorted(items))
     ET.indent(root)
-    return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+    document: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
+    return document + b"\n"
