@@ -155,48 +155,37 @@ def _vulnerability(cve: str, group: Sequence[Subject], tree: _Tree) -> Json:
     return vulnerability
 
 
+def _fix(details: str, ids: list[str], restart: str, restart_details: str = "") -> Json:
+    """A vendor fix for products IDS, with the category of restart it takes to work."""
+    required = {"category": restart} | ({"details": restart_details} if restart_details else {})
+    return {
+        "category": "vendor_fix",
+        "details": details,
+        "product_ids": ids,
+        "restart_required": required,
+    }
+
+
 def _remediations(s: Subject, ids: list[str]) -> list[Json]:
     """What CSAF tells operators to do for S's products IDS, with the restart each needs."""
     f = s.finding
-    restart = {"category": "machine" if s.kernel else "service"}
     if f.status is Status.FIXED_BY_LIVE_PATCH:
-        return [
-            {
-                "category": "vendor_fix",
-                "details": f"Applied: {s.summary()}.",
-                "product_ids": ids,
-                "restart_required": {"category": "none"},
-            }
-        ]
+        return [_fix(f"Applied: {s.summary()}.", ids, "none")]
     if f.status in (Status.PARTLY_FIXED, Status.RESTART_NEEDED):
-        restart = {"category": "machine" if f.kernel_reboot else "service"}
-        return [
-            {
-                "category": "vendor_fix",
-                "details": f"{s.summary()}: {s.restart_text()}.",
-                "product_ids": ids,
-                "restart_required": restart | {"details": s.restart_text()},
-            }
-        ]
+        restart = "machine" if f.kernel_reboot else "service"
+        return [_fix(f"{s.summary()}: {s.restart_text()}.", ids, restart, s.restart_text())]
     if f.status is Status.OPEN_FIX_AVAILABLE:
         fixes = []
         if f.available_bundle:
-            fixes.append(
-                {
-                    "category": "vendor_fix",
-                    "details": f"Apply {live_patch_text(f.available_bundle)}.",
-                    "product_ids": ids,
-                    "restart_required": {"category": "none"},
-                }
-            )
+            fixes.append(_fix(f"Apply {live_patch_text(f.available_bundle)}.", ids, "none"))
         if f.fixed_version:
+            upgrade = s.upgrade_text(f.fixed_version)
             fixes.append(
-                {
-                    "category": "vendor_fix",
-                    "details": s.upgrade_text().capitalize() + ".",
-                    "product_ids": ids,
-                    "restart_required": restart,
-                }
+                _fix(
+                    upgrade[:1].upper() + upgrade[1:] + ".",
+                    ids,
+                    "machine" if s.kernel else "service",
+                )
             )
         return fixes
     if f.status is Status.OPEN_NO_FIX:

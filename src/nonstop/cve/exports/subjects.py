@@ -155,18 +155,16 @@ class Subject:
             if f.available_bundle:
                 steps.append(f"apply {live_patch_text(f.available_bundle)}")
             if f.fixed_version:
-                steps.append(self.upgrade_text())
+                steps.append(self.upgrade_text(f.fixed_version))
         if f.status is Status.OPEN_NO_FIX:
             steps.append("no fixed version exists yet: watch for one")
         return ("; or ".join(steps) + ".") if steps else ""
 
-    def upgrade_text(self) -> str:
-        """The package upgrade that fixes the finding, with the restart it takes."""
-        f = self.finding
-        after = "reboot" if self.kernel else f"restart the processes that map {inert(f.source)}"
-        return (
-            f"upgrade {inert(f.source)} to {inert(f.fixed_version or '?')} or later, then {after}"
-        )
+    def upgrade_text(self, fixed_version: str) -> str:
+        """The upgrade to FIXED_VERSION that fixes the finding, with the restart it takes."""
+        source = inert(self.finding.source)
+        after = "reboot" if self.kernel else f"restart the processes that map {source}"
+        return f"upgrade {source} to {inert(fixed_version)} or later, then {after}"
 
     def restart_text(self) -> str:
         """The restart a remediation needs, or '' when none."""
