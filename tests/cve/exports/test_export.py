@@ -118,3 +118,18 @@ def test_hostile_process_and_host_names_stay_inert(fmt: str) -> None:
     else:
         assert '</oval>\\"]}' in text
         assert errors(fmt, data) == []
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_thousand_processes_are_counted_not_all_named(fmt: str) -> None:
+    crowd = tuple(ProcessRef(pid, f"worker-{pid}") for pid in range(1000, 2000))
+    finding = replace(by_cve("CVE-2024-0005"), processes=crowd)
+    text = export(fmt, host(), [finding], generated_at=WHEN).decode()
+    assert "worker-1019" in text and "worker-1020" not in text
+    if fmt != "osv":
+        assert "and 980 more" in text
+    else:
+        assert (
+            json.loads(text)[0]["affected"][0]["ecosystem_specific"]["nonstop"]["process_count"]
+            == 1000
+        )

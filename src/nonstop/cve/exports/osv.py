@@ -21,6 +21,7 @@ from nonstop.cve.exports.subjects import (
     inert,
     level_facts,
     purl,
+    shown_processes,
     timestamp,
 )
 from nonstop.cve.model import Status
@@ -53,10 +54,9 @@ def _host_facts(s: Subject) -> Json:
             f.available_bundle, s.patched_build_id, s.kernel
         )
     if f.processes:
-        facts["processes"] = [
-            {"pid": p.pid, "name": inert(p.name, 32)}
-            for p in sorted(f.processes, key=lambda p: p.pid)
-        ]
+        named = shown_processes(f.processes)
+        facts["processes"] = [{"pid": p.pid, "name": inert(p.name, 32)} for p in named]
+        facts["process_count"] = len(f.processes)
     if s.kernel and s.host.kernel:
         facts["running_kernel"] = inert(s.host.kernel.release)
     if f.kernel_reboot:

@@ -226,11 +226,16 @@ def level_facts(
     return facts
 
 
+def shown_processes(processes: Sequence[ProcessRef]) -> list[ProcessRef]:
+    """The processes a document names: the first MAX_PROCESSES_NAMED by pid."""
+    return sorted(processes, key=lambda p: (p.pid, p.name))[:MAX_PROCESSES_NAMED]
+
+
 def processes_text(processes: Sequence[ProcessRef]) -> str:
     """The processes named for a restart: ``pid 12 (nginx), pid 40 (php-fpm)``, bounded."""
     if not processes:
         return "the processes that map the old library"
-    shown = sorted(processes, key=lambda p: (p.pid, p.name))[:MAX_PROCESSES_NAMED]
+    shown = shown_processes(processes)
     text = ", ".join(f"pid {p.pid} ({inert(p.name, 32)})" for p in shown)
     more = len(processes) - len(shown)
     return f"{text} and {more} more" if more else text
