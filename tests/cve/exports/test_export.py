@@ -133,3 +133,10 @@ def test_a_thousand_processes_are_counted_not_all_named(fmt: str) -> None:
             json.loads(text)[0]["affected"][0]["ecosystem_specific"]["nonstop"]["process_count"]
             == 1000
         )
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_fixed_version_dpkg_would_refuse_is_refused_whole(fmt: str) -> None:
+    bad = replace(by_cve("CVE-2024-0006"), fixed_version="1.0</x> ")
+    with pytest.raises(ExportError, match="CVE-2024-0006: not a Debian version"):
+        export(fmt, host(), [*findings(), bad], generated_at=WHEN)

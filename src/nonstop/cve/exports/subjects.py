@@ -27,7 +27,7 @@ from packageurl import PackageURL
 
 from nonstop.console import printable
 from nonstop.cve.model import Finding, HostState, LivePatchLevel, ProcessRef, Status
-from nonstop.cve.versions import uses_rpm
+from nonstop.cve.versions import VersionError, check, uses_rpm
 
 MAX_TEXT = 200
 """Longest untrusted name kept in a document (hostnames stop at 253, comm at 15)."""
@@ -279,6 +279,12 @@ def subject(host: HostState, finding: Finding) -> Subject:
     if not packages:
         source_purl = purl(host.release, finding.source, version, "source")
         packages = (Package(finding.source, version, "source", source_purl),)
+    versions = (finding.fixed_version, finding.installed_version)
+    try:
+        for version in (v for v in versions if v is not None):
+            check(host.release, version)
+    except VersionError as error:
+        raise ExportError(f"{inert(finding.cve, 40)}: {error}") from error
     for level in (finding.live_patch, finding.available_bundle):
         if level is not None and not _SHA256.fullmatch(level.bundle_sha256):
             raise ExportError(f"{finding.cve}: bundle digest is not SHA-256 hex")
