@@ -21,6 +21,7 @@ PACKAGES=(
   dpkg-dev            # dpkg-source: the Debian builder unpacks the source packages apt fetches
   libxml2-dev         # headers of the C driver the Debian builder's libxml2 tests patch live
   postgresql          # server tests and bench/fleet.py run a private PostgreSQL cluster (initdb)
+  openscap-scanner    # oscap evaluates the OVAL that nonstop exports for scanners (tests/cve)
 )
 
 missing=()

@@ -10,4 +10,7 @@ Modules, by what they own:
 - ``model``: the records every feed becomes (``Advisory``), what a host runs
   (``HostState``), the statuses and one host's finding per CVE (``Finding``).
 - ``versions``: Debian and RPM versions compared as dpkg and rpm compare them.
+- ``exports``: one host's findings (or a fleet's) as the documents scanners
+  read: OSV, CSAF 2.0 VEX, CycloneDX VEX, OpenVEX, and OVAL definitions that
+  ``oscap`` evaluates on the host against the package and the live patch level.
 """

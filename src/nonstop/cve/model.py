@@ -194,6 +194,8 @@ class LivePatchLevel:
     effective_version: str
     source: str | None = None
     """The source package of the update the level was built from, when the manifest says."""
+    kernel_module: str | None = None
+    """A kernel level's livepatch module (``/sys/kernel/livepatch/<module>``), when known."""
 
 
 @dataclass(frozen=True, slots=True)
