@@ -1,12 +1,14 @@
 """What reading one feed gives: its advisories, how many records it had, what it skipped and why.
 
-Shared by every feed reader, with the two rules they share: the urgency words
-(the Debian tracker's, which Debian's OSV records repeat) and how two words of
-one feed on the same CVE, source package and release become one.
+Shared by every feed reader, with the rules they share: what a package name
+may be, the urgency words (the Debian tracker's, which Debian's OSV records
+repeat) and how two words of one feed on the same CVE, source package and
+release become one.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -15,6 +17,8 @@ from nonstop.cve import versions
 from nonstop.cve.errors import Malformed, shown
 from nonstop.cve.model import Advisory, FeedState
 
+PACKAGE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+"""Debian policy 5.6.1 and 5.6.7: a source or binary package name (nothing else reaches argv)."""
 URGENCIES = frozenset({"unimportant", "low", "medium", "high", "end-of-life"})
 """The tracker's urgency words; ``not yet assigned`` means none."""
 NO_URGENCY = "not yet assigned"

@@ -23,10 +23,9 @@ from collections.abc import Iterable
 
 from nonstop.bundle import Manifest
 from nonstop.cve import versions
-from nonstop.cve.batch import FeedBatch, batch, merged
+from nonstop.cve.batch import PACKAGE_NAME, FeedBatch, batch, merged
 from nonstop.cve.errors import FeedError, shown
 from nonstop.cve.model import Advisory, FeedState, LivePatchLevel, release_key
-from nonstop.cve.tracker import SOURCE_NAME
 
 FEED = "bundles"
 LABEL = "bundles"
@@ -76,7 +75,7 @@ def bundle_advisories(manifests: Iterable[Manifest]) -> FeedBatch:
             skipped["bundles not built from a distribution update"] += 1
             continue
         where = f"{manifest.target.key} level {manifest.level}"
-        if not SOURCE_NAME.fullmatch(update.source):
+        if not PACKAGE_NAME.fullmatch(update.source):
             raise FeedError(
                 f"update source {shown(update.source)} is not a Debian source package name",
                 feed=LABEL,

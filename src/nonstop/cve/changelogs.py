@@ -23,7 +23,6 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import re
 import shutil
 import subprocess
 import tarfile
@@ -38,7 +37,7 @@ from debian.changelog import ChangeBlock, Changelog, ChangelogParseError
 from debian.debfile import DebError, DebFile
 
 from nonstop.cve import versions
-from nonstop.cve.batch import FeedBatch, batch
+from nonstop.cve.batch import PACKAGE_NAME, FeedBatch, batch
 from nonstop.cve.errors import FeedError, shown
 from nonstop.cve.ids import cve_ids
 from nonstop.cve.model import Advisory, FeedState
@@ -53,9 +52,6 @@ MAX_DEB_BYTES = 1024 * 1024 * 1024
 """The largest .deb files (firmware, debug symbols) are some hundred megabytes."""
 APT_TIMEOUT = 600.0
 """Seconds one apt command may take: a large .deb over a slow mirror."""
-
-# Debian policy 5.6.1 / 5.6.7: binary package names.
-_PACKAGE = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 
 
 def changelog_advisories(
@@ -230,7 +226,7 @@ def _changelog_member(data: tarfile.TarFile, package: str, where: str) -> tarfil
 
 def _check_name(package: str) -> None:
     """Only a well-formed package name reaches apt's argv."""
-    if not _PACKAGE.fullmatch(package):
+    if not PACKAGE_NAME.fullmatch(package):
         raise FeedError(f"{shown(package)} is not a Debian package name", feed=LABEL)
 
 

@@ -33,11 +33,10 @@ from typing import Any
 from cvss import CVSS2, CVSS3, CVSS4, CVSSError
 
 from nonstop.cve import versions
-from nonstop.cve.batch import FeedBatch, batch, merged, urgency
+from nonstop.cve.batch import PACKAGE_NAME, FeedBatch, batch, merged, urgency
 from nonstop.cve.errors import FeedError, Malformed, place, shown
 from nonstop.cve.ids import is_cve_id
 from nonstop.cve.model import Advisory, FeedState, release_key
-from nonstop.cve.tracker import SOURCE_NAME
 
 FEED = "osv"
 LABEL = "OSV"
@@ -210,7 +209,7 @@ def _affected(item: object, where: str, skipped: Counter[str]) -> _Entry | None:
             skipped["affected entries of other ecosystems"] += 1
         return None
     name = package.get("name")
-    if not isinstance(name, str) or not SOURCE_NAME.fullmatch(name):
+    if not isinstance(name, str) or not PACKAGE_NAME.fullmatch(name):
         raise FeedError(
             f"package name {shown(name)} is not a Debian source package name",
             feed=LABEL,

@@ -19,13 +19,12 @@ malformed entry refuses the whole document.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Collection
 from typing import Any
 
 from nonstop.cve import versions
-from nonstop.cve.batch import FeedBatch, batch, urgency
+from nonstop.cve.batch import PACKAGE_NAME, FeedBatch, batch, urgency
 from nonstop.cve.errors import FeedError, Malformed, place, shown
 from nonstop.cve.ids import is_cve_id
 from nonstop.cve.model import DEBIAN_CODENAMES, Advisory, FeedState, release_key
@@ -34,8 +33,6 @@ FEED = "debian-tracker"
 LABEL = "tracker JSON"
 """How errors name this feed."""
 
-# Debian policy 5.6.1: what a source package name may be.
-SOURCE_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
 _RELEASES = {codename: release_key("debian", codename) for codename in DEBIAN_CODENAMES}
 _STATES = {"open": FeedState.OPEN, "undetermined": FeedState.UNDETERMINED}
 _TEXT_FIELDS = ("urgency", "nodsa", "nodsa_reason")
@@ -51,7 +48,7 @@ def parse_tracker(document: object, releases: Collection[str] | None = None) -> 
     advisories: list[Advisory] = []
     records = 0
     for source, issues in document.items():
-        if not SOURCE_NAME.fullmatch(source):
+        if not PACKAGE_NAME.fullmatch(source):
             raise FeedError("not a Debian source package name", feed=LABEL, where=place(source))
         if not isinstance(issues, dict):
             raise FeedError("not an object of issues", feed=LABEL, where=place(source))
