@@ -76,24 +76,26 @@ def _issue(
         raise FeedError("releases is not an object", feed=LABEL, where=place(source, cve))
     found = []
     for codename, state in per_release.items():
-        try:
-            advisory = _release(source, cve, codename, state, description)
+        release = _RELEASES.get(codename)
+        if release is None:
+            skipped["entries of suites that are no release (sid, experimental)"] += 1
+        elif wanted is not None and release not in wanted:
+            skipped["entries of releases not asked for"] += 1
+            release = None
+        try:  # every entry is checked, those skipped too
+            advisory = _release(source, cve, release, state, description)
         except Malformed as exc:
             raise FeedError(str(exc), feed=LABEL, where=place(source, cve, codename)) from None
-        if advisory is None:
-            skipped["entries of suites that are no release (sid, experimental)"] += 1
-        elif wanted is not None and advisory.release not in wanted:
-            skipped["entries of releases not asked for"] += 1
-        else:
+        if advisory is not None:
             found.append(advisory)
     return found
 
 
 def _release(
-    source: str, cve: str, codename: str, state: object, description: str | None
+    source: str, cve: str, release: str | None, state: object, description: str | None
 ) -> Advisory | None:
-    """The advisory of one release entry, checked (Malformed); None for a suite that is no
-    release (sid, experimental)."""
+    """The advisory of one release entry, checked (Malformed); None when RELEASE is (an entry
+    that is skipped)."""
     if not isinstance(state, dict):
         raise Malformed("not an object")
     if not {type(state.get(name, "")) for name in _TEXT_FIELDS} <= {str}:
@@ -117,7 +119,6 @@ def _release(
     else:
         raise Malformed(f"status {shown(status)} is not resolved, open or undetermined")
     word = urgency(state.get("urgency"))
-    release = _RELEASES.get(codename)
     if release is None:
         return None
     return Advisory(
