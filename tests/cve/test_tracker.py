@@ -116,6 +116,11 @@ WHERE = "tracker JSON: expat/CVE-2024-50602/bookworm: "
             WHERE + "status 'fixed' is not resolved, open or undetermined",
         ),
         (
+            (*BOOKWORM, "status"),
+            ["open"],
+            WHERE + "status ['open'] is not resolved, open or undetermined",
+        ),
+        (
             (*BOOKWORM, "urgency"),
             "critical",
             WHERE + "urgency 'critical' is not one of end-of-life, high, low, medium, "

@@ -114,7 +114,7 @@ def _release(
         except versions.VersionError:
             raise Malformed(f"fixed_version {shown(fixed)} is not a Debian version") from None
         feed_state = FeedState.NOT_AFFECTED if fixed == "0" else FeedState.FIXED
-    elif status in _STATES:
+    elif isinstance(status, str) and status in _STATES:
         feed_state, fixed = _STATES[status], None
     else:
         raise Malformed(f"status {shown(status)} is not resolved, open or undetermined")
