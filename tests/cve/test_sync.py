@@ -100,10 +100,16 @@ class Feeds(BaseHTTPRequestHandler):
         self.tracker()
 
 
+class QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """The client hung up on /big, /bomb or /drip, as it should: nothing to print."""
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Feeds)
-    httpd.daemon_threads = True
+    httpd = QuietServer(("127.0.0.1", 0), Feeds)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
