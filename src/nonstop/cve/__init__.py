@@ -10,6 +10,18 @@ Modules, by what they own:
 - ``model``: the records every feed becomes (``Advisory``), what a host runs
   (``HostState``), the statuses and one host's finding per CVE (``Finding``).
 - ``versions``: Debian and RPM versions compared as dpkg and rpm compare them.
+- ``ids``: CVE ids, strict, and the ids free text names (the Debian builder reads them too).
+- ``errors``: ``FeedError``, a feed refused whole in one line (feed, place, problem).
+- ``batch``: ``FeedBatch``, what reading one feed gives (advisories, counts, skips and
+  why), the tracker's urgency words, and how two words on one CVE merge.
+- ``tracker``: the Debian security tracker's JSON.
+- ``osv``: OSV records of Debian (DSA, DLA, DEBIAN-CVE): one, a list, or a zip.
+- ``feeds``: any feed file or body, its format told by its content.
+- ``changelogs``: the CVEs newer ``debian/changelog`` entries fix, and the changelog
+  taken out of the archive's ``.deb``.
+- ``bundles``: published bundles as cumulative live patch levels, and as the feed of the
+  update fixes they carry.
+- ``sync``: a feed's conditional, bounded download.
 - ``exports``: one host's findings (or a fleet's) as the documents scanners
   read: OSV, CSAF 2.0 VEX, CycloneDX VEX, OpenVEX, and OVAL definitions that
   ``oscap`` evaluates on the host against the package and the live patch level.

@@ -2,9 +2,8 @@
 
 An entry's text is read item by item (a ``*`` line and its continuation and
 sub-items), so that a CVE id is paired with the ``Closes:`` of the item that
-names it. CVE ids are ``CVE-YYYY-NNNN...``; the shorthand Debian changelogs use
-for a second id of the same year (``CVE-2025-49794 and -49796``,
-``CVE-2025-1, -2``) names ``CVE-2025-49796`` too.
+names it. The CVE ids are read by ``nonstop.cve.ids.cve_ids`` (shorthand such as
+``CVE-2025-49794 and -49796`` included).
 """
 
 from __future__ import annotations
@@ -18,23 +17,10 @@ from debian.changelog import Changelog, ChangelogParseError
 from debian.debian_support import Version
 
 from nonstop.builders.errors import BuilderError
+from nonstop.cve.ids import cve_ids
 
-CVE = re.compile(r"CVE-(\d{4})-(\d{4,})((?:\s*(?:,|and|&)\s*-\d{4,}\b)*)")
-_SHORTHAND = re.compile(r"-(\d{4,})")
 # Debian policy 4.4: the Closes: form dpkg and the BTS recognise.
 CLOSES = re.compile(r"closes:\s*(?:bug)?#?\s?\d+(?:,\s*(?:bug)?#?\s?\d+)*", re.IGNORECASE)
-
-
-def cve_ids(text: str) -> list[str]:
-    """The CVE ids TEXT names, in order of first mention, shorthand included (module docstring)."""
-    found: list[str] = []
-    for match in CVE.finditer(text):
-        year = match.group(1)
-        for number in [match.group(2), *_SHORTHAND.findall(match.group(3))]:
-            cve = f"CVE-{year}-{number}"
-            if cve not in found:
-                found.append(cve)
-    return found
 
 
 def closed_bugs(text: str) -> list[int]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -26,12 +25,13 @@ from nonstop.builders.debian.sources import fetch_source
 from nonstop.builders.errors import BuilderError
 from nonstop.bundle import BundleError, load_signing_key
 from nonstop.console import emit_json, fail, stderr, stdout
+from nonstop.cve.ids import is_cve_id
 
 TOOL = "nonstop build debian"
 
 
 def _cve(text: str) -> str:
-    if not re.fullmatch(r"CVE-\d{4}-\d{4,}", text):
+    if not is_cve_id(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a CVE id (CVE-YYYY-NNNN)")
     return text
 

@@ -28,8 +28,8 @@ from pathlib import Path, PurePosixPath
 from unidiff.errors import UnidiffParseError
 from unidiff.patch import PatchSet
 
-from nonstop.builders.debian.changelog import cve_ids
 from nonstop.builders.errors import BuilderError
+from nonstop.cve.ids import cve_ids
 from nonstop.files import read_bounded
 
 MAX_PATCH_BYTES = 32 * 1024 * 1024
