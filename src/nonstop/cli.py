@@ -24,6 +24,7 @@ COMMAND_GROUPS: list[tuple[str, tuple[str, ...], str | None]] = [
     ("nonstop.bundle.cli", ("keys", "bundle"), None),
     ("nonstop.builders.cli", ("build",), "build"),
     ("nonstop.server.cli", ("serve", "db", "admin"), "server"),
+    ("nonstop.server.cve_commands", ("cve",), "server"),
     ("nonstop.demo.story", ("demo",), None),
 ]
 

@@ -53,7 +53,7 @@ def download(
     deadline: float = DEADLINE,
 ) -> Download:
     """URL's body, or "not modified" since LAST_MODIFIED / ETAG (module docstring)."""
-    where = _shown_url(url)
+    where = shown_url(url)
     headers = {}
     if last_modified:
         headers["If-Modified-Since"] = last_modified
@@ -120,7 +120,7 @@ def _validator(response: httpx.Response, name: str) -> str | None:
     return None
 
 
-def _shown_url(url: str) -> str:
+def shown_url(url: str) -> str:
     """URL as errors show it: no user, password or query (they may hold credentials)."""
     try:
         parsed = httpx.URL(url)

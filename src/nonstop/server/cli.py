@@ -6,8 +6,6 @@ import argparse
 import os
 import shutil
 import tempfile
-from pathlib import Path
-from typing import NoReturn
 
 import uvicorn
 from sqlalchemy.exc import SQLAlchemyError
@@ -15,22 +13,27 @@ from sqlalchemy.exc import SQLAlchemyError
 from nonstop.console import emit_json, fail, stdout
 from nonstop.server import admin_tokens, logs, migrate
 from nonstop.server.auth import SCOPES, ScopeError
+from nonstop.server.cli_common import (
+    TOOL,
+    add_database_options,
+    database_failed,
+    open_database,
+    private_files,
+    ready_database,
+)
 from nonstop.server.db import Database, redact_url
 from nonstop.server.settings import (
-    DEFAULT_DATA_DIR,
     SETTINGS_ENV,
     ServerSettings,
     SettingsError,
     parse_listen,
 )
 
-TOOL = "nonstop"
-
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the ``serve``, ``db`` and ``admin`` subcommands; each sets ``handler`` (a ``cmd_*``)."""
     serve = commands.add_parser("serve", help="run the patch server (API v1)")
-    _add_database_options(serve)
+    add_database_options(serve)
     serve.add_argument("--listen", default="127.0.0.1:8740", metavar="HOST:PORT")
     serve.add_argument(
         "--vendor-keys",
@@ -115,10 +118,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     db = commands.add_parser("db", help="server database schema")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
     upgrade = db_sub.add_parser("upgrade", help="upgrade the schema to this version's newest")
-    _add_database_options(upgrade)
+    add_database_options(upgrade)
     upgrade.set_defaults(handler=cmd_db_upgrade)
     current = db_sub.add_parser("current", help="show the schema revision")
-    _add_database_options(current)
+    add_database_options(current)
     current.add_argument("--json", action="store_true")
     current.set_defaults(handler=cmd_db_current)
 
@@ -127,7 +130,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     token = admin_sub.add_parser("token", help="admin API tokens")
     token_sub = token.add_subparsers(dest="token_command", required=True, metavar="COMMAND")
     create = token_sub.add_parser("create", help="create a token (printed once)")
-    _add_database_options(create)
+    add_database_options(create)
     create.add_argument("--name", required=True)
     create.add_argument(
         "--scope",
@@ -139,40 +142,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     create.add_argument("--json", action="store_true")
     create.set_defaults(handler=cmd_token_create)
     listing = token_sub.add_parser("list", help="list tokens (never their secrets)")
-    _add_database_options(listing)
+    add_database_options(listing)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=cmd_token_list)
     revoke = token_sub.add_parser("revoke", help="revoke a token by id")
-    _add_database_options(revoke)
+    add_database_options(revoke)
     revoke.add_argument("token_id")
     revoke.set_defaults(handler=cmd_token_revoke)
-
-
-def _add_database_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data-dir",
-        type=Path,
-        default=Path(os.environ.get("NONSTOP_DATA_DIR", DEFAULT_DATA_DIR)),
-        help="server data (SQLite database, blobs); env NONSTOP_DATA_DIR, "
-        f"default {DEFAULT_DATA_DIR}",
-    )
-    parser.add_argument(
-        "--database-url",
-        default=os.environ.get("NONSTOP_DATABASE_URL", ""),
-        help="e.g. postgresql+psycopg://user@host/db; env NONSTOP_DATABASE_URL "
-        "(keeps a password off the command line); default SQLite in the data dir",
-    )
-
-
-def _private_files() -> None:
-    """Whatever this process creates (database, -wal/-shm, blobs) is for its user alone."""
-    os.umask(0o077)
-
-
-def _database(args: argparse.Namespace) -> Database:
-    _private_files()
-    settings = ServerSettings(data_dir=args.data_dir, database_url=args.database_url)
-    return Database(settings.effective_database_url, pool_size=1)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -208,7 +184,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except SettingsError as exc:
         fail(TOOL, str(exc))
-    _private_files()
+    private_files()
     logs.configure()
     log = logs.logger()
     database = Database(settings.effective_database_url, pool_size=1)
@@ -272,20 +248,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _database_failed(verb: str, database: Database, exc: SQLAlchemyError) -> NoReturn:
-    """One line naming the database (password redacted) and the driver's first line."""
-    first = (str(exc).splitlines() or [""])[0]
-    fail(TOOL, f"cannot {verb} {redact_url(database.url)}: {exc.__class__.__name__}: {first}")
-
-
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
     """Upgrade the schema to this version's newest revision and print before -> after."""
-    database = _database(args)
+    database = open_database(args)
     try:
         before = migrate.current_revision(database.engine)
         after = migrate.upgrade(database.engine)
     except SQLAlchemyError as exc:
-        _database_failed("upgrade", database, exc)
+        database_failed("upgrade", database, exc)
     finally:
         database.dispose()
     stdout.print(
@@ -297,11 +267,11 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 def cmd_db_current(args: argparse.Namespace) -> int:
     """Print the database's schema revision (``(empty)``: none) and the newest one."""
-    database = _database(args)
+    database = open_database(args)
     try:
         current = migrate.current_revision(database.engine)
     except SQLAlchemyError as exc:
-        _database_failed("read", database, exc)
+        database_failed("read", database, exc)
     finally:
         database.dispose()
     head = migrate.head_revision()
@@ -312,27 +282,13 @@ def cmd_db_current(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ready_database(args: argparse.Namespace) -> Database:
-    database = _database(args)
-    try:
-        current = migrate.current_revision(database.engine)
-        if current is None:
-            migrate.upgrade(database.engine)
-    except SQLAlchemyError as exc:
-        database.dispose()
-        _database_failed("use", database, exc)
-    if current is not None and current != migrate.head_revision():
-        fail(TOOL, f"database is at revision {current}: run `nonstop db upgrade` first")
-    return database
-
-
 def cmd_token_create(args: argparse.Namespace) -> int:
     """Create an admin token and print its secret, the only time it is shown.
 
     Like every ``admin token`` command it creates the schema on an empty database and
     refuses one at another revision.
     """
-    database = _ready_database(args)
+    database = ready_database(args)
     try:
         with database.engine.begin() as connection:
             token_id, token, scopes = admin_tokens.create(connection, args.name, args.scopes)
@@ -353,7 +309,7 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 def cmd_token_list(args: argparse.Namespace) -> int:
     """List admin tokens, revoked ones included, never their secrets."""
-    database = _ready_database(args)
+    database = ready_database(args)
     try:
         with database.engine.connect() as connection:
             tokens = admin_tokens.listing(connection)
@@ -372,7 +328,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
     """Revoke an admin token; exit 1 if no active token has this id."""
-    database = _ready_database(args)
+    database = ready_database(args)
     try:
         with database.engine.begin() as connection:
             revoked = admin_tokens.revoke(connection, args.token_id)
