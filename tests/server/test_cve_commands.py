@@ -138,7 +138,7 @@ def test_sync_reads_newer_changelogs_of_the_packages_hosts_run(
             ).all()
     finally:
         database.dispose()
-    fixed = dict(found)
+    fixed: dict[str, str] = {cve: version for cve, version in found}
     # expat 2.5.0-1+deb12u2 fixed CVE-2024-8176 (its changelog says so); nothing at or before
     # the installed version is imported.
     assert fixed.get("CVE-2024-8176") == "2.5.0-1+deb12u2"
