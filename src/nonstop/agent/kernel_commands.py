@@ -92,20 +92,32 @@ def run_update(context: AgentContext) -> int:
 
         return online_update(context, "kernel", timeout)
     manager = manager_for(context)
+    from nonstop.agent.level_files import refresh_kernel_file
     from nonstop.bundle import open_bundle
     from nonstop.bundle.container import read_bundle_bytes
 
     with _kernel_errors(context):
         data = read_bundle_bytes(context.args.bundle)
         bundle = open_bundle(data, context.trusted_keys())
-        result = manager.update(data, bundle, timeout=timeout, force=context.args.force_transition)
+        try:
+            result = manager.update(
+                data, bundle, timeout=timeout, force=context.args.force_transition
+            )
+        finally:
+            refresh_kernel_file(context.config.state_dir, manager)
     return _print_result(context, result)
 
 
 def run_unload(context: AgentContext) -> int:
     """``--unload``: every livepatch out, the unloaded level held back from automatic updates."""
+    from nonstop.agent.level_files import refresh_kernel_file
+
+    manager = manager_for(context)
     with _kernel_errors(context):
-        reports = manager_for(context).unload(timeout=transition_timeout(context))
+        try:
+            reports = manager.unload(timeout=transition_timeout(context))
+        finally:
+            refresh_kernel_file(context.config.state_dir, manager)
     document = {"action": "unloaded", "patches": [report_dict(r) for r in reports]}
     lines = [f"unloaded {r.patch} in {r.seconds:.2f} s" for r in reports]
     return context.output(document, lines or ["no kernel patch was loaded"])

@@ -76,6 +76,7 @@ def lib_update(ctx: AgentContext) -> int:
     EXIT_PARTIAL if any process is busy or refused it.
     """
     from nonstop.agent import lib_levels
+    from nonstop.agent.level_files import refresh_library_files
     from nonstop.bundle.container import read_bundle_bytes
     from nonstop.userspace.errors import RefusedError
 
@@ -93,16 +94,14 @@ def lib_update(ctx: AgentContext) -> int:
             )
         return online_update(ctx, "userspace", 0.0)
     bundle = ctx.bundle_cache.store(read_bundle_bytes(ctx.args.bundle), ctx.trusted_keys())
+    engine = lib_levels.engine_for(ctx)
     try:
         spec, results = lib_levels.apply_bundle(
-            lib_levels.engine_for(ctx),
-            ctx.state,
-            bundle,
-            ctx.config.blocklist,
-            ctx.args.pid or None,
+            engine, ctx.state, bundle, ctx.config.blocklist, ctx.args.pid or None
         )
     except RefusedError as exc:
         raise AgentError(str(exc)) from None
+    refresh_library_files(ctx.config.state_dir, engine, ctx.config.blocklist)
     if ctx.json:
         emit_json(
             {
@@ -234,6 +233,7 @@ def lib_unload(ctx: AgentContext) -> int:
     those processes again). EXIT_PARTIAL if any process could not be reverted.
     """
     from nonstop.agent import lib_levels
+    from nonstop.agent.level_files import refresh_library_files
 
     require_root("--lib-unload")
     engine = lib_levels.engine_for(ctx)
@@ -242,6 +242,7 @@ def lib_unload(ctx: AgentContext) -> int:
         # before the revert, so a running daemon never sees a reverted process still wanted.
         lib_levels.forget(ctx.state, {w.build_id for w in lib_levels.wanted_levels(ctx.state)})
     results = [engine.revert(pid) for pid in ctx.args.pid or engine.processes_with_patches()]
+    refresh_library_files(ctx.config.state_dir, engine, ctx.config.blocklist)
     if ctx.json:
         emit_json({"action": "lib-unload", "processes": [r.to_dict() for r in results]})
     else:

@@ -34,6 +34,13 @@ from nonstop.agent.client import ServerClient, ServerError
 from nonstop.agent.inventory import LibraryFacts, collect, kernel_report, library_report
 from nonstop.agent.inventory import libraries_in_use as scan_libraries
 from nonstop.agent.kernel_levels import KERNEL_FAILURES, KernelManager, apply_document, manager_for
+from nonstop.agent.level_files import (
+    level_dir,
+    refresh_kernel_file,
+    refresh_library_files,
+    write_kernel_file,
+    write_library_files,
+)
 from nonstop.agent.packages import installed_packages
 from nonstop.bundle import Bundle, UserspaceTarget, open_bundle
 from nonstop.bundle.errors import BundleError
@@ -248,6 +255,9 @@ class OnlineAgent:
         state = self.kernel.load_state()
         applied = state.current if self.kernel.loaded(state.current) else None
         uses = scan_libraries(self.engine, self.config.blocklist)
+        levels = level_dir(self.config.state_dir)
+        write_library_files(levels, uses)
+        write_kernel_file(levels, applied.level if applied else None)
         return collect(
             hostname=self.registration.hostname,
             distro=None,
@@ -450,6 +460,11 @@ def run_update(
     offers = [d for d in choice.offers if d.kind in kinds]
     fetched = agent.fetch(offers)
     applied = agent.apply(fetched, timeout)
+    kinds_applied = {report["kind"] for report in applied}
+    if "userspace" in kinds_applied:
+        refresh_library_files(context.config.state_dir, agent.engine, context.config.blocklist)
+    if "kernel" in kinds_applied:
+        refresh_kernel_file(context.config.state_dir, agent.kernel)
     return {
         "server": agent.registration.server_url,
         "feed": answer.feed,
