@@ -155,12 +155,16 @@ class LibraryFacts:
             return
         from nonstop.bundle.identity import owning_packages
 
-        # This host's dpkg/rpm know neither another mount namespace's files nor deleted ones.
-        local = {Path(u.path): u for u in new if u.same_namespace and " (deleted)" not in u.path}
-        packages = owning_packages(list(local))
+        # This host's dpkg/rpm do not know another mount namespace's files. A replaced file's
+        # path now belongs to the package's newer version: its name is right, not its version
+        # (the check-in says the file is deleted), so that answer is not cached.
+        paths = {use.build_id: Path(use.path.removesuffix(" (deleted)")) for use in new}
+        packages = owning_packages(
+            sorted({paths[use.build_id] for use in new if use.same_namespace})
+        )
         for use in new:
-            package = packages.get(Path(use.path)) if Path(use.path) in local else None
-            facts = self._facts if use.sealed else self._this_run
+            package = packages.get(paths[use.build_id]) if use.same_namespace else None
+            facts = self._facts if use.sealed and not use.deleted else self._this_run
             facts[use.build_id] = {
                 "soname": _soname(use),
                 "package": {
