@@ -23,7 +23,7 @@ from nonstop.agent.inventory import (
 )
 from nonstop.agent.packages import installed_packages
 from nonstop.bundle.identity import running_kernel_target
-from nonstop.cve.packages import packages_digest
+from nonstop.cve.package_lists import packages_digest
 from nonstop.server.schemas import CheckinRequest, InstalledPackages
 from nonstop.userspace import Engine, EngineOptions
 from tests.agent.conftest import Admin, nsfix_build_id

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from nonstop.cve.model import InstalledPackage
-from nonstop.cve.packages import canonical_rows, packages_digest
+from nonstop.cve.package_lists import canonical_rows, packages_digest
 from nonstop.server.db import Database
 from tests.server.conftest import LiveServer, checkin, create_key, inventory, register
 from tests.server.serverproc import nonstop_command

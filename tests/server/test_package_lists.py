@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from nonstop.cve.model import InstalledPackage
-from nonstop.cve.packages import canonical_rows, packages_digest
+from nonstop.cve.package_lists import canonical_rows, packages_digest
 from tests.server.conftest import Host, LiveServer, checkin, create_key, inventory, register
 
 EXPAT = InstalledPackage("libexpat1", "2.5.0-1+deb12u1", "expat", "2.5.0-1+deb12u1", "amd64")

@@ -3,7 +3,7 @@
 Each package comes with the source package it was built from, because
 vulnerability feeds name source packages. The check-in carries the list's
 digest every time and the list only when the server's last answer did not
-acknowledge that digest (``nonstop.cve.packages``), so an unchanged host
+acknowledge that digest (``nonstop.cve.package_lists``), so an unchanged host
 sends 64 bytes instead of about 150 KB.
 """
 
@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 
 from nonstop.cve.model import InstalledPackage
-from nonstop.cve.packages import MAX_PACKAGES, PackageRow, canonical_rows, packages_digest
+from nonstop.cve.package_lists import MAX_PACKAGES, PackageRow, canonical_rows, packages_digest
 
 _QUERY_TIMEOUT = 60
 # What dpkg and rpm accept in names and versions; anything else is not reported.

@@ -10,6 +10,8 @@ Modules, by what they own:
 - ``model``: the records every feed becomes (``Advisory``), what a host runs
   (``HostState``), the statuses and one host's finding per CVE (``Finding``).
 - ``versions``: Debian and RPM versions compared as dpkg and rpm compare them.
+- ``package_lists``: a host's installed-package list in the one canonical form the
+  agent and the server hash (the check-in sends the list only when its digest is new).
 - ``ids``: CVE ids, strict, and the ids free text names (the Debian builder reads them too).
 - ``errors``: ``FeedError``, a feed refused whole in one line (feed, place, problem).
 - ``batch``: ``FeedBatch``, what reading one feed gives (advisories, counts, skips and

@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from nonstop.cve.packages import MAX_PACKAGES, packages_digest
+from nonstop.cve.package_lists import MAX_PACKAGES, packages_digest
 from nonstop.server.policy import parse_sticky
 
 Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]+$", min_length=2, max_length=128)]
@@ -106,7 +106,7 @@ class InstalledPackages(Input):
     items: Annotated[list[InstalledRow], Field(max_length=MAX_PACKAGES)] | None = Field(
         None,
         description="[name, version, source, source_version, arch] per package, sorted, "
-        "each once; digest is nonstop.cve.packages.packages_digest of them",
+        "each once; digest is nonstop.cve.package_lists.packages_digest of them",
     )
 
     @model_validator(mode="after")
