@@ -9,7 +9,7 @@ order share each package set's computation (the matcher keeps the recent ones).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from nonstop.cve import counts
@@ -84,20 +84,38 @@ def finding_changes(
     old: HostAssessment | None, new: HostAssessment | None
 ) -> tuple[FindingChange, ...]:
     """The listed findings that differ between OLD and NEW assessments of one host."""
-    if old is not None and new is not None and old.package_set is new.package_set:
-        sources: Iterable[str] = old.parts.keys() | new.parts.keys()
+    changed: list[FindingChange] = []
+    for source in _touched(old, new):
+        if old is None or new is None or old.view(source) != new.view(source):
+            changed.extend(_source_changes(old, new, source))
+    return tuple(changed)
+
+
+def _touched(old: HostAssessment | None, new: HostAssessment | None) -> list[str]:
+    """The sources whose findings may differ between OLD and NEW."""
+    if old is None or new is None:
+        either = old or new
+        return list(either.sources()) if either else []
+    touched = old.parts.keys() | new.parts.keys()
+    if old.package_set is not new.package_set:
+        before, after = old.package_set.exposures, new.package_set.exposures
+        touched |= {source for source, e in after.items() if before.get(source) is not e}
+        touched |= before.keys() - after.keys()
+    return sorted(touched)
+
+
+def _source_changes(
+    old: HostAssessment | None, new: HostAssessment | None, source: str
+) -> Iterator[FindingChange]:
+    base = old.base(source) if old else None
+    if base is not None and new is not None and new.base(source) is base:
+        # Same version: only the CVEs what runs changed, before or now, can differ.
+        cves = {*(old.changed(source) if old else ()), *new.changed(source)}
+        before = {cve: old.finding(source, cve) if old else None for cve in cves}
+        after = {cve: new.finding(source, cve) for cve in cves}
     else:
-        sources = {
-            *(old.sources() if old else ()),
-            *(new.sources() if new else ()),
-        }
-    changed = []
-    for source in sorted(sources):
-        if old is not None and new is not None and old.view(source) == new.view(source):
-            continue
         before = {f.cve: f for f in old.source_findings(source)} if old else {}
         after = {f.cve: f for f in new.source_findings(source)} if new else {}
-        for cve in sorted(before.keys() | after.keys()):
-            if before.get(cve) != after.get(cve):
-                changed.append(FindingChange(before.get(cve), after.get(cve)))
-    return tuple(changed)
+    for cve in sorted(before.keys() | after.keys()):
+        if before.get(cve) != after.get(cve):
+            yield FindingChange(before.get(cve), after.get(cve))

@@ -180,6 +180,14 @@ class Exposure:
     def status(self, verdict: Verdict) -> Status:
         return self.advisories.status(verdict, self.position)
 
+    def finding(self, cve: str) -> Finding | None:
+        """CVE's finding, if listed."""
+        verdict = self.advisories.by_cve.get(cve)
+        if verdict is None:
+            return None
+        status = self.status(verdict)
+        return verdict.finding(status, self.version) if status in LISTED else None
+
     def findings(self, resolved: bool = False) -> Iterator[Finding]:
         """The listed findings; with RESOLVED, every verdict's (not affected, fixed too)."""
         if not resolved:

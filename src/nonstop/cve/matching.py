@@ -72,6 +72,23 @@ class HostAssessment:
         """What SOURCE's findings come from: the same objects mean the same findings."""
         return self.package_set.exposures.get(source), self.parts.get(source)
 
+    def base(self, source: str) -> Exposure | None:
+        """SOURCE's exposure at the version that counts (the kernel's: the running one)."""
+        exposure, part = self.view(source)
+        return part.base if part else exposure
+
+    def changed(self, source: str) -> Iterable[str]:
+        """The CVEs of SOURCE whose finding what runs changed."""
+        part = self.parts.get(source)
+        return part.changes.keys() if part else ()
+
+    def finding(self, source: str, cve: str) -> Finding | None:
+        """SOURCE's listed finding on CVE, if any."""
+        exposure, part = self.view(source)
+        if part is not None:
+            return part.finding(cve)
+        return exposure.finding(cve) if exposure else None
+
     def source_findings(self, source: str, resolved: bool = False) -> Iterator[Finding]:
         exposure, part = self.view(source)
         if part is not None:

@@ -58,6 +58,10 @@ class SourcePart:
         self.effective = effective
         """The effective version (docs/vulnerabilities.md), if anything runs patched."""
 
+    def finding(self, cve: str) -> Finding | None:
+        """CVE's finding, if listed."""
+        return self.changes.get(cve) or self.base.finding(cve)
+
     def findings(self, resolved: bool = False) -> Iterator[Finding]:
         """The listed findings (with RESOLVED: every verdict's), changes applied."""
         changes = self.changes
