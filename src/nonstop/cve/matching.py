@@ -119,38 +119,40 @@ class Matcher:
     ) -> None:
         self.index = index
         self.levels = levels if isinstance(levels, PublishedLevels) else PublishedLevels(levels)
-        self._names: dict[str, dict[str, str]] = {}
-        self._package_sets: OrderedDict[tuple[str, str], PackageSet] = OrderedDict()
+        self._package_sets: OrderedDict[tuple[str, str | None], PackageSet] = OrderedDict()
+        self._last: dict[str, PackageSet] = {}
         self._kernels: dict[tuple[object, ...], SourcePart] = {}
         self._plans: dict[tuple[object, ...], LibraryPlan] = {}
 
     def package_set(
-        self, release: str, packages: Iterable[InstalledPackage], digest: str | None = None
+        self,
+        release: str,
+        packages: Iterable[InstalledPackage],
+        digest: str | None = None,
+        like: PackageSet | None = None,
     ) -> PackageSet:
-        """The package part for PACKAGES, cached by DIGEST when given (``package_set_digest``)."""
-        if digest is None:
-            return self._new_package_set(release, packages, None)
+        """The package part for PACKAGES, cached by DIGEST when given (``package_set_digest``).
+        A new one is built from LIKE (default: the last one built for RELEASE) and what differs
+        from it."""
         key = (release, digest)
-        cached = self._package_sets.get(key)
+        cached = self._package_sets.get(key) if digest is not None else None
         if cached is not None:
             self._package_sets.move_to_end(key)
             return cached
-        package_set = self._package_sets[key] = self._new_package_set(release, packages, digest)
-        if len(self._package_sets) > PACKAGE_SETS:
-            self._package_sets.popitem(last=False)
+        like = like or self._last.get(release)
+        package_set = PackageSet(self.index, release, packages, digest, like)
+        self._last[release] = package_set
+        if digest is not None:
+            self._package_sets[key] = package_set
+            if len(self._package_sets) > PACKAGE_SETS:
+                self._package_sets.popitem(last=False)
         return package_set
 
-    def _new_package_set(
-        self, release: str, packages: Iterable[InstalledPackage], digest: str | None
-    ) -> PackageSet:
-        names = self._names.setdefault(release, {})
-        return PackageSet(self.index, release, packages, digest, names)
-
     def assess(
-        self, host: HostState, digest: str | None = None, reuse: PackageSet | None = None
+        self, host: HostState, digest: str | None = None, previous: PackageSet | None = None
     ) -> HostAssessment:
-        """HOST's findings. DIGEST names its package list; REUSE is a package set already
-        computed for it (the host's previous one: used when its digest is DIGEST)."""
+        """HOST's findings. DIGEST names its package list; PREVIOUS is the host's previous
+        package set: taken as it is when its digest is DIGEST, else built on."""
         if len(host.packages) > MAX_PACKAGES or len(host.libraries) > MAX_LIBRARIES:
             raise HostError(
                 f"host {host.host_id}: {len(host.packages)} packages and "
@@ -158,10 +160,10 @@ class Matcher:
                 f"({MAX_PACKAGES} and {MAX_LIBRARIES})"
             )
         try:
-            if reuse is not None and digest is not None and reuse.digest == digest:
-                package_set = reuse
+            if previous is not None and digest is not None and previous.digest == digest:
+                package_set = previous
             else:
-                package_set = self.package_set(host.release, host.packages, digest)
+                package_set = self.package_set(host.release, host.packages, digest, previous)
             parts = self._library_parts(host, package_set)
             kernel = self._kernel_part(host, package_set)
         except VersionError as error:
@@ -189,14 +191,17 @@ class Matcher:
     def _library_parts(self, host: HostState, package_set: PackageSet) -> dict[str, SourcePart]:
         levels = self.levels
         kernel_source = host.kernel.source if host.kernel else None
-        grouped: dict[str, list[tuple[RunningLibrary, str]]] = {}
+        relevant = []
         for library in host.libraries:
             if library.package is None:
                 continue
             target = library_target(library.build_id)
-            if not library.deleted and not levels.has(target):
-                continue  # neither a live patch nor a restart can change its source's word
-            source = package_set.source_of(library.package)
+            if library.deleted or levels.has(target):  # else nothing can change its word
+                relevant.append((library, library.package, target))
+        sources = package_set.sources_of((package for _, package, _ in relevant), host.packages)
+        grouped: dict[str, list[tuple[RunningLibrary, str]]] = {}
+        for library, package, target in relevant:
+            source = sources[package]
             if source is not None and source != kernel_source:
                 grouped.setdefault(source, []).append((library, target))
         parts = {}
