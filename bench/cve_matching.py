@@ -389,7 +389,8 @@ def rss_mb() -> float:
 
 
 def checkin_variants(rng, world, hosts, sample: int) -> dict[str, list[tuple[HostState, str]]]:
-    """Check-ins of SAMPLE hosts: unchanged, new levels or restarts, new package lists."""
+    """Check-ins of SAMPLE hosts: unchanged; every process and the kernel now patched; upgraded
+    to a package list no host had (each builds a package set)."""
     chosen = rng.sample(hosts, sample)
     variants: dict[str, list[tuple[HostState, str]]] = {
         "unchanged": [],
@@ -414,12 +415,15 @@ def checkin_variants(rng, world, hosts, sample: int) -> dict[str, list[tuple[Hos
             RunningKernel(kernel.release, kernel.source_version, kernel.target_key, 4),
         )  # fmt: skip
         variants["running changed"].append((restarted, digest))
+        # Upgraded to the next wave, plus a package of its own: a list no other host has.
+        image, wave = (int(part) for part in digest.split("/")[:2])
+        newer = world.images[image].waves[min(wave + 1, len(world.images[image].waves) - 1)]
         extra = InstalledPackage(f"hotfix-{state.host_id}", "1.0-1", "src00010", "1.0-1")
         upgraded = HostState(
-            state.host_id, state.hostname, state.release, (*state.packages, extra),
+            state.host_id, state.hostname, state.release, (*newer, extra),
             state.libraries, state.kernel,
         )  # fmt: skip
-        variants["new package list"].append((upgraded, f"{digest}/upgraded"))
+        variants["new package list"].append((upgraded, f"{digest}/{state.host_id}-upgraded"))
     return variants
 
 

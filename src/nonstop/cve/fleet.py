@@ -10,6 +10,7 @@ order share each package set's computation (the matcher keeps the recent ones).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import NamedTuple
 
 from nonstop.cve import counts
@@ -18,7 +19,9 @@ from nonstop.cve.model import Finding, HostState
 
 
 class FindingChange(NamedTuple):
-    """One finding of one host that appeared (before None), went (after None) or changed."""
+    """One finding of one host that appeared (before None), went (after None) or changed: in
+    anything but the installed version it names (an upgrade that left a CVE open at the same
+    fix is not a change)."""
 
     before: Finding | None
     after: Finding | None
@@ -107,15 +110,35 @@ def _touched(old: HostAssessment | None, new: HostAssessment | None) -> list[str
 def _source_changes(
     old: HostAssessment | None, new: HostAssessment | None, source: str
 ) -> Iterator[FindingChange]:
-    base = old.base(source) if old else None
-    if base is not None and new is not None and new.base(source) is base:
-        # Same version: only the CVEs what runs changed, before or now, can differ.
-        cves = {*(old.changed(source) if old else ()), *new.changed(source)}
-        before = {cve: old.finding(source, cve) if old else None for cve in cves}
+    before_base = old.base(source) if old else None
+    after_base = new.base(source) if new else None
+    if (
+        old is not None
+        and new is not None
+        and before_base is not None
+        and after_base is not None
+        and before_base.advisories is after_base.advisories
+        and before_base.position is not None
+        and after_base.position is not None
+    ):
+        # The same source in the same release: what runs, and the fixes between the two
+        # versions, are all that can change its findings' word.
+        low, high = sorted((before_base.position, after_base.position))
+        cves = {*old.changed(source), *new.changed(source)}
+        for rank in range(low, high):
+            cves.update(verdict.cve for verdict in before_base.advisories.by_rank[rank])
+        before = {cve: old.finding(source, cve) for cve in cves}
         after = {cve: new.finding(source, cve) for cve in cves}
     else:
         before = {f.cve: f for f in old.source_findings(source)} if old else {}
         after = {f.cve: f for f in new.source_findings(source)} if new else {}
     for cve in sorted(before.keys() | after.keys()):
-        if before.get(cve) != after.get(cve):
+        if _differs(before.get(cve), after.get(cve)):
             yield FindingChange(before.get(cve), after.get(cve))
+
+
+def _differs(before: Finding | None, after: Finding | None) -> bool:
+    """Whether a finding's word changed: anything but the installed version it names."""
+    if before is None or after is None:
+        return before is not after
+    return replace(before, installed_version=after.installed_version) != after
