@@ -27,4 +27,20 @@ Modules, by what they own:
 - ``exports``: one host's findings (or a fleet's) as the documents scanners
   read: OSV, CSAF 2.0 VEX, CycloneDX VEX, OpenVEX, and OVAL definitions that
   ``oscap`` evaluates on the host against the package and the live patch level.
+- ``index``: every feed's advisories merged into one verdict per release, source
+  and CVE (feed precedence), fixed versions ranked per source, and the cached
+  exposure of each installed source version.
+- ``levels``: published live patch levels by target, which level first closes
+  each CVE (levels are cumulative).
+- ``packages``: the package part of a host's findings, once per distinct
+  package list (sources at their oldest installed version, the newest kernel
+  image), and the list's digest.
+- ``running``: what the running kernel and mapped libraries change in a source's
+  findings (fixed by live patch, partly fixed, restart needed, bundle
+  available), planned once per shape of what runs; effective versions.
+- ``matching``: one host's assessment (``Matcher``, ``HostAssessment``):
+  findings listed or counted, effective versions.
+- ``counts``: findings counted per status and urgency, added and subtracted.
+- ``fleet``: the whole fleet recomputed, one host updated at check-in, what
+  changed (counts to add to the fleet's, findings).
 """

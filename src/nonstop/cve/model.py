@@ -154,6 +154,9 @@ class RunningLibrary:
     processes: tuple[ProcessRef, ...] = ()
     unpatched: tuple[ProcessRef, ...] = ()
     """The processes that run it without a live patch (a subset of ``processes``)."""
+    partial_level: int | None = None
+    """While ``unpatched`` names some processes (``applied_level`` is then None): the level
+    applied in the others. Matching needs it to tell partly fixed from open."""
 
 
 @dataclass(frozen=True, slots=True)
