@@ -87,6 +87,7 @@ def test_libraries_of_running_processes_with_packages_and_levels(
         assert {"pid": second.pid, "name": "nsfix_prog"} in entry["unpatched"]
         assert first.pid not in {process["pid"] for process in entry["unpatched"]}
         assert entry["deleted"] is False
+        assert entry["partial_level"] == 1  # what the patched process runs
         expat = [e for e in report.values() if e["soname"] == "libexpat.so.1"]
         assert expat and expat[0]["package"]["name"] == "libexpat1"  # asked dpkg
         assert (tmp_path / "cache" / "inventory-libraries.json").exists()

@@ -64,6 +64,14 @@ class LibraryUse:
         return sorted(pid for pid, level in self.levels.items() if level is None)
 
     @property
+    def partial_level(self) -> int | None:
+        """While some processes run it unpatched: the lowest level the others run."""
+        applied = [level for level in self.levels.values() if level is not None]
+        if not applied or len(applied) == len(self.levels):
+            return None
+        return min(applied)
+
+    @property
     def applied_level(self) -> int | None:
         """Lowest level of the patchable processes; None if one is unpatched or none qualifies."""
         values = list(self.levels.values())
@@ -275,6 +283,7 @@ def library_report(uses: dict[str, LibraryUse], facts: LibraryFacts) -> list[dic
                 "package": known["package"],
                 "processes": len(use.pids),
                 "applied_level": use.applied_level,
+                "partial_level": use.partial_level,
                 "deleted": use.deleted,
                 "unpatched": [
                     {"pid": pid, "name": _process_name(pid)}

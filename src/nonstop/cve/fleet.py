@@ -48,6 +48,10 @@ class Fleet:
     def assessment(self, host_id: str) -> HostAssessment | None:
         return self._hosts.get(host_id)
 
+    def assessments(self) -> Iterator[HostAssessment]:
+        """Every assessed host's assessment, in no particular order."""
+        return iter(list(self._hosts.values()))
+
     def recompute(self, hosts: Iterable[tuple[HostState, str | None]]) -> dict[str, str]:
         """Assess every host of HOSTS (host state, package list digest) anew; the hosts refused,
         with why (they are left out of the counts, the others are not held back)."""

@@ -124,6 +124,10 @@ class Matcher:
         self._kernels: dict[tuple[object, ...], SourcePart] = {}
         self._plans: dict[tuple[object, ...], LibraryPlan] = {}
 
+    def has_package_set(self, release: str, digest: str) -> bool:
+        """Whether the package set of DIGEST is cached (its packages need not be read)."""
+        return (release, digest) in self._package_sets
+
     def package_set(
         self,
         release: str,

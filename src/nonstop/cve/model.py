@@ -157,6 +157,9 @@ class RunningLibrary:
     partial_level: int | None = None
     """While ``unpatched`` names some processes (``applied_level`` is then None): the level
     applied in the others. Matching needs it to tell partly fixed from open."""
+    process_count: int = 0
+    """How many processes map it, when ``processes`` names fewer (a check-in names only the
+    unpatched ones)."""
 
 
 @dataclass(frozen=True, slots=True)

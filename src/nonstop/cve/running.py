@@ -91,7 +91,8 @@ def library_shape(library: RunningLibrary, target: str, installed: str | None) -
     level = library.applied_level if library.applied_level is not None else library.partial_level
     everywhere = level is not None and library.applied_level is not None and not library.unpatched
     somewhere = everywhere or (
-        level is not None and len(library.unpatched) < len(library.processes)
+        level is not None
+        and len(library.unpatched) < max(len(library.processes), library.process_count)
     )
     replaced = library.package_version if library.deleted else None
     return LibraryShape(

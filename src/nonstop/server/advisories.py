@@ -13,12 +13,12 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 from itertools import islice
 
-from sqlalchemy import Connection, and_, delete, select, tuple_
+from sqlalchemy import Connection, and_, delete, func, select, tuple_
 
 from nonstop.cve.batch import FeedBatch
 from nonstop.cve.model import Advisory, FeedState
 from nonstop.cve.tracker import FEED as TRACKER_FEED
-from nonstop.server.models import advisories
+from nonstop.server.models import advisories, advisory_imports, utcnow
 
 _CHUNK = 2000
 _FIELDS = ("release", "source", "cve", "feed", "state", "fixed_version", "urgency", "cvss",
@@ -43,7 +43,15 @@ def store(connection: Connection, batch: FeedBatch, releases: Collection[str] | 
     for chunk in _chunks(batch.advisories):
         connection.execute(advisories.insert(), [_row(advisory) for advisory in chunk])
         written += len(chunk)
+    connection.execute(
+        advisory_imports.insert().values(at=utcnow(), feed=batch.feed, advisories=written)
+    )
     return written
+
+
+def import_stamp(connection: Connection) -> int:
+    """The newest import's id (0: none yet): it changes whenever the advisories do."""
+    return connection.execute(select(func.max(advisory_imports.c.id))).scalar() or 0
 
 
 def load(connection: Connection) -> list[Advisory]:
@@ -67,7 +75,10 @@ def load(connection: Connection) -> list[Advisory]:
 
 
 def _row(advisory: Advisory) -> dict[str, object]:
-    return {name: getattr(advisory, name) for name in _FIELDS} | {"state": advisory.state.value}
+    row = {name: getattr(advisory, name) for name in _FIELDS} | {"state": advisory.state.value}
+    if advisory.nodsa:
+        row["nodsa"] = advisory.nodsa[:500]  # the column's width; the reason leads the text
+    return row
 
 
 def _chunks(items: tuple[Advisory, ...]) -> Iterator[list[Advisory]]:

@@ -236,6 +236,7 @@ def answer(
     next_checkin_seconds: int,
     now: datetime,
     packages_digest: str | None = None,
+    vulnerabilities_digest: str | None = None,
 ) -> bytes:
     """Per target: the bundle to apply under the host's feed and pin, or none and why.
 
@@ -292,5 +293,6 @@ def answer(
             "next_checkin_seconds": next_checkin_seconds,
             "targets": decisions,
             "packages_digest": packages_digest,
+            "vulnerabilities_digest": vulnerabilities_digest,
         }
     )

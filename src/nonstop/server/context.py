@@ -12,6 +12,7 @@ from nonstop.server.db import Database
 from nonstop.server.metrics import HostStateCollector
 from nonstop.server.ratelimit import WindowLimiter
 from nonstop.server.settings import ServerSettings
+from nonstop.server.vulnerabilities import Vulnerabilities
 
 
 @dataclass
@@ -32,6 +33,7 @@ class ServerContext:
     credential_failures: WindowLimiter  # per credential presented (auth.credential_key)
     host_states: HostStateCollector
     known_hosts: KnownHostSecrets
+    vulnerabilities: Vulnerabilities
 
     @classmethod
     def create(cls, settings: ServerSettings) -> ServerContext:
@@ -59,4 +61,5 @@ class ServerContext:
             credential_failures=WindowLimiter(settings.failed_auth_per_minute),
             host_states=HostStateCollector(db, settings.stale_after_days),
             known_hosts=KnownHostSecrets(),
+            vulnerabilities=Vulnerabilities(db, settings.catalog_ttl_seconds),
         )

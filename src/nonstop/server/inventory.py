@@ -40,6 +40,8 @@ class TargetRow(NamedTuple):
     """The library file was replaced on disk: its processes run an older copy."""
     unpatched: tuple[tuple[int, str], ...] = ()
     """(pid, name) of processes running the library unpatched (at most 32 named)."""
+    partial_level: int | None = None
+    """While some processes run the library unpatched: the level the others run."""
 
     def identities(self) -> tuple[str, ...]:
         """Every key a bundle for this target may name (a kernel has two)."""
@@ -88,6 +90,7 @@ def inventory_targets(request: CheckinRequest) -> list[TargetRow]:
             # Some processes may lag behind: report the lowest level so the upgrade is offered.
             applied_level=min(levels) if levels else None,
             deleted=lib.deleted or bool(seen and seen.deleted),
+            partial_level=lib.partial_level or (seen.partial_level if seen else None),
             unpatched=(
                 *(seen.unpatched if seen else ()),
                 *((process.pid, process.name) for process in lib.unpatched),

@@ -165,6 +165,16 @@ advisories = Table(
     Index("ix_advisories_feed", "feed"),
 )
 
+# One row per import into advisories: the newest id tells server processes to re-match.
+advisory_imports = Table(
+    "advisory_imports",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("feed", String(32), nullable=False),
+    Column("advisories", Integer, nullable=False),
+)
+
 # Per synced feed URL: what the last download returned, for If-Modified-Since / If-None-Match.
 feed_downloads = Table(
     "feed_downloads",

@@ -159,6 +159,11 @@ class LibraryInventory(Input):
         default_factory=list,
         description="processes running it without a live patch (at most 32 named)",
     )
+    partial_level: Level | None = Field(
+        None,
+        description="while applied_level is null because some processes run it unpatched: "
+        "the level the other processes run",
+    )
 
 
 class CheckinRequest(Input):
@@ -233,6 +238,11 @@ class CheckinResponse(BaseModel):
         None,
         description="the digest of the installed-package list the server holds for this host; "
         "while it differs from the host's own, the host sends the list",
+    )
+    vulnerabilities_digest: str | None = Field(
+        None,
+        description="identifies what the host's findings are computed from: when it changes, "
+        "GET /api/v1/hosts/{host_id}/vulnerabilities has news",
     )
 
 
@@ -434,3 +444,75 @@ class AuditList(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"]
     schema_revision: str | None
+
+
+# --- vulnerabilities ------------------------------------------------------------------------
+
+
+class LivePatchView(BaseModel):
+    target: str
+    level: int
+    bundle_sha256: str
+    effective_version: str
+
+
+class ProcessView(BaseModel):
+    pid: int
+    name: str
+
+
+class FindingView(BaseModel):
+    """One host's standing against one CVE (docs/vulnerabilities.md names the statuses)."""
+
+    cve: str
+    source: str
+    status: str
+    installed_version: str | None
+    fixed_version: str | None
+    urgency: str | None
+    cvss: float | None
+    nodsa: str | None
+    live_patch: LivePatchView | None = Field(description="the applied level that closes it")
+    available_bundle: LivePatchView | None = Field(
+        description="a published level that would close it, not applied (held by the feed's "
+        "delay or a pin, or not fetched yet)"
+    )
+    processes: list[ProcessView] = Field(description="processes still running flawed code")
+    kernel_reboot: bool
+    feeds: list[str]
+
+
+class HostVulnerabilities(BaseModel):
+    host_id: str
+    hostname: str
+    release: str
+    counts: dict[str, int] = Field(description="findings per status, resolved ones included")
+    effective_versions: dict[str, str] = Field(
+        description="source package -> the newest version whose fixes since the installed "
+        "one are all applied live"
+    )
+    findings: list[FindingView] = Field(
+        description="every finding except not-affected and fixed-by-package (counted only)"
+    )
+    inputs_digest: str = Field(description="equal on the next check-in: the same findings")
+
+
+class CveHost(BaseModel):
+    host_id: str
+    hostname: str
+    finding: FindingView
+
+
+class CveHosts(BaseModel):
+    cve: str
+    counts: dict[str, int] = Field(description="hosts per status")
+    hosts: list[CveHost]
+
+
+class FleetVulnerabilities(BaseModel):
+    hosts: int
+    counts: dict[str, dict[str, int]] = Field(
+        description="findings (host and CVE pairs) per status, then per urgency ('none': "
+        "no feed gives one)"
+    )
+    exposed_hosts: int = Field(description="hosts with at least one exposed finding")

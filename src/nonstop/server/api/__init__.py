@@ -17,6 +17,7 @@ from nonstop.server.api import (
     admin_reports,
     host_routes,
     ops,
+    vulnerability_routes,
 )
 
 ROUTERS: list[APIRouter] = [
@@ -27,4 +28,5 @@ ROUTERS: list[APIRouter] = [
     admin_feeds.router,
     admin_hosts.router,
     admin_reports.router,
+    vulnerability_routes.router,
 ]

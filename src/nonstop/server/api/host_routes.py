@@ -140,11 +140,12 @@ async def check_in_answer(
     if catalog is None:  # stale: re-read it without blocking the event loop
         catalog = await run_in_threadpool(ctx.catalog.snapshot)
     if ctx.db.is_sqlite:
-        host, stored = await run_in_threadpool(
+        host, stored, findings = await run_in_threadpool(
             _record_sqlite, ctx, client, credentials, host_id, body
         )
     else:
         host, stored = await _record_postgresql(ctx, client, host_id, secret, body)
+        findings = await run_in_threadpool(_follow_findings, ctx, host_id, body, stored)
     CHECKINS.labels("recorded" if stored.recorded else "replayed").inc()
     return checkin.answer(
         host,
@@ -155,6 +156,7 @@ async def check_in_answer(
         ctx.settings.checkin_interval_seconds,
         utcnow(),
         stored.packages_digest,
+        findings,
     )
 
 
@@ -191,9 +193,10 @@ async def _record_postgresql(
 
 def _record_sqlite(
     ctx: ServerContext, client: str, credentials: Credentials, host_id: str, body: CheckinRequest
-) -> tuple[Any, checkin.Recorded]:
+) -> tuple[Any, checkin.Recorded, str]:
     """Authenticate again and store in one write transaction (in a worker thread: SQLite
-    blocks); the host may have been unregistered since ``_authenticate``."""
+    blocks); the host may have been unregistered since ``_authenticate``. Then follow the
+    host's findings (outside the write transaction)."""
     with ctx.db.write() as connection:
         try:
             host = authenticate_host(ctx, connection, client, credentials)
@@ -201,7 +204,22 @@ def _record_sqlite(
             ctx.known_hosts.forget(host_id)
             raise
         require_same_host(host, host_id)
-        return host, checkin.record(ctx.db, connection, host, body)
+        stored = checkin.record(ctx.db, connection, host, body)
+    return host, stored, _follow_findings(ctx, host_id, body, stored)
+
+
+def _follow_findings(
+    ctx: ServerContext, host_id: str, body: CheckinRequest, stored: checkin.Recorded
+) -> str:
+    """Update this process's fleet findings; the digest of the host's findings' inputs."""
+    return ctx.vulnerabilities.checkin(
+        host_id,
+        body.hostname,
+        body.os.id,
+        body.os.version_id,
+        stored.targets,
+        stored.packages_digest,
+    )
 
 
 @router.get("/hosts/{host_id}", response_model=HostDetail)

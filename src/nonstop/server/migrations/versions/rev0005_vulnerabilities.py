@@ -3,7 +3,8 @@
 Hosts share package lists (a fleet runs few images), so a list is stored once
 in ``package_sets`` by its digest and a host row names the digest it reported
 last. ``advisories`` holds what each feed says of each CVE per source package
-and release; a feed's import replaces that feed's records whole.
+and release; a feed's import replaces that feed's records whole, and is logged in
+``advisory_imports``, whose newest id tells every server process its findings are stale.
 ``feed_downloads`` remembers each synced URL's Last-Modified and ETag.
 
 Revision ID: 0005
@@ -48,6 +49,13 @@ def upgrade() -> None:
     op.create_index("ix_advisories_cve", "advisories", ["cve"])
     op.create_index("ix_advisories_feed", "advisories", ["feed"])
     op.create_table(
+        "advisory_imports",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+        sa.Column("at", UTC_TIME, nullable=False),
+        sa.Column("feed", sa.String(32), nullable=False),
+        sa.Column("advisories", sa.Integer, nullable=False),
+    )
+    op.create_table(
         "feed_downloads",
         sa.Column("url", sa.String(2048), primary_key=True),
         sa.Column("last_modified", sa.String(64)),
@@ -60,6 +68,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("feed_downloads")
+    op.drop_table("advisory_imports")
     op.drop_index("ix_advisories_feed", table_name="advisories")
     op.drop_index("ix_advisories_cve", table_name="advisories")
     op.drop_table("advisories")
