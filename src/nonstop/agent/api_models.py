@@ -186,6 +186,8 @@ class CheckinAnswer:
     targets: tuple[Decision, ...]
     packages_digest: str | None = None
     """The installed-package list the server holds for this host (None: send it)."""
+    vulnerabilities_digest: str | None = None
+    """Identifies the inputs of the host's findings: fetch them again when it changes."""
 
     @classmethod
     def parse(cls, document: Any) -> CheckinAnswer:
@@ -203,4 +205,39 @@ class CheckinAnswer:
             next_checkin_seconds=_field(document, "next_checkin_seconds", int),
             targets=tuple(Decision.parse(item) for item in targets),
             packages_digest=_optional(document, "packages_digest", str),
+            vulnerabilities_digest=_optional(document, "vulnerabilities_digest", str),
         )
+
+
+_CVE = re.compile(r"CVE-\d{4}-\d{4,12}")
+MAX_FINDINGS = 100_000
+
+
+@dataclass(frozen=True)
+class HostFindings:
+    """The host's vulnerability findings as the server computed them (its API document, kept
+    as checked JSON for ``--vulnerabilities``)."""
+
+    document: dict[str, Any]
+
+    @classmethod
+    def parse(cls, document: Any) -> HostFindings:
+        """MalformedAnswer unless DOCUMENT has its counts and well-formed findings."""
+        counts = _field(document, "counts", dict)
+        if not all(isinstance(k, str) and type(v) is int for k, v in counts.items()):
+            raise MalformedAnswer("field 'counts' is not a table of numbers")
+        findings = _field(document, "findings", list)
+        if len(findings) > MAX_FINDINGS:
+            raise MalformedAnswer(f"more than {MAX_FINDINGS} findings")
+        for finding in findings:
+            if not _CVE.fullmatch(_field(finding, "cve", str)):
+                raise MalformedAnswer("a finding's cve is not a CVE id")
+            _field(finding, "source", str)
+            _field(finding, "status", str)
+            for name in ("installed_version", "fixed_version", "urgency", "nodsa"):
+                _optional(finding, name, str)
+            for process in _field(finding, "processes", list):
+                _field(process, "pid", int)
+                _field(process, "name", str)
+        _field(document, "inputs_digest", str)
+        return cls(document)

@@ -16,7 +16,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from nonstop import __version__
-from nonstop.agent import kernel_commands, lib_commands, online_commands, support_commands
+from nonstop.agent import (
+    kernel_commands,
+    lib_commands,
+    online_commands,
+    support_commands,
+    vulnerability_commands,
+)
 from nonstop.agent.actions import (
     EXIT_ERROR,
     EXIT_USAGE,
@@ -32,7 +38,13 @@ from nonstop.bundle.errors import BundleError
 from nonstop.console import emit_json, fail, stdout
 
 TOOL = "nonstopctl"
-AREAS: list[AgentArea] = [kernel_commands, lib_commands, online_commands, support_commands]
+AREAS: list[AgentArea] = [
+    kernel_commands,
+    lib_commands,
+    online_commands,
+    vulnerability_commands,
+    support_commands,
+]
 GLOBAL_OPTIONS = frozenset({"--json", "--config", "--help"})
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from nonstop.agent.actions import EXIT_SERVER, AgentError
-from nonstop.agent.api_models import CheckinAnswer, MalformedAnswer, Registration
+from nonstop.agent.api_models import CheckinAnswer, HostFindings, MalformedAnswer, Registration
 
 if TYPE_CHECKING:
     import httpx
@@ -119,6 +119,11 @@ class ServerClient:
         body = {"checkin_id": str(uuid.uuid4()), **inventory}
         data = self._call("POST", f"/api/v1/hosts/{host_id}/checkin", body=body, expect=200)
         return self._parse(CheckinAnswer.parse, data, "check-in")
+
+    def findings(self, host_id: str) -> HostFindings:
+        """The host's vulnerability findings (GET /api/v1/hosts/{id}/vulnerabilities)."""
+        data = self._call("GET", f"/api/v1/hosts/{host_id}/vulnerabilities", expect=200)
+        return self._parse(HostFindings.parse, data, "findings document")
 
     def download(self, url: str, max_bytes: int) -> bytes:
         """The raw bytes at URL (a bundle path from a check-in), at most MAX_BYTES."""

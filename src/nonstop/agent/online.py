@@ -49,6 +49,8 @@ from nonstop.userspace import Engine
 from nonstop.userspace.errors import EngineError
 
 STATE_NAME = "online"
+FINDINGS_NAME = "vulnerabilities"
+"""The host's vulnerability findings as last fetched (``nonstopctl --vulnerabilities``)."""
 MAX_BUNDLE_BYTES = 64 << 20
 NO_BUNDLE = "no bundle for this target"
 
@@ -288,11 +290,21 @@ class OnlineAgent:
             raise
 
     def check_in(self) -> CheckinAnswer:
-        """Report the inventory and read the decisions; the outcome is recorded either way."""
+        """Report the inventory and read the decisions; the outcome is recorded either way.
+        When the inputs of the host's findings changed, the findings are fetched and kept
+        (``FINDINGS_NAME``); a failure there is recorded and does not fail the check-in."""
         body = self.inventory()
         with self.recording_errors(), self.client() as client:
             answer = client.check_in(self.registration.host_id, body)
-        self._record(answer=answer)
+            self._record(answer=answer)
+            digest = answer.vulnerabilities_digest
+            if digest is not None and digest != self.store.read(FINDINGS_NAME).get("inputs_digest"):
+                try:
+                    found = client.findings(self.registration.host_id)
+                except ServerError as exc:
+                    self._record(error=f"findings not fetched: {exc}")
+                else:
+                    self.store.write(FINDINGS_NAME, {"fetched_at": utc_now(), **found.document})
         return answer
 
     def choose(self, answer: CheckinAnswer, *, operator: bool = False) -> Choice:

@@ -13,7 +13,7 @@ from nonstop.cve.exports import FLEET_FORMATS, FORMATS, ExportError, export, exp
 from nonstop.cve.model import Finding, ProcessRef, Status
 from tests.cve.exports.hosts import HOSTILE, WHEN, by_cve, findings, host, level
 from tests.cve.exports.schemas import errors
-from tests.cve.exports.test_oval import OVAL
+from tests.cve.oscap import OVAL
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from nonstop.cve.exports import export
 from nonstop.cve.model import (
     Finding,
     HostState,
-    InstalledPackage,
     LivePatchLevel,
     RunningLibrary,
     Status,
@@ -27,26 +25,12 @@ from nonstop.cve.model import (
 )
 from nonstop.cve.versions import is_older
 from tests.cve.exports.hosts import BUILD_ID, WHEN
-from tests.cve.exports.test_oval import OVAL
-
-RESULTS = "http://oval.mitre.org/XMLSchema/oval-results-5"
+from tests.cve.oscap import installed_expat, oscap_verdicts
 
 pytestmark = pytest.mark.skipif(
     shutil.which("oscap") is None or shutil.which("dpkg-query") is None,
     reason="needs oscap (openscap-scanner, scripts/install-system-deps.sh) and dpkg",
 )
-
-
-def _installed_expat() -> InstalledPackage:
-    fields = "${Version}\t${source:Package}\t${source:Version}\t${Architecture}"
-    out = subprocess.run(
-        ["dpkg-query", "-W", f"-f={fields}", "libexpat1"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    version, source, source_version, arch = out.split("\t")
-    return InstalledPackage("libexpat1", version, source, source_version, arch)
 
 
 def _level(n: int, cves: set[str]) -> LivePatchLevel:
@@ -56,7 +40,7 @@ def _level(n: int, cves: set[str]) -> LivePatchLevel:
 @pytest.fixture
 def expat() -> tuple[HostState, list[Finding]]:
     """This machine with findings on its libexpat1: live-patched, open, with a bundle, fixed."""
-    package = _installed_expat()
+    package = installed_expat()
     newer, older = f"{package.version}+nonstop1", f"{package.version}~nonstop1"
     assert is_older("debian:12", package.version, newer)
     assert is_older("debian:12", older, package.version)
@@ -90,28 +74,6 @@ def expat() -> tuple[HostState, list[Finding]]:
     return host, found
 
 
-def _evaluate(definitions: bytes, work: Path) -> dict[str, str]:
-    """oscap's verdict per CVE: 'true' (vulnerable), 'false', or anything else it says."""
-    (work / "defs.xml").write_bytes(definitions)
-    run = subprocess.run(
-        ["oscap", "oval", "eval", "--results", str(work / "results.xml"), str(work / "defs.xml")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert run.returncode == 0, run.stderr
-    cve_of = {
-        d.get("id"): reference.get("ref_id", "")
-        for d in ET.fromstring(definitions).iter(f"{{{OVAL}}}definition")
-        for reference in d.iter(f"{{{OVAL}}}reference")
-    }
-    results = ET.parse(work / "results.xml").getroot()
-    return {
-        cve_of[d.get("definition_id")]: d.get("result", "")
-        for d in results.iter(f"{{{RESULTS}}}definition")
-    }
-
-
 def test_oscap_tells_the_live_patched_cve_from_the_open_ones(
     expat: tuple[HostState, list[Finding]], tmp_path: Path
 ) -> None:
@@ -125,7 +87,7 @@ def test_oscap_tells_the_live_patched_cve_from_the_open_ones(
     check = ["oscap", "oval", "validate", str(tmp_path / "schema-check.xml")]
     assert subprocess.run(check, capture_output=True).returncode == 0  # OVAL 5.11 schema
 
-    assert _evaluate(definitions, tmp_path) == {
+    assert oscap_verdicts(definitions, tmp_path) == {
         "CVE-2099-0001": "false",  # live-patched: level 2 closes it
         "CVE-2099-0002": "true",  # open, no live patch
         "CVE-2099-0003": "true",  # a bundle exists, not applied yet
@@ -133,16 +95,16 @@ def test_oscap_tells_the_live_patched_cve_from_the_open_ones(
     }
 
     level_file.write_text("level=3\n")  # the agent applied level 3: the same OVAL now says so
-    assert _evaluate(definitions, tmp_path)["CVE-2099-0003"] == "false"
+    assert oscap_verdicts(definitions, tmp_path)["CVE-2099-0003"] == "false"
 
     level_file.write_text("level=1\n")  # below the closing level: vulnerable again
-    assert _evaluate(definitions, tmp_path)["CVE-2099-0001"] == "true"
+    assert oscap_verdicts(definitions, tmp_path)["CVE-2099-0001"] == "true"
 
     level_file.write_text("level=0\n")  # a process still runs the unpatched code
-    assert _evaluate(definitions, tmp_path)["CVE-2099-0001"] == "true"
+    assert oscap_verdicts(definitions, tmp_path)["CVE-2099-0001"] == "true"
 
     level_file.unlink()  # no agent state at all
-    assert _evaluate(definitions, tmp_path) == {
+    assert oscap_verdicts(definitions, tmp_path) == {
         "CVE-2099-0001": "true",
         "CVE-2099-0002": "true",
         "CVE-2099-0003": "true",

@@ -13,8 +13,8 @@ import pytest
 from nonstop.cve.exports import ExportError, export
 from nonstop.cve.model import Finding
 from tests.cve.exports.hosts import BUILD_ID, WHEN, by_cve, findings, host, level
+from tests.cve.oscap import OVAL
 
-OVAL = "http://oval.mitre.org/XMLSchema/oval-definitions-5"
 IND = OVAL + "#independent"
 LINUX = OVAL + "#linux"
 
