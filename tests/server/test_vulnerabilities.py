@@ -120,6 +120,12 @@ def test_a_host_s_findings_follow_its_live_patches(
     assert oval.status_code == 200 and oval.headers["content-type"].startswith("application/xml")
     assert "/tmp/levels" in oval.text and ET.fromstring(oval.content) is not None
 
+    # Metrics: findings per status and urgency, hosts per status, from the computed fleet.
+    with server.client() as client:
+        metrics = client.get("/metrics").text
+    assert 'nonstop_cve_findings{status="open-fix-available",urgency="medium"}' in metrics
+    assert 'nonstop_cve_hosts{status="open-fix-available"}' in metrics
+
 
 def test_only_the_host_itself_or_an_admin_reads_its_findings(server: LiveServer) -> None:
     host, packages = expat_host(server)

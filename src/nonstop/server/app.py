@@ -31,7 +31,7 @@ from nonstop.server.db import is_disk_full
 from nonstop.server.errors import ApiError, InsufficientStorage
 from nonstop.server.logs import configure as configure_logs
 from nonstop.server.logs import logger
-from nonstop.server.maintenance import prune_forever
+from nonstop.server.maintenance import prune_forever, recompute_findings_forever
 from nonstop.server.middleware import RequestGuard
 from nonstop.server.settings import ServerSettings
 
@@ -74,8 +74,10 @@ def create_app(
         if owns_process:
             _settle_heap()
         pruner = asyncio.create_task(prune_forever(ctx.db, settings.checkin_history_days))
+        findings = asyncio.create_task(recompute_findings_forever(ctx.vulnerabilities))
         yield
         pruner.cancel()
+        findings.cancel()
         await ctx.db.close_async_pool()
         ctx.db.dispose()
 

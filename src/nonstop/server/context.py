@@ -9,7 +9,7 @@ from nonstop.server.auth import KnownHostSecrets
 from nonstop.server.blobstore import BlobStore, DatabaseBlobStore, DirectoryBlobStore
 from nonstop.server.catalog import Catalog
 from nonstop.server.db import Database
-from nonstop.server.metrics import HostStateCollector
+from nonstop.server.metrics import FindingsCollector, HostStateCollector
 from nonstop.server.ratelimit import WindowLimiter
 from nonstop.server.settings import ServerSettings
 from nonstop.server.vulnerabilities import Vulnerabilities
@@ -34,6 +34,7 @@ class ServerContext:
     host_states: HostStateCollector
     known_hosts: KnownHostSecrets
     vulnerabilities: Vulnerabilities
+    findings: FindingsCollector
 
     @classmethod
     def create(cls, settings: ServerSettings) -> ServerContext:
@@ -50,6 +51,7 @@ class ServerContext:
             if settings.blob_store == "database"
             else DirectoryBlobStore(settings.blob_dir)
         )
+        vulnerabilities = Vulnerabilities(db, settings.catalog_ttl_seconds)
         return cls(
             settings=settings,
             db=db,
@@ -61,5 +63,6 @@ class ServerContext:
             credential_failures=WindowLimiter(settings.failed_auth_per_minute),
             host_states=HostStateCollector(db, settings.stale_after_days),
             known_hosts=KnownHostSecrets(),
-            vulnerabilities=Vulnerabilities(db, settings.catalog_ttl_seconds),
+            vulnerabilities=vulnerabilities,
+            findings=FindingsCollector(vulnerabilities.computed_fleet),
         )

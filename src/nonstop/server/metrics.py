@@ -1,9 +1,12 @@
-"""Prometheus metrics: check-ins, registrations, downloads, responses, latency, hosts by state.
+"""Prometheus metrics: check-ins, registrations, downloads, responses, latency, hosts by state,
+vulnerability findings.
 
 Counters and histograms live in this process; with several uvicorn workers
 ``nonstop serve`` sets PROMETHEUS_MULTIPROC_DIR so a scrape of any worker
 sums them all. Hosts by state is read from the database at scrape time
 (cached briefly), so every replica reports the same fleet-wide figure.
+Findings come from the process's last fleet recompute (``vulnerabilities``):
+a scrape never starts one.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 
 from prometheus_client import (
@@ -25,6 +28,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import case, func, select
 
+from nonstop.cve.fleet import Fleet
+from nonstop.cve.model import Status
 from nonstop.server.db import Database
 from nonstop.server.models import hosts, utcnow
 
@@ -81,7 +86,37 @@ class HostStateCollector(Collector):
         yield gauge
 
 
-def render(host_states: HostStateCollector) -> bytes:
+class FindingsCollector(Collector):
+    """``nonstop_cve_findings{status,urgency}`` (host and CVE pairs) and
+    ``nonstop_cve_hosts{status}`` (hosts with at least one finding of that status), from the
+    fleet FLEET returns (None: not computed yet, nothing reported)."""
+
+    def __init__(self, fleet: Callable[[], Fleet | None]) -> None:
+        self._fleet = fleet
+
+    def collect(self) -> Iterator[Metric]:
+        fleet = self._fleet()
+        if fleet is None:
+            return
+        findings = GaugeMetricFamily(
+            "nonstop_cve_findings", "Host and CVE findings by status", labels=["status", "urgency"]
+        )
+        for (status, urgency), number in sorted(fleet.totals.items(), key=str):
+            findings.add_metric([status.value, urgency or "none"], number)
+        yield findings
+        hosts_per_status = GaugeMetricFamily(
+            "nonstop_cve_hosts", "Hosts with at least one finding of a status", labels=["status"]
+        )
+        having: dict[Status, int] = dict.fromkeys(Status, 0)
+        for assessment in fleet.assessments():
+            for status in {status for status, _ in assessment.counts}:
+                having[status] += 1
+        for status, number in having.items():
+            hosts_per_status.add_metric([status.value], number)
+        yield hosts_per_status
+
+
+def render(host_states: HostStateCollector, findings: FindingsCollector) -> bytes:
     """The text exposition of every metric, across worker processes when there are several."""
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -90,4 +125,5 @@ def render(host_states: HostStateCollector) -> bytes:
         for metric in (CHECKINS, REGISTRATIONS, DOWNLOADS, AUTH_FAILURES, RESPONSES, LATENCY):
             registry.register(metric)
     registry.register(host_states)
+    registry.register(findings)
     return generate_latest(registry)

@@ -56,6 +56,7 @@ class Vulnerabilities:
         self._db = db
         self._ttl = ttl_seconds
         self._lock = threading.RLock()
+        self._recompute_lock = threading.Lock()
         self._matcher: Matcher | None = None
         self._stamp: tuple[object, ...] | None = None
         self._checked_at = 0.0
@@ -149,17 +150,26 @@ class Vulnerabilities:
 
     # -- the fleet ------------------------------------------------------------------
 
-    def fleet(self) -> Fleet:
-        """Every host's findings, recomputed when stale (module docstring)."""
-        matcher = self.matcher()
+    def computed_fleet(self) -> Fleet | None:
+        """The fleet as last computed, stale or not, without computing it (metrics)."""
         with self._lock:
-            fresh = time.monotonic() - self._fleet_at < FLEET_TTL_SECONDS
-            if self._fleet is not None and self._fleet.matcher is matcher and fresh:
-                return self._fleet
+            return self._fleet
+
+    def fleet(self) -> Fleet:
+        """Every host's findings, recomputed when stale (module docstring). The recompute runs
+        outside the lock check-ins take, one at a time."""
+        matcher = self.matcher()
+        with self._recompute_lock:
+            with self._lock:
+                fleet = self._fleet
+                fresh = time.monotonic() - self._fleet_at < FLEET_TTL_SECONDS
+                if fleet is not None and fleet.matcher is matcher and fresh:
+                    return fleet
             fleet = Fleet(matcher)
             with self._db.read() as connection:
                 fleet.recompute(_every_host(connection, matcher))
-            self._fleet, self._fleet_at = fleet, time.monotonic()
+            with self._lock:
+                self._fleet, self._fleet_at = fleet, time.monotonic()
             return fleet
 
 

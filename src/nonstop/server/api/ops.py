@@ -41,5 +41,5 @@ def healthz(ctx: Ctx) -> Health:
 )
 async def prometheus_metrics(ctx: Ctx) -> Response:
     """Prometheus text exposition (restrict access at the load balancer if needed)."""
-    body = await run_in_threadpool(metrics.render, ctx.host_states)
+    body = await run_in_threadpool(metrics.render, ctx.host_states, ctx.findings)
     return Response(body, media_type=CONTENT_TYPE_LATEST)
