@@ -15,10 +15,13 @@ kernel and library builds, applied in every process, some processes, or none,
 and some libraries replaced on disk under running processes.
 
 Then it prints: the index build; the full recompute (hosts in digest order,
-as the server reads them) with its rate and memory; the per-host check-in
-update (median, p99) for unchanged hosts, new levels or restarts, and new
-package lists; and, in the same run, the per-host cost with nothing shared
-between hosts (every cache cleared before each host) against the memoized one.
+as the server reads them) with its rate and memory; the CPU of one host's
+check-in update (median, p99), alone and with its changed findings, for four
+kinds of check-in: unchanged; levels applied and processes restarted; upgraded
+to a package list no host had (parsed fresh, as from a check-in body); upgraded
+to a list other hosts have; and, in the same run, the per-host cost with nothing
+shared between hosts (every cache cleared before each host) against the
+memoized one.
 Digests stand for the server's stored package-list digests (image, wave and
 variation), since hashing 2,000 packages per host is the agent's and the
 server's work at upload, not matching's.

@@ -227,7 +227,7 @@ def kernel_part(
     for cve, verdict in candidates.items():
         first = levels.first_closing(target, cve)
         if first is not None and applied is not None and first.level <= applied:
-            live = levels.level(target, applied) or first
+            live = _applied(levels, target, applied, cve)
             finding = verdict.finding(Status.FIXED_BY_LIVE_PATCH, base.version, live_patch=live)
         elif 0 <= verdict.rank < reboot:
             finding = reboots.get(cve) or reboots.setdefault(
