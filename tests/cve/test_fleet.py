@@ -103,7 +103,7 @@ def replay(
     before: dict[tuple[str, str], Finding], change: HostChange
 ) -> dict[tuple[str, str], Finding]:
     after = dict(before)
-    for old, new in change.findings:
+    for old, new in change.findings():
         if old is not None:
             assert after.pop((old.source, old.cve)) == replace(old, installed_version=None)
         if new is not None:
@@ -155,12 +155,12 @@ def test_a_checkin_that_changes_nothing_changes_nothing() -> None:
     )
     fleet = Fleet(matcher())
     first = fleet.checkin(state, "digest")
-    assert {(c.before, c.after and c.after.status) for c in first.findings} >= {
+    assert {(c.before, c.after and c.after.status) for c in first.findings()} >= {
         (None, Status.FIXED_BY_LIVE_PATCH)
     }
     kept = fleet.assessment("h1")
     again = fleet.checkin(state, "digest")
-    assert again.counts == {} and again.findings == ()
+    assert again.counts == {} and again.findings() == ()
     assessment = fleet.assessment("h1")
     assert kept is not None and assessment is not None
     assert assessment.package_set is kept.package_set, "the package part is not recomputed"
@@ -185,7 +185,7 @@ def test_an_upgrade_names_the_fixes_it_brought_not_every_finding_of_the_source()
     fleet = Fleet(matcher())
     fleet.checkin(host(expat("2.5.0-1+deb12u1")), "u1")
     change = fleet.checkin(host(expat("2.5.0-1+deb12u3")), "u3")
-    assert [(c.before and c.before.cve, c.after) for c in change.findings] == [
+    assert [(c.before and c.before.cve, c.after) for c in change.findings()] == [
         ("CVE-2024-50602", None),
         ("CVE-2024-8176", None),
         ("CVE-2025-59375", None),

@@ -3,14 +3,15 @@
 ``Fleet.recompute`` assesses every host (after a feed or a published level
 changed); ``Fleet.checkin`` assesses one host and answers what changed
 (``HostChange``): the difference of its counts, which the fleet's totals take
-without a recount, and the findings whose word changed. Hosts given in digest
+without a recount, and, when asked, the findings whose word changed. Hosts given in digest
 order share each package set's computation (the matcher keeps the recent ones).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
+from dataclasses import fields
+from operator import attrgetter
 from typing import NamedTuple
 
 from nonstop.cve import counts
@@ -28,10 +29,17 @@ class FindingChange(NamedTuple):
 
 
 class HostChange(NamedTuple):
+    """What one check-in changed: the counts at once, the findings when asked for."""
+
     host_id: str
     counts: counts.Counts
     """What to add to the fleet's counts."""
-    findings: tuple[FindingChange, ...]
+    before: HostAssessment | None
+    after: HostAssessment | None
+
+    def findings(self) -> tuple[FindingChange, ...]:
+        """The listed findings that appeared, went or changed (computed on each call)."""
+        return finding_changes(self.before, self.after)
 
 
 class Fleet:
@@ -84,7 +92,7 @@ class Fleet:
     ) -> HostChange:
         delta = counts.difference(new.counts if new else {}, old.counts if old else {})
         counts.add(self.totals, delta)
-        return HostChange(host_id, delta, finding_changes(old, new))
+        return HostChange(host_id, delta, old, new)
 
 
 def finding_changes(
@@ -141,8 +149,11 @@ def _source_changes(
             yield FindingChange(before.get(cve), after.get(cve))
 
 
+_WORD = attrgetter(*(f.name for f in fields(Finding) if f.name != "installed_version"))
+
+
 def _differs(before: Finding | None, after: Finding | None) -> bool:
     """Whether a finding's word changed: anything but the installed version it names."""
-    if before is None or after is None:
+    if before is None or after is None or before is after:
         return before is not after
-    return replace(before, installed_version=after.installed_version) != after
+    return bool(_WORD(before) != _WORD(after))

@@ -159,7 +159,7 @@ class SourceAdvisories:
 class Exposure:
     """What one installed version of a source package is exposed to, by the package alone."""
 
-    __slots__ = ("advisories", "counts", "listed", "position", "version")
+    __slots__ = ("_listed_by_cve", "advisories", "counts", "listed", "position", "version")
 
     def __init__(self, advisories: SourceAdvisories, version: str | None) -> None:
         self.advisories = advisories
@@ -176,17 +176,16 @@ class Exposure:
         self.counts = counts
         self.listed = tuple(listed)
         """The findings of LISTED statuses, by CVE."""
+        self._listed_by_cve: dict[str, Finding] | None = None
 
     def status(self, verdict: Verdict) -> Status:
         return self.advisories.status(verdict, self.position)
 
     def finding(self, cve: str) -> Finding | None:
-        """CVE's finding, if listed."""
-        verdict = self.advisories.by_cve.get(cve)
-        if verdict is None:
-            return None
-        status = self.status(verdict)
-        return verdict.finding(status, self.version) if status in LISTED else None
+        """CVE's finding, if listed (the shared object)."""
+        if self._listed_by_cve is None:
+            self._listed_by_cve = {finding.cve: finding for finding in self.listed}
+        return self._listed_by_cve.get(cve)
 
     def findings(self, resolved: bool = False) -> Iterator[Finding]:
         """The listed findings; with RESOLVED, every verdict's (not affected, fixed too)."""

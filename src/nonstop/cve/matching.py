@@ -35,6 +35,7 @@ PACKAGE_SETS = 8192
 PLANS = 100_000
 """Running shapes kept (kernel and library plans) before the cache starts over."""
 
+K = TypeVar("K")
 T = TypeVar("T")
 
 
@@ -122,6 +123,8 @@ class Matcher:
         self._package_sets: OrderedDict[tuple[str, str | None], PackageSet] = OrderedDict()
         self._last: dict[str, PackageSet] = {}
         self._kernels: dict[tuple[object, ...], SourcePart] = {}
+        self._reboots: dict[Exposure, dict[str, Finding]] = {}
+        """Restart-needed findings by running kernel and CVE, shared by images and levels."""
         self._plans: dict[tuple[object, ...], LibraryPlan] = {}
 
     def has_package_set(self, release: str, digest: str) -> bool:
@@ -186,8 +189,17 @@ class Matcher:
         key = (base, kernel.target_key, kernel.applied_level, package_set.kernel_image)
         part = self._kernels.get(key)
         if part is None:
+            reboots = self._reboots.get(base)
+            if reboots is None:
+                reboots = {}
+                _remember(self._reboots, base, reboots)
             part = kernel_part(
-                base, kernel.target_key, kernel.applied_level, package_set.kernel_image, self.levels
+                base,
+                kernel.target_key,
+                kernel.applied_level,
+                package_set.kernel_image,
+                self.levels,
+                reboots,
             )
             _remember(self._kernels, key, part)
         return part
@@ -225,7 +237,7 @@ class Matcher:
         return parts
 
 
-def _remember(cache: dict[tuple[object, ...], T], key: tuple[object, ...], value: T) -> None:
+def _remember(cache: dict[K, T], key: K, value: T) -> None:
     """Cache VALUE, starting over when CACHE is full (shapes come from hosts: untrusted)."""
     if len(cache) >= PLANS:
         cache.clear()

@@ -26,7 +26,7 @@ which a fleet repeats: they are computed once per shape (``LibraryPlan``,
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 from nonstop.cve import counts
@@ -139,7 +139,7 @@ class LibraryPlan:
             if entry is not None:
                 entries.append(entry)
         self.entries = tuple(entries)
-        self.delta = _delta(base, self.entries)
+        self.delta = _delta(base, [(entry.verdict, entry.status) for entry in self.entries])
         self.effective = _effective(base, self.entries)
 
     @staticmethod
@@ -208,9 +208,11 @@ def kernel_part(
     applied: int | None,
     image: str | None,
     levels: PublishedLevels,
+    reboots: dict[str, Finding],
 ) -> SourcePart:
     """The running kernel's findings: BASE is its source's exposure at the running version,
-    APPLIED the level applied on TARGET, IMAGE the newest installed image's version."""
+    APPLIED the level applied on TARGET, IMAGE the newest installed image's version. REBOOTS
+    keeps BASE's restart-needed findings by CVE, shared by every image and level."""
     advisories = base.advisories
     candidates: dict[str, Verdict] = {}
     reboot = 0  # how many fixed versions the newest installed image has reached
@@ -222,25 +224,26 @@ def kernel_part(
         verdict = advisories.by_cve.get(cve)
         if verdict is not None and base.status(verdict) in OPEN_BY_PACKAGE:
             candidates[cve] = verdict
-    entries = []
-    for cve in sorted(candidates):
-        verdict = candidates[cve]
-        if levels.closes(target, applied, cve):
+    changes = {}
+    for cve, verdict in candidates.items():
+        first = levels.first_closing(target, cve)
+        if first is not None and applied is not None and first.level <= applied:
             live = _applied(levels, target, applied, cve)
             finding = verdict.finding(Status.FIXED_BY_LIVE_PATCH, base.version, live_patch=live)
         elif 0 <= verdict.rank < reboot:
-            finding = verdict.finding(Status.RESTART_NEEDED, base.version, kernel_reboot=True)
-        else:
-            available = levels.first_closing(target, cve)
-            finding = verdict.finding(
-                Status.OPEN_FIX_AVAILABLE, base.version, available_bundle=available
+            finding = reboots.get(cve) or reboots.setdefault(
+                cve, verdict.finding(Status.RESTART_NEEDED, base.version, kernel_reboot=True)
             )
-        entries.append(_Entry(verdict, finding.status, finding.live_patch, finding, ()))
+        else:
+            finding = verdict.finding(
+                Status.OPEN_FIX_AVAILABLE, base.version, available_bundle=first
+            )
+        changes[cve] = finding
     applied_level = None if applied is None else levels.level(target, applied)
     return SourcePart(
         base,
-        {entry.verdict.cve: entry.shared for entry in entries if entry.shared},
-        _delta(base, entries),
+        changes,
+        _delta(base, [(candidates[cve], f.status) for cve, f in changes.items()]),
         applied_level.effective_version if applied_level else None,
     )
 
@@ -276,12 +279,15 @@ def _named(
     return tuple(processes)
 
 
-def _delta(base: Exposure, entries: Sequence[_Entry]) -> counts.Counts:
+def _delta(base: Exposure, changed: Iterable[tuple[Verdict, Status]]) -> counts.Counts:
+    """What CHANGED (verdicts with their new status) change in BASE's counts."""
     delta: counts.Counts = {}
-    for verdict, status, *_ in entries:
-        counts.add(delta, {(base.status(verdict), verdict.urgency): 1}, -1)
-        counts.add(delta, {(status, verdict.urgency): 1})
-    return delta
+    for verdict, status in changed:
+        before = (base.status(verdict), verdict.urgency)
+        after = (status, verdict.urgency)
+        delta[before] = delta.get(before, 0) - 1
+        delta[after] = delta.get(after, 0) + 1
+    return {key: number for key, number in delta.items() if number}
 
 
 def _effective(base: Exposure, entries: Sequence[_Entry]) -> str | None:
