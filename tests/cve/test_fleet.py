@@ -13,7 +13,7 @@ from nonstop.cve import counts
 from nonstop.cve.fleet import Fleet, HostChange
 from nonstop.cve.matching import HostAssessment, HostError
 from nonstop.cve.model import Finding, HostState, InstalledPackage, RunningLibrary, Status
-from nonstop.cve.packages import package_set_digest
+from nonstop.cve.package_lists import list_digest
 from tests.cve.world import (
     APACHE,
     EXPAT_ID,
@@ -133,7 +133,7 @@ def test_checkins_keep_the_counts_and_changes_of_a_full_recompute(
             current.pop(host_id, None)
         else:
             state = data.draw(host_states(host_id, pool))
-            change = fleet.checkin(state, package_set_digest(state.packages))
+            change = fleet.checkin(state, list_digest("dpkg", state.packages))
             current[host_id] = state
         assert replay(before, change) == listed(fleet.assessment(host_id))
         fresh = matcher()
@@ -142,7 +142,9 @@ def test_checkins_keep_the_counts_and_changes_of_a_full_recompute(
         for assessment in assessments:
             assert assessment.counts == tally(assessment.findings(resolved=True))
     recomputed = Fleet(matcher())
-    assert recomputed.recompute((s, package_set_digest(s.packages)) for s in current.values()) == {}
+    assert (
+        recomputed.recompute((s, list_digest("dpkg", s.packages)) for s in current.values()) == {}
+    )
     assert recomputed.totals == fleet.totals
     for host_id in current:
         assert listed(recomputed.assessment(host_id)) == listed(fleet.assessment(host_id))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from nonstop.cve.index import AdvisoryIndex
 from nonstop.cve.model import InstalledPackage
-from nonstop.cve.packages import PackageSet, package_set_digest
+from nonstop.cve.package_lists import list_digest
+from nonstop.cve.packages import PackageSet
 from tests.cve.world import RELEASE, expat, images, openssl, world
 
 
@@ -14,9 +15,9 @@ def package_set(packages: tuple[InstalledPackage, ...]) -> PackageSet:
 
 def test_digest_is_of_the_list_not_its_order() -> None:
     packages = (*expat("2.5.0-1+deb12u1"), *openssl("3.0.16-1~deb12u1"))
-    assert package_set_digest(packages) == package_set_digest(reversed(packages))
-    assert package_set_digest(packages) != package_set_digest(
-        (*expat("2.5.0-1+deb12u2"), *openssl("3.0.16-1~deb12u1"))
+    assert list_digest("dpkg", packages) == list_digest("dpkg", reversed(packages))
+    assert list_digest("dpkg", packages) != list_digest(
+        "dpkg", (*expat("2.5.0-1+deb12u2"), *openssl("3.0.16-1~deb12u1"))
     )
 
 

@@ -138,9 +138,9 @@ class Matcher:
         digest: str | None = None,
         like: PackageSet | None = None,
     ) -> PackageSet:
-        """The package part for PACKAGES, cached by DIGEST when given (``package_set_digest``).
-        A new one is built from LIKE (default: the last one built for RELEASE) and what differs
-        from it."""
+        """The package part for PACKAGES, cached by DIGEST when given (the list's digest,
+        ``package_lists.packages_digest``). A new one is built from LIKE (default: the last
+        one built for RELEASE) and what differs from it."""
         key = (release, digest)
         cached = self._package_sets.get(key) if digest is not None else None
         if cached is not None:

@@ -37,3 +37,8 @@ def packages_digest(manager: str, rows: list[PackageRow]) -> str:
 def from_rows(rows: Iterable[PackageRow]) -> tuple[InstalledPackage, ...]:
     """Rows back into records."""
     return tuple(InstalledPackage(*row) for row in rows)
+
+
+def list_digest(manager: str, packages: Iterable[InstalledPackage]) -> str:
+    """The digest of PACKAGES as MANAGER lists them (``packages_digest`` of their rows)."""
+    return packages_digest(manager, canonical_rows(packages))

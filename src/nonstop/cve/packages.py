@@ -5,13 +5,12 @@ counts once, at the oldest source version any of its installed binaries was
 built from. Running libraries are matched to a source through the binary
 package that owns them (``PackageSet.sources_of``). The result depends on the
 package list only, so the matcher computes it once per distinct list (the
-server keeps lists deduplicated by their digest, ``package_set_digest``) and
+server keeps lists deduplicated by their digest, ``package_lists.packages_digest``) and
 every host with that list shares it.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 
 from nonstop.cve import counts
@@ -23,14 +22,6 @@ KERNEL_IMAGE_PREFIX = "linux-image-"
 """Installed kernel images (and their metapackages, versioned like the image they pull)."""
 MAX_BINARIES = 65536
 """Binary names a package set remembers the source of (hosts name them: untrusted)."""
-
-
-def package_set_digest(packages: Iterable[InstalledPackage]) -> str:
-    """SHA-256 of a package list in a canonical order: equal lists, equal digests."""
-    lines = sorted(
-        f"{p.name}\t{p.arch}\t{p.version}\t{p.source}\t{p.source_version}\n" for p in packages
-    )
-    return hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 class PackageSet:
