@@ -79,10 +79,12 @@ def test_level2_reports(story: Results, kernel_tree: KernelTree) -> None:
     assert info["effective_version"].endswith("+nonstop2")
     assert info["effective_version"] != info["kernel"]["version"]
     text = story.text("patchinfo2")
-    assert "level 2 (nonstop_example_l2)" in text
-    assert "CVE-2099-0001" in text and "CVE-2099-0002" in text
-    assert "patched: loadavg_proc_show in vmlinux" in text
-    assert "fix: Example fix: /proc/cmdline shows the patch level [CVE-2099-0001]" in text
+    # kcarectl's key: value form, one block per CVE.
+    assert "kpatch-module: nonstop_example_l2" in text and "kpatch-level: 2" in text
+    assert "kpatch-cve: CVE-2099-0001" in text and "kpatch-cve: CVE-2099-0002" in text
+    assert "kpatch-function: loadavg_proc_show in vmlinux" in text
+    assert "kpatch-description: Example fix: /proc/cmdline shows the patch level" in text
+    assert "kpatch-cve-url: https://" in text
     assert story.text("uname2").strip() == info["effective_version"]
 
 

@@ -153,17 +153,25 @@ def run_info(context: AgentContext) -> int:
 
 
 def run_patch_info(context: AgentContext) -> int:
-    """``--patch-info``: read from the loaded level's cached bundle, verified again; exit 0."""
-    info = manager_for(context).patch_info()
+    """``--patch-info``: read from the loaded level's cached bundle, verified again; exit 0.
+    Text in kcarectl's ``key: value`` form (``patch_notes``)."""
+    from nonstop.agent.patch_notes import known_scores, kpatch_lines
+
+    manager = manager_for(context)
+    info = manager.patch_info()
     if info["level"] is None:
         return context.output(info, ["no kernel patch applied"])
-    lines = [
-        f"level {info['level']} ({info['module']}), effective version {info['effective_version']}"
-    ]
-    for fix in info["fixes"]:
-        lines.append(f"  fix: {fix['title']} [{', '.join(fix['cves']) or 'no CVE'}]")
-    for function in info["functions"]:
-        lines.append(f"  patched: {function['function']} in {function['object']}")
+    scores, url = known_scores(context.state)
+    lines = kpatch_lines(
+        manager.running.release,
+        info["level"],
+        info["effective_version"],
+        info["fixes"],
+        scores,
+        url,
+    )
+    lines += ["", f"kpatch-module: {info['module']}"]
+    lines += [f"kpatch-function: {f['function']} in {f['object']}" for f in info["functions"]]
     return context.output(info, lines)
 
 

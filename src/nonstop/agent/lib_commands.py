@@ -186,7 +186,10 @@ def lib_info(ctx: AgentContext) -> int:
 
 
 def lib_patch_info(ctx: AgentContext) -> int:
-    """``--lib-patch-info``: live patches grouped by (build-id, level), from patch memory."""
+    """``--lib-patch-info``: live patches grouped by (build-id, level), from patch memory; text
+    in kcarectl's ``key: value`` form (``patch_notes``)."""
+    from nonstop.agent.patch_notes import known_scores, kpatch_lines
+
     require_root("--lib-patch-info")
     patches: dict[tuple[str, int], dict[str, Any]] = {}
     for row in _live(ctx)[0]:
@@ -213,15 +216,17 @@ def lib_patch_info(ctx: AgentContext) -> int:
         return 0
     if not documents:
         stdout.print("no live userspace patches", markup=False)
-    for p in documents:
-        stdout.print(
-            f"{p['soname']} level {p['level']} ({p['effective_version']}) in "
-            f"{len(p['pids'])} processes",
-            markup=False,
+    scores, url = known_scores(ctx.state)
+    for number, p in enumerate(documents):
+        lines = [""] if number else []
+        lines += kpatch_lines(
+            p["soname"], p["level"], p["effective_version"], p["fixes"], scores, url
         )
-        for fix in p["fixes"]:
-            stdout.print(f"  fix: {fix['title']} [{', '.join(fix['cves'])}]", markup=False)
-        stdout.print(f"  functions: {', '.join(p['functions'])}", markup=False)
+        lines.append(f"kpatch-build-id: {p['build_id']}")
+        lines.append(f"kpatch-processes: {len(p['pids'])}")
+        lines += [f"kpatch-function: {name}" for name in p["functions"]]
+        for line in lines:
+            stdout.print(line, markup=False)
     return 0
 
 
