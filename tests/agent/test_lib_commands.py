@@ -44,8 +44,8 @@ def test_update_info_patch_info_unload(start_target, bundles, agent_env):
     (level2,) = [p for p in patch_info["patches"] if p["level"] == 2]
     assert level2["cves"] == ["CVE-2099-1002"] and level2["functions"] == list(FUNCTIONS)
     assert level2["pids"] == [target.pid] and level2["soname"] == "libnsfix.so.1"
-    text = nonstopctl(agent_env, "--lib-patch-info").stdout
-    block = text.split("kpatch-name: libnsfix.so.1/level-2/")[1].split("\n\n")[0]
+    notes = nonstopctl(agent_env, "--lib-patch-info").stdout
+    block = notes.split("kpatch-name: libnsfix.so.1/level-2/")[1].split("\n\n")[0]
     assert "kpatch-cve: CVE-2099-1002" in block and "kpatch-processes: 1" in block
     assert "kpatch-cve-url: https://www.cve.org/CVERecord?id=CVE-2099-1002" in block
 
