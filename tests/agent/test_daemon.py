@@ -166,7 +166,7 @@ def test_a_process_still_in_ldso_is_patched_only_once_relocated(
     agent: Agent, start_target, bundles: dict[int, Path], start_daemon, fixture_build, slow_loader
 ) -> None:
     # An explicit update leaves a process that ld.so has not relocated yet alone.
-    starting = start_slow(fixture_build.program, slow_loader, 1500)
+    starting = start_slow(fixture_build.program, slow_loader, 4000)  # room for a loaded CI
     try:
         time.sleep(0.4)  # libnsfix is mapped now, not relocated
         maps = Path(f"/proc/{starting.pid}/maps").read_text()
