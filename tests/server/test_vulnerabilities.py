@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from nonstop.bundle import Fix, UserspaceTarget
+from nonstop.bundle import Fix, Update, UserspaceTarget
 from nonstop.cve.model import InstalledPackage
 from nonstop.cve.package_lists import canonical_rows, packages_digest
 from tests.server.conftest import (
@@ -140,3 +140,32 @@ def test_only_the_host_itself_or_an_admin_reads_its_findings(server: LiveServer)
         assert admin.get(f"/api/v1/hosts/{host.id}/vulnerabilities").status_code == 200
         assert admin.get(f"/api/v1/hosts/{host.id}/oval?level_dir=rel").status_code == 422
         assert admin.get("/api/v1/vulnerabilities/not-a-cve").status_code == 422
+
+
+def test_a_bundle_built_from_an_update_is_a_feed_and_the_fleet_has_one_vex_document(
+    server: LiveServer, make_bundle: Callable[..., bytes]
+) -> None:
+    """A CVE no feed knows yet, fixed by a bundle built from a Debian update: the bundle's
+    manifest says it is fixed in the update's version, and the live patch closes it."""
+    build_id = hexid()
+    bundle = make_bundle(
+        target=UserspaceTarget(build_id=build_id, soname="libexpat.so.1"),
+        level=1,
+        effective_version=f"{INSTALLED}+nonstop1",
+        fixes=(Fix(title="a fix only the update names", cves=("CVE-2099-7777",)),),
+        update=Update(source="expat", from_version=INSTALLED, to_version="2.5.0-1+deb12u9"),
+    )
+    assert upload(server, bundle).status_code == 201
+    host, packages = expat_host(server)
+    checkin(server, host, inventory("u", [library(build_id, applied_level=1)], packages=packages))
+    found = findings(server, host)
+    assert found["CVE-2099-7777"]["status"] == "fixed-by-live-patch"
+    assert found["CVE-2099-7777"]["fixed_version"] == "2.5.0-1+deb12u9"
+    assert found["CVE-2099-7777"]["feeds"] == ["bundles"]
+
+    with server.admin() as admin:
+        document = admin.get("/api/v1/vulnerabilities/vex", params={"format": "cyclonedx"})
+    assert document.status_code == 200, document.text
+    vex = json.loads(document.content)
+    assert vex["bomFormat"] == "CycloneDX"
+    assert any(v["id"] == "CVE-2099-7777" for v in vex["vulnerabilities"])

@@ -21,17 +21,18 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from sqlalchemy import Connection, func, select
 
 from nonstop.bundle.manifest import Manifest
-from nonstop.cve.bundles import live_patch_levels
+from nonstop.cve.bundles import bundle_advisories, live_patch_levels
+from nonstop.cve.errors import FeedError
 from nonstop.cve.fleet import Fleet
 from nonstop.cve.index import AdvisoryIndex
 from nonstop.cve.levels import PublishedLevels
 from nonstop.cve.matching import HostAssessment, HostError, Matcher
 from nonstop.cve.model import (
+    Advisory,
     HostState,
     InstalledPackage,
     ProcessRef,
@@ -42,6 +43,7 @@ from nonstop.cve.model import (
 from nonstop.server import advisories
 from nonstop.server.db import Database
 from nonstop.server.inventory import TargetRow, stored_targets
+from nonstop.server.logs import logger
 from nonstop.server.models import bundles, hosts, package_sets
 
 FLEET_TTL_SECONDS = 300.0
@@ -75,8 +77,11 @@ class Vulnerabilities:
             with self._db.read() as connection:
                 stamp = _stamp(connection)
                 if self._matcher is None or stamp != self._stamp:
-                    index = AdvisoryIndex(advisories.load(connection))
-                    self._matcher = Matcher(index, PublishedLevels(_live_levels(connection)))
+                    published = _live_bundles(connection)
+                    stored = advisories.load(connection)
+                    index = AdvisoryIndex([*stored, *_bundle_advisories(published)])
+                    levels = PublishedLevels(live_patch_levels(published))
+                    self._matcher = Matcher(index, levels)
                     self._stamp = stamp
                     self._fleet = None
             return self._matcher
@@ -149,6 +154,16 @@ class Vulnerabilities:
         return digest
 
     # -- the fleet ------------------------------------------------------------------
+
+    def every_host(self) -> Iterator[tuple[HostState, HostAssessment]]:
+        """Every host with its findings, assessed now (for fleet documents)."""
+        matcher = self.matcher()
+        with self._db.read() as connection:
+            for state, digest in _every_host(connection, matcher):
+                try:
+                    yield state, matcher.assess(state, digest)
+                except HostError:
+                    continue  # its own findings say why; a fleet document leaves it out
 
     def computed_fleet(self) -> Fleet | None:
         """The fleet as last computed, stale or not, without computing it (metrics)."""
@@ -239,11 +254,23 @@ def _stamp(connection: Connection) -> tuple[object, ...]:
     return (advisories.import_stamp(connection), *live)
 
 
-def _live_levels(connection: Connection) -> list[Any]:
+def _live_bundles(connection: Connection) -> list[tuple[Manifest, str]]:
     rows = connection.execute(
         select(bundles.c.manifest, bundles.c.sha256).where(bundles.c.retired_at.is_(None))
     )
-    return live_patch_levels((Manifest.from_dict(row.manifest), row.sha256) for row in rows)
+    return [(Manifest.from_dict(row.manifest), row.sha256) for row in rows]
+
+
+def _bundle_advisories(published: list[tuple[Manifest, str]]) -> tuple[Advisory, ...]:
+    """What the bundles built from a distribution update say is fixed in it (feed
+    ``bundles``); a manifest the feed refuses leaves that feed out, logged."""
+    try:
+        return bundle_advisories(manifest for manifest, _ in published).advisories
+    except FeedError as exc:
+        logger().warning(
+            "bundle CVE lists not used as a feed", extra={"fields": {"error": str(exc)}}
+        )
+        return ()
 
 
 def _package_rows(connection: Connection, digest: str | None) -> tuple[InstalledPackage, ...]:
