@@ -22,12 +22,15 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from nonstop.agent.config import Blocklist
-from nonstop.agent.inventory import LibraryUse, libraries_in_use
-from nonstop.agent.kernel_levels import KernelManager
 from nonstop.cve.model import level_state_name
-from nonstop.userspace import Engine
+
+if TYPE_CHECKING:  # the kernel commands write the kernel file without the userspace modules
+    from nonstop.agent.config import Blocklist
+    from nonstop.agent.inventory import LibraryUse
+    from nonstop.agent.kernel_levels import KernelManager
+    from nonstop.userspace import Engine
 
 _LIBRARY_FILE = re.compile(r"lib-[0-9a-f]{2,128}")
 
@@ -66,6 +69,8 @@ def write_kernel_file(directory: Path, level: int | None) -> None:
 
 def refresh_library_files(state_dir: Path, engine: Engine, blocklist: Blocklist) -> None:
     """Scan the processes and rewrite the library files (after the agent changed levels)."""
+    from nonstop.agent.inventory import libraries_in_use
+
     write_library_files(level_dir(state_dir), libraries_in_use(engine, blocklist))
 
 
