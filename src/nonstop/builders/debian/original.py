@@ -116,10 +116,11 @@ def original_build(
         _install_build_dependencies(source, offline, say)
         say(f"{source.package} {source.version}: building the original at {path}")
         started = time.monotonic()
-        _unpack(source, path)
+        before = set(BUILD_ROOT.iterdir())
         log = home / CC_LOG
         home.mkdir(parents=True)
         try:
+            _unpack(source, path)
             _build(source, path, home, log)
             calls = read_log(log)
             built = _find_libraries(path, calls, libraries)
@@ -127,6 +128,8 @@ def original_build(
             shutil.rmtree(path, ignore_errors=True)
             shutil.rmtree(home, ignore_errors=True)
             raise
+        finally:
+            _remove_products(before)
         seconds = round(time.monotonic() - started, 1)
         say(
             f"{source.package} {source.version}: original built in {seconds:.0f} s; "
@@ -157,9 +160,10 @@ def _reclaim(path: Path) -> None:
         )
     home = Path(mark.read_text())
     mark.unlink()
-    if (path / DIRTY).exists() or (home / "tree").exists() or not home.is_dir():
+    dirty = (path / DIRTY).exists()
+    if dirty or (home / "tree").exists() or not home.is_dir():
         shutil.rmtree(path)
-        if (path / DIRTY).exists():
+        if dirty:
             (home / STAMP).unlink(missing_ok=True)
         return
     path.rename(home / "tree")
@@ -202,7 +206,6 @@ def _install_build_dependencies(source: SourcePackage, offline: bool, say: Progr
 
 
 def _unpack(source: SourcePackage, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     dsc = next(source.root.glob("*.dsc"))
     cache.run_tool(["dpkg-source", "-x", str(dsc), str(path)])
 
@@ -237,7 +240,6 @@ def _build(source: SourcePackage, path: Path, home: Path, log: Path) -> None:
             stderr=subprocess.STDOUT,
             check=False,
         )
-    _remove_products(source, path)
     if done.returncode != 0:
         tail = build_log.read_text(errors="replace").strip().splitlines()[-LOG_TAIL:]
         raise BuilderError(
@@ -254,11 +256,11 @@ def real_compiler() -> str:
     return os.path.realpath(found)
 
 
-def _remove_products(source: SourcePackage, path: Path) -> None:
-    """What dpkg-buildpackage wrote next to the tree (.debs, .changes, .buildinfo, the
-    upstream tarball's link): the build root holds only trees."""
-    for product in path.parent.glob(f"{source.package}_*"):
-        if not product.is_dir():
+def _remove_products(before: set[Path]) -> None:
+    """The files the build wrote next to its tree (the .debs of every binary package, .changes,
+    .buildinfo): the build root holds only trees. BEFORE: what it held before the build."""
+    for product in BUILD_ROOT.iterdir():
+        if product not in before and not product.is_dir():
             product.unlink()
 
 
