@@ -101,6 +101,7 @@ def fetch_source(
     with cache.locked(cache_dir):
         cached = _read_stamp(directory)
         if cached is not None:
+            _check_trust(cached, trust_expired)
             return cached
         if offline:
             have = ", ".join(str(v) for v in cached_versions(package, cache_dir)) or "none"
@@ -126,6 +127,22 @@ def fetch_source(
         cached = _read_stamp(directory)
         assert cached is not None
         return cached
+
+
+def _check_trust(source: SourcePackage, trust_expired: frozenset[str]) -> None:
+    """A cached pool version whose signer's key had expired is used only when this run, too,
+    accepts that key: the operator's decision is for each run, not for the cache."""
+    pool = source.pool
+    if (
+        pool is not None
+        and pool.trusted_expired_key
+        and pool.signer.fingerprint not in trust_expired
+    ):
+        raise BuilderError(
+            f"{source.package} {source.version} (cached) came from the pool signed by "
+            f"{pool.signer.describe()}, after that expiry: refused "
+            f"(--trust-expired-key {pool.signer.fingerprint} accepts this key)"
+        )
 
 
 def _download(
