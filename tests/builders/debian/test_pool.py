@@ -198,7 +198,8 @@ def test_no_keyrings_installed_is_one_line(uploaders: Uploaders, tmp_path: Path)
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    """A local archive (its pool dir on disk) and an apt config naming it."""
+    """A local archive (its main pool dir on disk) and an apt config naming it and its
+    security archive (pool/updates/, empty unless a test fills it)."""
     root = tmp_path / "archive"
     directory = root / "debian" / "pool" / "main" / "d" / "demo"
     directory.mkdir(parents=True)
@@ -208,8 +209,9 @@ def pool(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     thread.start()
     config = tmp_path / "apt"
     (config / "sources.list.d").mkdir(parents=True)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
     (config / "sources.list").write_text(
-        f"deb http://127.0.0.1:{server.server_address[1]}/debian bookworm main\n"
+        f"deb {base}/debian bookworm main\ndeb {base}/debian-security bookworm-security main\n"
     )
     yield directory, config
     server.shutdown()
@@ -247,6 +249,21 @@ def test_a_signed_pool_dsc_and_the_files_it_lists_are_fetched(
     assert origin.signer.fingerprint == uploaders.trusted and not origin.trusted_expired_key
     assert (tmp_path / "work" / "demo_1.0-1.tar.xz").read_bytes() == b"upstream and debian"
     assert said[-1] == "demo 1.0-1: downloading demo_1.0-1.tar.xz (19 bytes) from the pool"
+
+
+def test_a_file_the_dscs_own_pool_lacks_is_taken_from_another_archives_pool(
+    uploaders: Uploaders, pool: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """curl 7.88.1-10+deb12u5: the security pool has the .dsc, the main pool its tarballs."""
+    directory, config = pool
+    security = directory.parents[4] / "debian-security/pool/updates/main/d/demo"
+    security.mkdir(parents=True)
+    publish(uploaders, directory, b"upstream and debian")
+    (directory / "demo_1.0-1.dsc").rename(security / "demo_1.0-1.dsc")
+    origin, _ = fetch(uploaders, config, tmp_path / "work")
+    assert origin is not None
+    assert origin.url.endswith("/debian-security/pool/updates/main/d/demo/demo_1.0-1.dsc")
+    assert (tmp_path / "work" / "demo_1.0-1.tar.xz").read_bytes() == b"upstream and debian"
 
 
 def test_a_pool_without_the_version_gives_none(

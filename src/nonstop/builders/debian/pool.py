@@ -9,8 +9,10 @@ security suite, the prefix being the first four letters of a ``lib*`` name
 and the first letter of any other. Nothing it says is used before its
 OpenPGP signature verifies against Debian's keyrings (``signatures``); then
 its own fields must name the wanted source and version, and each file it
-lists is downloaded from the same directory, at most its listed size, and
-checked against its SHA-256 (``dpkg-source -x`` checks again).
+lists is downloaded from the same directory (else from the package's
+directory in another archive's pool: a security archive can keep an upstream
+tarball only in the main archive's), at most its listed size, and checked
+against its SHA-256 (``dpkg-source -x`` checks again).
 """
 
 from __future__ import annotations
@@ -103,10 +105,16 @@ def fetch_from_pool(
             signer, text = verify_dsc(work / name, keyring_dir, trust_expired)
             origin = PoolOrigin(f"{directory}/{name}", signer, signer.expired_before_signing)
             say(f"{package} {version}: signed by {signer.describe()}")
+            # The .dsc's own directory first; a security archive may keep an upstream tarball
+            # only in the main archive's pool (curl). The signed SHA-256 says which is right.
+            sources = [directory, *(other for other in directories if other != directory)]
             for file, size, sha256 in _listed_files(Dsc(text), package, version, name):
                 say(f"{package} {version}: downloading {file} ({size} bytes) from the pool")
-                digest = _download(client, f"{directory}/{file}", work / file, size)
-                if digest is None:
+                for source in sources:
+                    digest = _download(client, f"{source}/{file}", work / file, size)
+                    if digest is not None:
+                        break
+                else:
                     raise BuilderError(f"the pool lists {file} in {name} but does not serve it")
                 if digest != sha256:
                     raise BuilderError(f"{file} from the pool does not match its SHA-256 in {name}")
