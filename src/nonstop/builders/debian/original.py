@@ -19,6 +19,7 @@ thrown away if levels had changed it (``DIRTY``).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -28,8 +29,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
+from debian.changelog import Changelog
 from debian.debian_support import Version
 
 from nonstop.builders import cache
@@ -44,6 +47,8 @@ from nonstop.bundle.identity import IdentityError, userspace_target_of
 BUILD_ROOT = Path("/build/reproducible-path")
 STAMP = "original.json"
 CC_LOG = "cc.jsonl"
+_CHANGELOG_HEAD = 1 << 16
+"""Bytes of a changelog read for its newest entry."""
 HOME_MARK = ".nonstop-original"
 """In a checked-out tree: the cache dir it belongs to."""
 DIRTY = ".nonstop-dirty"
@@ -123,7 +128,7 @@ def original_build(
             _unpack(source, path)
             _build(source, path, home, log)
             calls = read_log(log)
-            built = _find_libraries(path, calls, libraries)
+            built = _find_libraries(source, path, calls, libraries)
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)
             shutil.rmtree(home, ignore_errors=True)
@@ -248,6 +253,30 @@ def _build(source: SourcePackage, path: Path, home: Path, log: Path) -> None:
         )
 
 
+def _toolchain_hint(source: SourcePackage) -> str:
+    """Why a build-id may not reproduce: a compiler package newer than the upload (every object
+    carries its compiler's identification, ``.comment``, and the build-id covers it)."""
+    generic = "another compiler, flags or build path than Debian's?"
+    try:
+        owner = cache.run_tool(["dpkg-query", "-S", real_compiler()]).split(":", 1)[0]
+        with gzip.open(Path("/usr/share/doc") / owner / "changelog.Debian.gz", "rt") as text:
+            compiler = next(iter(Changelog(text.read(_CHANGELOG_HEAD), max_blocks=1)))
+        with (source.tree / "debian" / "changelog").open() as text:
+            upload = next(iter(Changelog(text.read(_CHANGELOG_HEAD), max_blocks=1)))
+        compiled = parsedate_to_datetime(compiler.date or "")
+        uploaded = parsedate_to_datetime(upload.date or "")
+    except (BuilderError, OSError, StopIteration, TypeError, ValueError):
+        return generic
+    if compiled <= uploaded:
+        return generic
+    return (
+        f"the compiler here, {owner} {compiler.version}, dates from {compiled:%Y-%m-%d}, after "
+        f"{source.package} {source.version} was uploaded ({uploaded:%Y-%m-%d}): it was likely "
+        "built with an older compiler, whose identification every object carries; else another "
+        "compiler, flags or build path than Debian's"
+    )
+
+
 def real_compiler() -> str:
     """The C compiler Debian's packages build with here (``gcc`` on PATH, resolved)."""
     found = shutil.which("gcc")
@@ -265,7 +294,7 @@ def _remove_products(before: set[Path]) -> None:
 
 
 def _find_libraries(
-    tree: Path, calls: list[Invocation], libraries: list[ShippedLibrary]
+    source: SourcePackage, tree: Path, calls: list[Invocation], libraries: list[ShippedLibrary]
 ) -> list[BuiltLibrary]:
     """Each shipped library's unstripped twin: the output of a link with the same build-id."""
     outputs: dict[str, tuple[Path, Invocation]] = {}
@@ -284,7 +313,7 @@ def _find_libraries(
             raise BuilderError(
                 f"the original build does not reproduce {library.soname} of {library.package} "
                 f"{library.version} (build-id {library.build_id}): no library the build linked "
-                "has that build-id (another compiler, flags or build path than Debian's?)"
+                f"has that build-id ({_toolchain_hint(source)})"
             )
         output, link = outputs[library.build_id]
         built.append(BuiltLibrary(library, str(output.resolve().relative_to(tree)), link))
