@@ -324,7 +324,9 @@ class LevelBuilder:
                 continue
             started = time.monotonic()
             trial = self._analyse(series, before, after, objects, outcome)
-            outcome.analysis_seconds += round(time.monotonic() - started, 1)
+            outcome.analysis_seconds = round(
+                outcome.analysis_seconds + time.monotonic() - started, 1
+            )
             if trial is not None:
                 trials.append(trial)
         return trials
