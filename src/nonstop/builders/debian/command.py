@@ -129,7 +129,8 @@ def render_text(plan: Plan) -> str:
     ]
     for cve in plan.cves:
         lines.append("")
-        lines.append(f"{cve.cve}{'' if cve.library_code else '  (not library code)'}")
+        not_library = cve.patches and not cve.library_code
+        lines.append(f"{cve.cve}{'  (not library code)' if not_library else ''}")
         for entry in cve.entries:
             lines.append(f"  version  {entry.version} (urgency {entry.urgency or 'unknown'})")
         if cve.closes:
