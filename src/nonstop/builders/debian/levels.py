@@ -153,7 +153,7 @@ class LevelBuilder:
             (tree / DIRTY).write_text("levels are changing this tree\n")
             try:
                 for cve in self.plan.cves:
-                    self.outcomes.append(self._try(cve))
+                    self.outcomes.append(self._contained(cve))
             finally:
                 self.tree.reset()  # the tree is the original again: keep it, whatever failed
                 (tree / DIRTY).unlink()
@@ -195,6 +195,16 @@ class LevelBuilder:
         return deps
 
     # -- one CVE ---------------------------------------------------------------------
+
+    def _contained(self, cve: CvePlan) -> CveOutcome:
+        """CVE's outcome; a step that fails for it (a compiler or a reader giving up on one of
+        its objects) refuses it with that error instead of ending the run: the next CVE starts
+        from the original tree again."""
+        try:
+            return self._try(cve)
+        except BuilderError as exc:
+            patches = [change.name for change in cve.patches]
+            return CveOutcome(cve.cve, "refused", [f"its build failed: {exc}"], patches)
 
     def _try(self, cve: CvePlan) -> CveOutcome:
         outcome = CveOutcome(cve.cve, "refused", patches=[p.name for p in cve.patches])
