@@ -173,7 +173,7 @@ class LevelBuilder:
             {item.key: item for item in objects},
             deps,
             symbols,
-            TargetSymbols(symbols),
+            TargetSymbols(symbols, built.shipped.path),
         )
 
     def _dependencies(
