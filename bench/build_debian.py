@@ -2,6 +2,7 @@
 
 Run as root from the repository root:
 .venv/bin/python bench/build_debian.py [--package libxml2] [--from V] [--to V] [--cve CVE]...
+    [--trust-expired-key FINGERPRINT]...
 
 Default: libxml2 2.9.14+dfsg-1.3~deb12u4 -> ~deb12u6 restricted to three CVEs.
 The sources and the --from binaries come from the shared cache (fetched once);
@@ -42,6 +43,8 @@ def build(args: argparse.Namespace, cache: Path, work: Path, run: str) -> tuple[
             "--key", str(work / "keys" / "signing.key"), "-o", str(out), "--json"]  # fmt: skip
     for cve in args.cve or (DEFAULT_CVES if args.package == "libxml2" else []):
         argv += ["--cve", cve]
+    for fingerprint in args.trust_expired_key:
+        argv += ["--trust-expired-key", fingerprint]
     started = time.monotonic()
     done = subprocess.run(
         argv, env={**os.environ, "NONSTOP_DEBIAN_CACHE": str(cache)}, capture_output=True,
@@ -76,10 +79,14 @@ def main() -> None:
     parser.add_argument("--from", dest="old", default="2.9.14+dfsg-1.3~deb12u4")
     parser.add_argument("--to", dest="new", default="2.9.14+dfsg-1.3~deb12u6")
     parser.add_argument("--cve", action="append", default=[])
+    parser.add_argument("--trust-expired-key", action="append", default=[])
     args = parser.parse_args()
     shared = cache_dir("debian")
-    old = fetch_source(args.package, args.old, shared, progress=print)
-    fetch_source(args.package, args.new, shared, progress=print)
+    trusted = frozenset(key.upper() for key in args.trust_expired_key)
+    old, _ = (
+        fetch_source(args.package, version, shared, progress=print, trust_expired=trusted)
+        for version in (args.old, args.new)
+    )
     fetch_libraries(old, progress=print)
     with tempfile.TemporaryDirectory(prefix="nonstop-bench-") as temporary:
         work = Path(temporary)
@@ -112,7 +119,12 @@ def main() -> None:
         "ratio_first": round(first / plain, 2),
         "ratio_second": round(second / plain, 2),
         "per_cve": {
-            entry["cve"]: [entry["status"], entry["build_seconds"], entry["analysis_seconds"]]
+            entry["cve"]: [
+                entry["status"],
+                entry["build_seconds"],
+                entry["analysis_seconds"],
+                entry["reasons"][0][:160] if entry["reasons"] else "",
+            ]
             for entry in report["cves"]
         },
     }

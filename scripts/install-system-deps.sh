@@ -19,6 +19,9 @@ PACKAGES=(
   binutils            # strip: livepatch modules ship without debug info
   patch               # the userspace builder applies the fixes of a recipe
   dpkg-dev            # dpkg-source: the Debian builder unpacks the source packages apt fetches
+  gpgv                # the Debian builder checks the signature of a .dsc taken from the pool ...
+  debian-keyring      # ... against the keys of Debian's uploaders
+  gnupg               # the pool tests sign .dsc files with keys of their own
   libxml2-dev         # headers of the C driver the Debian builder's libxml2 tests patch live
   postgresql          # server tests and bench/fleet.py run a private PostgreSQL cluster (initdb)
   openscap-scanner    # oscap evaluates the OVAL that nonstop exports for scanners (tests/cve)

@@ -186,12 +186,27 @@ def _dynamic_definitions(elf: ELFFile, names: set[str]) -> dict[str, tuple[Symbo
 
 
 def _code_sha256(elf: ELFFile, value: int, size: int) -> str | None:
+    code = _loaded_bytes(elf, value, size)
+    return hashlib.sha256(code).hexdigest() if code is not None else None
+
+
+def _loaded_bytes(elf: ELFFile, value: int, size: int) -> bytes | None:
+    """The SIZE bytes a loaded ELF file holds at address VALUE, if a PT_LOAD segment has them."""
     for segment in elf.iter_segments():
         start, filesz = segment["p_vaddr"], segment["p_filesz"]
         if segment["p_type"] == "PT_LOAD" and start <= value and value + size <= start + filesz:
             elf.stream.seek(segment["p_offset"] + value - start)
-            return hashlib.sha256(elf.stream.read(size)).hexdigest()
+            return bytes(elf.stream.read(size))
     return None
+
+
+def loaded_bytes(path: Path, value: int, size: int) -> bytes | None:
+    """The SIZE bytes the ELF file PATH loads at address VALUE (a function's code), or None."""
+    try:
+        with path.open("rb") as handle:
+            return _loaded_bytes(open_elf(handle), value, size)
+    except (ELFError, OSError):
+        return None
 
 
 def symbol_map_of(path: Path) -> SymbolMap:

@@ -19,6 +19,12 @@ from nonstop.builders.debian.sources import SourcePackage, fetch_source
 LIBXML2_OLD = "2.9.14+dfsg-1.3~deb12u4"
 LIBXML2_NEW = "2.9.14+dfsg-1.3~deb12u6"
 EXPAT_OLD = "2.5.0-1+deb12u2"
+EXPAT_NEW = "2.5.0-1+deb12u3"
+"""Not in apt's index (which lists deb12u5, whose source files the archive does not serve):
+only the security archive's pool has it."""
+EXPAT_SIGNER = "83DCD17F44B22CC83656EDA1E8446B4AC8C77261"
+"""The key that signed the deb12u3 .dsc: in debian-keyring.gpg, expired there on 2024-04-01,
+before it signed (2026-08-31); accepted only with --trust-expired-key."""
 
 
 def needs_apt() -> None:

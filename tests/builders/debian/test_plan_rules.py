@@ -9,6 +9,7 @@ import pytest
 
 from nonstop.builders.debian.changelog import closed_bugs, entries_between
 from nonstop.builders.debian.changes import make_plan
+from nonstop.builders.debian.command import render_text
 from nonstop.builders.debian.patches import file_kind
 from nonstop.builders.errors import BuilderError
 from tests.builders.debian.synthetic import changelog_entry, make_source, patch_text
@@ -43,12 +44,14 @@ def test_cve_maps_to_patches_by_name_header_and_directory_in_changelog_order(tmp
         ),
         "CVE-2024-0003/01-first.patch": patch_text("Subject: one", {"lib/c.c": "c"}),
         "CVE-2024-0003/02-second.patch": patch_text("Subject: two", {"lib/c.c": "d"}),
+        # glib's patches give their CVE in a Bug-CVE field.
+        "gstring-fix.patch": patch_text("Subject: s\nBug-CVE: CVE-2024-0002", {"lib/s.c": "s"}),
     }
     plan = plan_for(tmp_path, entries, patches)
     assert [cve.cve for cve in plan.cves] == ["CVE-2024-0001", "CVE-2024-0002", "CVE-2024-0003"]
     cves = by_cve(plan)
     assert [p.name for p in cves["CVE-2024-0001"].patches] == ["CVE-2024-0001.patch"]
-    assert [p.name for p in cves["CVE-2024-0002"].patches] == ["fix-b.patch"]
+    assert [p.name for p in cves["CVE-2024-0002"].patches] == ["fix-b.patch", "gstring-fix.patch"]
     assert [p.name for p in cves["CVE-2024-0003"].patches] == [
         "CVE-2024-0003/01-first.patch",
         "CVE-2024-0003/02-second.patch",
@@ -89,6 +92,9 @@ def test_every_ambiguity_is_a_note_not_a_guess(tmp_path):
         "no changelog entry of the update names it; only patches do",
         "not library code: its patches' changes touch only doc, test files",
     ]
+    # In the text, "not library code" labels only a CVE with patches: one without is refused.
+    headers = [line for line in render_text(plan).splitlines() if line.startswith("CVE-")]
+    assert headers[0] == "CVE-2024-0010" and headers[3] == "CVE-2024-0013  (not library code)"
     assert [p.name for p in plan.unassigned] == ["cleanup.patch"]
     assert plan.notes == [
         "patch cleanup.patch (added) names no CVE",

@@ -14,7 +14,14 @@ from nonstop.builders.cache import cache_dir
 from nonstop.builders.debian.apt import served_versions
 from nonstop.builders.debian.changes import make_plan
 from nonstop.builders.debian.sources import SourcePackage, fetch_source
-from tests.builders.debian.conftest import EXPAT_OLD, LIBXML2_NEW, LIBXML2_OLD, needs_apt
+from tests.builders.debian.conftest import (
+    EXPAT_NEW,
+    EXPAT_OLD,
+    EXPAT_SIGNER,
+    LIBXML2_NEW,
+    LIBXML2_OLD,
+    needs_apt,
+)
 
 NONSTOP = str(Path(sys.executable).parent / "nonstop")
 U5, U6 = "2.9.14+dfsg-1.3~deb12u5", LIBXML2_NEW
@@ -173,16 +180,81 @@ def test_a_version_the_archive_does_not_serve_is_one_line_naming_those_it_serves
     served = served_versions("expat")
     assert EXPAT_OLD in [str(v) for v in served]
     assert done.returncode == 1
-    assert done.stderr == (
-        "nonstop build debian: error: the archive does not serve expat 2.5.0-1+deb12u99; "
-        f"it serves {', '.join(str(v) for v in served)}\n"
+    assert done.stderr.splitlines()[-1] == (
+        "nonstop build debian: error: the archive does not serve expat 2.5.0-1+deb12u99 (not in "
+        f"apt's index nor in its pool); its index lists {', '.join(str(v) for v in served)}"
     )
+    assert list(tmp_path.iterdir()) == [tmp_path / ".lock"]  # nothing half-fetched is left
     unknown = nonstop("no-such-source-xyz", "--from", "1.0-1", "--to", "1.0-2", "--plan")
     assert unknown.returncode == 1
-    assert unknown.stderr == (
+    assert unknown.stderr.splitlines()[-1] == (
         "nonstop build debian: error: the archive serves no source package no-such-source-xyz "
-        "(apt-get update?)\n"
+        "(apt-get update?)"
     )
+
+
+def test_a_version_only_the_pool_has_is_refused_when_its_signers_key_had_expired(
+    tmp_path: Path,
+) -> None:
+    """expat deb12u3: signed by a Debian developer whose key, as Debian 12's keyring has it,
+    expired before the signature; the run says so in one line and keeps nothing."""
+    needs_apt()
+    versions = ["--from", EXPAT_OLD, "--to", EXPAT_NEW, "--plan"]
+    done = nonstop("expat", *versions, "--cache", str(tmp_path))
+    assert done.returncode == 1
+    assert done.stderr.splitlines()[-3:] == [
+        f"nonstop build debian: expat {EXPAT_NEW}: not in apt's index; looking in the archive's "
+        "pool",
+        f"nonstop build debian: expat {EXPAT_NEW}: found http://deb.debian.org/debian-security/"
+        f"pool/updates/main/e/expat/expat_{EXPAT_NEW}.dsc; verifying its signature",
+        f"nonstop build debian: error: expat_{EXPAT_NEW}.dsc was signed by Andrej Shadura "
+        f"<andrew@shadura.me> (key {EXPAT_SIGNER}, debian-keyring.gpg) on 2026-08-31; the key "
+        "expired on 2024-04-01, before the signature: refused (--trust-expired-key "
+        f"{EXPAT_SIGNER} accepts this key)",
+    ]
+    assert not (tmp_path / f"expat_{EXPAT_NEW}").exists()
+
+
+def test_a_pool_version_is_fetched_verified_and_then_read_offline_from_the_cache() -> None:
+    needs_apt()
+    versions = ["--from", EXPAT_OLD, "--to", EXPAT_NEW, "--plan", "--json"]
+    trust = ["--trust-expired-key", EXPAT_SIGNER.lower()]  # any case
+    online = nonstop("expat", *versions, *trust)
+    assert online.returncode == 0, online.stderr
+    plan = json.loads(online.stdout)
+    assert plan["notes"][0] == (
+        f"expat {EXPAT_NEW} came from the pool, not apt's index: http://deb.debian.org/"
+        f"debian-security/pool/updates/main/e/expat/expat_{EXPAT_NEW}.dsc, signed by Andrej "
+        f"Shadura <andrew@shadura.me> (key {EXPAT_SIGNER}, debian-keyring.gpg) on 2026-08-31; "
+        "the key expired on 2024-04-01 (accepted by --trust-expired-key)"
+    )
+    assert "CVE-2026-72522" in [cve["cve"] for cve in plan["cves"]]
+    env = {**os.environ, "PATH": "/nonexistent"}  # no apt, gpgv or network tool needed
+    offline = nonstop("expat", *versions, *trust, "--offline", env=env)
+    assert (offline.returncode, offline.stdout) == (0, online.stdout)
+    # The operator's decision holds for one run: the cached copy needs it again.
+    again = nonstop("expat", *versions, "--offline")
+    assert again.returncode == 1
+    assert again.stderr.endswith(
+        f"after that expiry: refused (--trust-expired-key {EXPAT_SIGNER} accepts this key)\n"
+    )
+
+
+def test_the_newest_version_the_index_lists_is_planned_or_refused_in_one_line() -> None:
+    """The index lists expat deb12u5 but the archive answered 404 for its source files when this
+    was written; the pool is tried next. Whichever holds when the test runs, the command plans
+    the update or says in one line what apt and the pool answered."""
+    needs_apt()
+    newest = str(served_versions("expat")[-1])
+    done = nonstop("expat", "--from", EXPAT_OLD, "--to", newest, "--plan", "--json")
+    if done.returncode == 0:
+        assert json.loads(done.stdout)["to"] == newest
+        return
+    (line,) = [line for line in done.stderr.splitlines() if " error: " in line]
+    apt_and_pool = line.startswith("nonstop build debian: error: apt-get source") and (
+        line.endswith(f"; the archive's pool has no expat {newest} either")
+    )
+    assert apt_and_pool or f"expat_{newest}.dsc" in line  # or the pool's .dsc was refused
 
 
 def test_a_fetch_is_cached_and_a_partial_entry_is_redone(tmp_path: Path) -> None:

@@ -10,6 +10,12 @@ A CVE's steps are tried in series order and then, if one does not apply yet,
 again after the others (a CVE split over several patches may need another
 order on the older tree); ``patch --dry-run`` first, so a step that does not
 apply changes nothing.
+
+Some packages compile copies of their sources that the build makes (expat's
+``debian/rules`` copies ``expat/`` into ``src/`` and ``srcw/`` and builds
+each): a patched file that no compilation reads gets its new content written
+to its copies, the files of the same name and the same original bytes that
+compilations do read, saved aside like any other changed file.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ class Step:
     """One patch to put on (REVERSE: take off) with ``patch -pSTRIP``."""
 
     label: str
+    name: str
+    """The patch's name in the series."""
     patch: Path
     strip: int
     files: tuple[str, ...]
@@ -40,20 +48,25 @@ def steps_for(change: PatchChange, old_patches: Path, new_patches: Path) -> list
     if change.status == "changed":
         old = old_patches / new.name
         steps.append(
-            Step(f"{new.name} (old version off)", old, new.strip, tuple(new.changes), True)
+            Step(
+                f"{new.name} (old version off)", new.name, old, new.strip, tuple(new.changes), True
+            )
         )
-    steps.append(Step(new.name, new_patches / new.name, new.strip, tuple(new.changes)))
+    steps.append(Step(new.name, new.name, new_patches / new.name, new.strip, tuple(new.changes)))
     return steps
 
 
 class PatchedTree:
-    """The original TREE, changed only through :meth:`apply`, restorable with :meth:`reset`."""
+    """The original TREE, changed only through :meth:`apply`, restorable with :meth:`reset`.
 
-    def __init__(self, tree: Path, originals: Path) -> None:
-        self.tree, self.originals = tree, originals
+    COMPILED: the files (relative to TREE) that the libraries' compilations read."""
+
+    def __init__(self, tree: Path, originals: Path, compiled: frozenset[str] = frozenset()) -> None:
+        self.tree, self.originals, self.compiled = tree, originals, compiled
         self.originals.mkdir(parents=True, exist_ok=True)
         self.saved: set[str] = set()
         self.created: set[str] = set()
+        self._copies: dict[str, list[str]] = {}
 
     def reset(self) -> None:
         """Every file back as the original build had it."""
@@ -78,7 +91,33 @@ class PatchedTree:
         trial = self._patch([*argv, "--dry-run"])
         if trial is not None:
             return trial
-        return self._patch(argv)
+        failure = self._patch(argv)
+        if failure is None:
+            for relative in step.files:
+                for copy in self.copies(relative):
+                    self._save(copy)
+                    shutil.copyfile(self.tree / relative, self.tree / copy)
+        return failure
+
+    def copies(self, relative: str) -> list[str]:
+        """The build-time copies compiled in place of RELATIVE (module docstring); none when
+        a compilation reads RELATIVE itself or it did not exist in the original tree."""
+        if relative not in self._copies:
+            original = self.originals / relative
+            found = []
+            if relative not in self.compiled and relative in self.saved:
+                data = original.read_bytes()
+                found = [
+                    other
+                    for other in sorted(self.compiled)
+                    if Path(other).name == original.name
+                    and (
+                        self.originals / other if other in self.saved else self.tree / other
+                    ).read_bytes()
+                    == data
+                ]
+            self._copies[relative] = found
+        return self._copies[relative]
 
     def apply_in_some_order(self, steps: list[Step]) -> tuple[list[Step], str | None]:
         """STEPS applied in series order, a step that fails retried after the others.
@@ -112,6 +151,14 @@ class PatchedTree:
             elif not now.exists() or now.read_bytes() != before.read_bytes():
                 changed.append(relative)
         return changed
+
+    def contents(self) -> dict[str, bytes | None]:
+        """The files that differ from the original, with what they hold now (None: removed)."""
+        return {
+            relative: path.read_bytes() if path.exists() else None
+            for relative in self.changed_files()
+            for path in [self.tree / relative]
+        }
 
     def _save(self, relative: str) -> None:
         if relative in self.saved or relative in self.created:

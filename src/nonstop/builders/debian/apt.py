@@ -9,7 +9,8 @@ enabled deb entry of those two files as a deb-src entry in a file of its own
 same URI and suite exists already; it changes nothing when nothing is
 missing, so it is safe to call before every fetch. Third-party repositories
 are left alone: they often serve no sources, and their absence would only
-make ``apt-get update`` report errors.
+make ``apt-get update`` report errors. ``archive_entries`` lists the same
+files' entries with their components: where the archive's pool is.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ OUTPUT_NAME = "nonstop-deb-src"
 
 @dataclass(frozen=True)
 class SourceEntry:
-    """One apt source: its type (deb or deb-src), URI and suite."""
+    """One apt source: its type (deb or deb-src), URI, suite and components."""
 
     kind: str
     uri: str
     suite: str
+    components: tuple[str, ...] = ()
 
 
 def _deb822_stanzas(path: Path) -> list[Deb822]:
@@ -49,8 +51,9 @@ def _deb822_stanzas(path: Path) -> list[Deb822]:
 def _stanza_entries(stanza: Deb822) -> list[SourceEntry]:
     if stanza.get("Enabled", "yes").strip().lower() == "no":
         return []
+    components = tuple(stanza.get("Components", "").split())
     return [
-        SourceEntry(kind, uri.rstrip("/"), suite)
+        SourceEntry(kind, uri.rstrip("/"), suite, components)
         for kind in stanza["Types"].split()
         for uri in stanza.get("URIs", "").split()
         for suite in stanza.get("Suites", "").split()
@@ -73,7 +76,8 @@ def _one_line_entries(path: Path) -> list[tuple[SourceEntry, str]]:
                     rest = rest[1:]
                 rest = rest[1:]
             if len(rest) >= 2:
-                found.append((SourceEntry(words[0], rest[0].rstrip("/"), rest[1]), line.strip()))
+                entry = SourceEntry(words[0], rest[0].rstrip("/"), rest[1], tuple(rest[2:]))
+                found.append((entry, line.strip()))
     return found
 
 
@@ -128,6 +132,21 @@ def _missing_deb_src(config: Path) -> dict[Path, str]:
         one_line_out: "\n".join(lines) + "\n" if lines else None,
     }
     return {path: text for path, text in wanted.items() if text and _read(path) != text}
+
+
+def archive_entries(config: Path = APT_CONFIG) -> list[SourceEntry]:
+    """The enabled deb and deb-src entries of the Debian archive's two files, in file order."""
+    listd = config / "sources.list.d"
+    try:
+        entries = [
+            entry
+            for stanza in _deb822_stanzas(listd / "debian.sources")
+            for entry in _stanza_entries(stanza)
+        ]
+        entries += [entry for entry, _ in _one_line_entries(config / "sources.list")]
+    except OSError as exc:
+        raise BuilderError(f"cannot read apt's sources: {exc.filename}: {exc.strerror}") from None
+    return [entry for entry in entries if entry.kind in ("deb", "deb-src")]
 
 
 def _deb_src_keys(config: Path, skip: set[Path]) -> set[tuple[str, str]]:

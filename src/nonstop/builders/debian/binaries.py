@@ -30,7 +30,7 @@ from nonstop.bundle.elfcheck import ElfBoundsError, open_elf
 from nonstop.bundle.identity import IdentityError, elf_soname, userspace_target_of
 
 STAMP = "binaries.json"
-_NOT_LIBRARIES = ("-dev", "-dbg", "-dbgsym", "-doc", "-udeb", "-bin", "-utils")
+_NOT_LIBRARIES = ("-dev", "-dbg", "-dbgsym", "-doc", "-udeb", "-bin", "-utils", "-tools")
 _ELF_MAGIC = b"\x7fELF"
 
 

@@ -7,7 +7,8 @@ or DEP-3 header, ``patches``), in series order. Nothing is guessed: a CVE
 named by no patch, a patch naming no CVE or several, a removed patch, a
 change outside ``debian/patches`` (a new upstream tarball, packaging files),
 a patch whose diff does not read, and a CVE whose patches touch no library
-code are written down as notes, for the CVE or for the whole update.
+code are written down as notes, for the CVE or for the whole update, as is a
+version taken from the archive's pool instead of through apt's index.
 """
 
 from __future__ import annotations
@@ -137,7 +138,11 @@ def make_plan(old: SourcePackage, new: SourcePackage) -> Plan:
     changes, refreshed = series_changes(
         old.tree / "debian" / "patches", new.tree / "debian" / "patches"
     )
-    notes: list[str] = []
+    notes = [
+        f"{source.package} {source.version} came {source.pool.describe()}"
+        for source in (old, new)
+        if source.pool is not None
+    ]
     order = list(dict.fromkeys(cve for entry in entries for cve in entry.cves))
     for change in changes:
         if change.status != "removed":

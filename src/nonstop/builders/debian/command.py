@@ -36,6 +36,12 @@ def _cve(text: str) -> str:
     return text
 
 
+def _fingerprint(text: str) -> str:
+    if not re.fullmatch(r"[0-9A-Fa-f]{40}", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an OpenPGP fingerprint (40 hex digits)")
+    return text.upper()
+
+
 def register_build(builders: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = builders.add_parser(
         "debian", help="build per-CVE live patches from a Debian security update of a library"
@@ -52,6 +58,15 @@ def register_build(builders: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
     parser.add_argument("--offline", action="store_true", help="use only the cache, never apt")
+    parser.add_argument(
+        "--trust-expired-key",
+        action="append",
+        type=_fingerprint,
+        default=[],
+        metavar="FINGERPRINT",
+        help="accept this Debian keyring key's signature on a pool .dsc made after the key's "
+        "expiry as the keyring records it",
+    )
     parser.add_argument(
         "--cache",
         type=Path,
@@ -70,13 +85,15 @@ def cmd_build_debian(args: argparse.Namespace) -> int:
         stderr.print(f"{TOOL}: {line}", markup=False)
 
     started = time.monotonic()
+    trusted = frozenset(args.trust_expired_key)
     try:
-        old = fetch_source(
-            args.source, args.old, args.cache, offline=args.offline, progress=progress
-        )
-        new = fetch_source(
-            args.source, args.new, args.cache, offline=args.offline, progress=progress
-        )
+        old, new = (
+            fetch_source(
+                args.source, version, args.cache, offline=args.offline, progress=progress,
+                trust_expired=trusted,
+            )
+            for version in (args.old, args.new)
+        )  # fmt: skip
         plan = make_plan(old, new)
         if args.cve:
             plan = plan.only(list(dict.fromkeys(args.cve)))
@@ -112,7 +129,8 @@ def render_text(plan: Plan) -> str:
     ]
     for cve in plan.cves:
         lines.append("")
-        lines.append(f"{cve.cve}{'' if cve.library_code else '  (not library code)'}")
+        not_library = cve.patches and not cve.library_code
+        lines.append(f"{cve.cve}{'  (not library code)' if not_library else ''}")
         for entry in cve.entries:
             lines.append(f"  version  {entry.version} (urgency {entry.urgency or 'unknown'})")
         if cve.closes:

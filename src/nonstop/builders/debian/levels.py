@@ -17,7 +17,7 @@ import hashlib
 import json
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from nonstop import __version__
 from nonstop.builders.debian.applying import PatchedTree, Step, steps_for
 from nonstop.builders.debian.changes import CvePlan, Plan
 from nonstop.builders.debian.original import DIRTY, BuiltLibrary, OriginalBuild, real_compiler
-from nonstop.builders.debian.patches import file_kind
+from nonstop.builders.debian.patches import file_kind, read_series
 from nonstop.builders.debian.replay import ObjectSource, Replayer, library_objects
 from nonstop.builders.debian.smoke import smoke_test
 from nonstop.builders.errors import BuilderError
@@ -92,6 +92,8 @@ class _Series:
     targets: TargetSymbols
     level: int = 0
     fixes: list[tuple[Fix, bytes]] = field(default_factory=list)
+    last_patch: bytes = b""
+    """The patch object of the current level."""
     changed_objects: set[str] = field(default_factory=set)
 
     @property
@@ -124,6 +126,14 @@ class LevelBuilder:
         self.outdir, self.work = outdir, work
         self.say = progress or (lambda _line: None)
         self.accepted: list[Step] = []
+        """The patch steps of the CVEs built so far, in the order they apply."""
+        self.outcomes: list[CveOutcome] = []
+        self.undeclared: dict[Path, set[str]] = {}
+        """Per patched object: the functions its compilation called without a declaration."""
+        self.positions = {
+            entry.name: index
+            for index, entry in enumerate(read_series(plan.new.tree / "debian" / "patches"))
+        }
         self.built_patches: dict[str, str] = {}
         """Patch name -> the CVE whose level carries it."""
         self.prefix_maps = prefix_maps(original.calls)
@@ -134,16 +144,20 @@ class LevelBuilder:
         """Every CVE of the plan tried in order; the tree is the original again afterwards."""
         self.outdir.mkdir(parents=True, exist_ok=True)
         with self.original.checked_out() as tree:
-            (tree / DIRTY).write_text("levels are changing this tree\n")
-            self.tree = PatchedTree(tree, self.work / "original-sources")
             self.replayer = Replayer(real_compiler(), tree)
             self.series = [self._series(built, tree) for built in self.original.libraries]
+            compiled = frozenset(
+                path for series in self.series for files in series.deps.values() for path in files
+            )
+            self.tree = PatchedTree(tree, self.work / "original-sources", compiled)
+            (tree / DIRTY).write_text("levels are changing this tree\n")
             try:
-                outcomes = [self._try(cve) for cve in self.plan.cves]
+                for cve in self.plan.cves:
+                    self.outcomes.append(self._contained(cve))
             finally:
-                self.tree.reset()
-            (tree / DIRTY).unlink()
-        return outcomes
+                self.tree.reset()  # the tree is the original again: keep it, whatever failed
+                (tree / DIRTY).unlink()
+        return self.outcomes
 
     # -- set-up -----------------------------------------------------------------------
 
@@ -159,7 +173,7 @@ class LevelBuilder:
             {item.key: item for item in objects},
             deps,
             symbols,
-            TargetSymbols(symbols),
+            TargetSymbols(symbols, built.shipped.path),
         )
 
     def _dependencies(
@@ -181,6 +195,16 @@ class LevelBuilder:
         return deps
 
     # -- one CVE ---------------------------------------------------------------------
+
+    def _contained(self, cve: CvePlan) -> CveOutcome:
+        """CVE's outcome; a step that fails for it (a compiler or a reader giving up on one of
+        its objects) refuses it with that error instead of ending the run: the next CVE starts
+        from the original tree again."""
+        try:
+            return self._try(cve)
+        except BuilderError as exc:
+            patches = [change.name for change in cve.patches]
+            return CveOutcome(cve.cve, "refused", [f"its build failed: {exc}"], patches)
 
     def _try(self, cve: CvePlan) -> CveOutcome:
         outcome = CveOutcome(cve.cve, "refused", patches=[p.name for p in cve.patches])
@@ -204,6 +228,7 @@ class LevelBuilder:
         started = time.monotonic()
         self.tree.reset()
         self._reapply(self.accepted)
+        built_before = self.tree.contents()
         steps = [
             step
             for change in new
@@ -214,16 +239,33 @@ class LevelBuilder:
             )
         ]
         order, failure = self.tree.apply_in_some_order(steps)
+        applied = [*self.accepted, *order]
         if failure is not None:
-            outcome.reasons.append(f"does not apply to the {self.plan.old.version} tree: {failure}")
-            return outcome
+            # Debian applies its series in order: a patch older in it than those built already
+            # (a changed one they were made on top of) may need to go under them.
+            self.tree.reset()
+            in_series = sorted([*self.accepted, *steps], key=self._series_position)
+            applied, second = self.tree.apply_in_some_order(in_series)
+            if second is not None:
+                outcome.reasons.append(
+                    f"does not apply to the {self.plan.old.version} tree: {failure}"
+                    + self._refused_before()
+                )
+                return outcome
         changed = set(self.tree.changed_files())
+        if self.tree.contents() == built_before:
+            outcome.status = "not-applicable"
+            outcome.reasons.append(
+                "applied, its patches change no file beyond the CVEs built before it (a changed "
+                "patch whose new version has the same effect as the old)"
+            )
+            return outcome
         reached = self._reached(changed)
         if any(reached.values()):
             self.tree.reset()  # the original objects are compiled from the original tree
             for series, keys in reached.items():
                 self._original_objects(series, keys | series.changed_objects)
-            self._reapply([*self.accepted, *order])
+            self._reapply(applied)
         trials = self._compile_and_analyse(cve.cve, reached, changed, outcome)
         outcome.build_seconds = round(time.monotonic() - started - outcome.analysis_seconds, 1)
         if outcome.reasons:
@@ -232,15 +274,29 @@ class LevelBuilder:
             sources = sorted(path for path in changed if file_kind(path) == "source")
             outcome.status = "not-applicable"
             outcome.reasons.append(
-                f"its changes ({', '.join(sources) or 'no source file'}) reach no code of the "
-                f"shipped libraries ({', '.join(s.soname for s in self.series)})"
+                "its changes compile to the code the shipped libraries run already (originally "
+                "or at their current level)"
+                if any(reached.values())
+                else f"its changes ({', '.join(sources) or 'no source file'}) reach no code of "
+                f"the shipped libraries ({', '.join(s.soname for s in self.series)})"
             )
             return outcome
         self._release(cve, trials, outcome)
         if outcome.status == "built":
-            self.accepted += order
+            self.accepted = applied
             self.built_patches.update({change.name: cve.cve for change in new})
         return outcome
+
+    def _series_position(self, step: Step) -> tuple[int, bool]:
+        """Where STEP's patch is in the new series (taking an old version off comes first)."""
+        return self.positions.get(step.name, len(self.positions)), not step.reverse
+
+    def _refused_before(self) -> str:
+        """A note naming the CVEs refused so far, whose patches the tree lacks."""
+        refused = [outcome.cve for outcome in self.outcomes if outcome.status == "refused"]
+        if not refused:
+            return ""
+        return f" (refused before it, so not in this tree: the patches of {', '.join(refused)})"
 
     def _reapply(self, steps: list[Step]) -> None:
         for step in steps:
@@ -269,12 +325,36 @@ class LevelBuilder:
             objects = {key for key in objects if after[key] not in self.inert}
             before = {key: before[key] for key in objects}
             after = {key: after[key] for key in objects}
+            missing = self._undeclared(series, after.values(), changed)
+            if missing:
+                outcome.reasons.append(
+                    f"{series.soname}: the patched code calls {', '.join(missing)}, which "
+                    "nothing in this tree declares or defines" + self._refused_before()
+                )
+                continue
             started = time.monotonic()
             trial = self._analyse(series, before, after, objects, outcome)
-            outcome.analysis_seconds += round(time.monotonic() - started, 1)
+            outcome.analysis_seconds = round(
+                outcome.analysis_seconds + time.monotonic() - started, 1
+            )
             if trial is not None:
                 trials.append(trial)
         return trials
+
+    def _undeclared(self, series: _Series, objects: Iterable[Path], changed: set[str]) -> list[str]:
+        """Functions the patched OBJECTS call without a declaration that are not in the target
+        and that the original text of the CHANGED files does not name: a patch of another CVE
+        brings them (gcc 12 compiles such a call, to a symbol no process has)."""
+        names = set().union(*(self.undeclared.get(path, set()) for path in objects))
+        names -= {symbol.name for symbol in series.symbols.symbols}
+        if names:
+            original = b"".join(
+                (self.tree.originals / path).read_bytes()
+                for path in changed
+                if (self.tree.originals / path).is_file()
+            )
+            names = {name for name in names if name.encode() not in original}
+        return sorted(names)
 
     def _original_objects(self, series: _Series, keys: set[str]) -> dict[str, Path]:
         """The original build's objects with sections, compiled once per original build."""
@@ -317,6 +397,7 @@ class LevelBuilder:
         )
         for key, path in compiled.items():
             path.rename(found[key])
+            self.undeclared[found[key]] = self.replayer.implicit.pop(path, set())
         return found
 
     def _analyse(
@@ -344,7 +425,7 @@ class LevelBuilder:
             return None
         changed = {plan.diff.unit for plan in analysis.units}
         self.inert.update(after[key] for key in objects - changed)
-        if not patch.functions:
+        if not patch.functions or patch.data == series.last_patch:
             return None  # the change compiles to the same code for this library
         return _Trial(series, patch, changed)
 
@@ -408,5 +489,6 @@ class LevelBuilder:
         for trial in trials:
             trial.series.level += 1
             trial.series.fixes.append((fix, source))
+            trial.series.last_patch = trial.patch.data
             trial.series.changed_objects |= trial.objects
         outcome.status = "built"

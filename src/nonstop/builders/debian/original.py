@@ -19,6 +19,7 @@ thrown away if levels had changed it (``DIRTY``).
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -28,8 +29,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
+from debian.changelog import Changelog
 from debian.debian_support import Version
 
 from nonstop.builders import cache
@@ -44,6 +47,8 @@ from nonstop.bundle.identity import IdentityError, userspace_target_of
 BUILD_ROOT = Path("/build/reproducible-path")
 STAMP = "original.json"
 CC_LOG = "cc.jsonl"
+_CHANGELOG_HEAD = 1 << 16
+"""Bytes of a changelog read for its newest entry."""
 HOME_MARK = ".nonstop-original"
 """In a checked-out tree: the cache dir it belongs to."""
 DIRTY = ".nonstop-dirty"
@@ -116,17 +121,20 @@ def original_build(
         _install_build_dependencies(source, offline, say)
         say(f"{source.package} {source.version}: building the original at {path}")
         started = time.monotonic()
-        _unpack(source, path)
+        before = set(BUILD_ROOT.iterdir())
         log = home / CC_LOG
         home.mkdir(parents=True)
         try:
+            _unpack(source, path)
             _build(source, path, home, log)
             calls = read_log(log)
-            built = _find_libraries(path, calls, libraries)
+            built = _find_libraries(source, path, calls, libraries)
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)
             shutil.rmtree(home, ignore_errors=True)
             raise
+        finally:
+            _remove_products(before)
         seconds = round(time.monotonic() - started, 1)
         say(
             f"{source.package} {source.version}: original built in {seconds:.0f} s; "
@@ -157,9 +165,10 @@ def _reclaim(path: Path) -> None:
         )
     home = Path(mark.read_text())
     mark.unlink()
-    if (path / DIRTY).exists() or (home / "tree").exists() or not home.is_dir():
+    dirty = (path / DIRTY).exists()
+    if dirty or (home / "tree").exists() or not home.is_dir():
         shutil.rmtree(path)
-        if (path / DIRTY).exists():
+        if dirty:
             (home / STAMP).unlink(missing_ok=True)
         return
     path.rename(home / "tree")
@@ -202,7 +211,6 @@ def _install_build_dependencies(source: SourcePackage, offline: bool, say: Progr
 
 
 def _unpack(source: SourcePackage, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     dsc = next(source.root.glob("*.dsc"))
     cache.run_tool(["dpkg-source", "-x", str(dsc), str(path)])
 
@@ -237,13 +245,36 @@ def _build(source: SourcePackage, path: Path, home: Path, log: Path) -> None:
             stderr=subprocess.STDOUT,
             check=False,
         )
-    _remove_products(source, path)
     if done.returncode != 0:
         tail = build_log.read_text(errors="replace").strip().splitlines()[-LOG_TAIL:]
         raise BuilderError(
             f"dpkg-buildpackage of {source.package} {source.version} failed with status "
             f"{done.returncode}: {tail[-1] if tail else ''} (log {build_log})"
         )
+
+
+def _toolchain_hint(source: SourcePackage) -> str:
+    """Why a build-id may not reproduce: a compiler package newer than the upload (every object
+    carries its compiler's identification, ``.comment``, and the build-id covers it)."""
+    generic = "another compiler, flags or build path than Debian's?"
+    try:
+        owner = cache.run_tool(["dpkg-query", "-S", real_compiler()]).split(":", 1)[0]
+        with gzip.open(Path("/usr/share/doc") / owner / "changelog.Debian.gz", "rt") as text:
+            compiler = next(iter(Changelog(text.read(_CHANGELOG_HEAD), max_blocks=1)))
+        with (source.tree / "debian" / "changelog").open() as text:
+            upload = next(iter(Changelog(text.read(_CHANGELOG_HEAD), max_blocks=1)))
+        compiled = parsedate_to_datetime(compiler.date or "")
+        uploaded = parsedate_to_datetime(upload.date or "")
+    except (BuilderError, OSError, StopIteration, TypeError, ValueError):
+        return generic
+    if compiled <= uploaded:
+        return generic
+    return (
+        f"the compiler here, {owner} {compiler.version}, dates from {compiled:%Y-%m-%d}, after "
+        f"{source.package} {source.version} was uploaded ({uploaded:%Y-%m-%d}): it was likely "
+        "built with an older compiler, whose identification every object carries; else another "
+        "compiler, flags or build path than Debian's"
+    )
 
 
 def real_compiler() -> str:
@@ -254,16 +285,16 @@ def real_compiler() -> str:
     return os.path.realpath(found)
 
 
-def _remove_products(source: SourcePackage, path: Path) -> None:
-    """What dpkg-buildpackage wrote next to the tree (.debs, .changes, .buildinfo, the
-    upstream tarball's link): the build root holds only trees."""
-    for product in path.parent.glob(f"{source.package}_*"):
-        if not product.is_dir():
+def _remove_products(before: set[Path]) -> None:
+    """The files the build wrote next to its tree (the .debs of every binary package, .changes,
+    .buildinfo): the build root holds only trees. BEFORE: what it held before the build."""
+    for product in BUILD_ROOT.iterdir():
+        if product not in before and not product.is_dir():
             product.unlink()
 
 
 def _find_libraries(
-    tree: Path, calls: list[Invocation], libraries: list[ShippedLibrary]
+    source: SourcePackage, tree: Path, calls: list[Invocation], libraries: list[ShippedLibrary]
 ) -> list[BuiltLibrary]:
     """Each shipped library's unstripped twin: the output of a link with the same build-id."""
     outputs: dict[str, tuple[Path, Invocation]] = {}
@@ -282,7 +313,7 @@ def _find_libraries(
             raise BuilderError(
                 f"the original build does not reproduce {library.soname} of {library.package} "
                 f"{library.version} (build-id {library.build_id}): no library the build linked "
-                "has that build-id (another compiler, flags or build path than Debian's?)"
+                f"has that build-id ({_toolchain_hint(source)})"
             )
         output, link = outputs[library.build_id]
         built.append(BuiltLibrary(library, str(output.resolve().relative_to(tree)), link))

@@ -50,8 +50,11 @@ BUILD_NAMES = re.compile(
 _TEST_PROGRAM = re.compile(r"(test.*|.*tests?)", re.IGNORECASE)
 _HEADER_END = re.compile(r"(---|diff |Index: |--- |\+\+\+ |={4,})")
 _FIELD = re.compile(r"([A-Za-z][A-Za-z0-9-]*):\s?(.*)")
-# The DEP-3 fields whose CVE ids count; free text counts as the description.
-CVE_FIELDS = {"cve", "bug", "bug-debian", "bug-debian-security", "origin", "subject", "description"}
+# The DEP-3 fields whose CVE ids count (and Bug-CVE, which glib's patches use); free text counts
+# as the description.
+CVE_FIELDS = {
+    "cve", "bug", "bug-cve", "bug-debian", "bug-debian-security", "origin", "subject", "description"
+}  # fmt: skip
 
 
 def file_kind(path: str) -> str:

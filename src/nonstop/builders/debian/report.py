@@ -39,6 +39,14 @@ class UpdateReport:
             "package": self.plan.package,
             "from": self.plan.old.version,
             "to": self.plan.new.version,
+            "sources": {
+                side: {
+                    "version": source.version,
+                    "origin": "pool" if source.pool is not None else "apt",
+                    "pool": source.pool.to_json() if source.pool is not None else None,
+                }
+                for side, source in (("from", self.plan.old), ("to", self.plan.new))
+            },
             "libraries": [
                 {
                     "package": built.shipped.package,
@@ -77,6 +85,11 @@ def render_report(report: UpdateReport) -> str:
     lines += [
         f"  {lib['soname']} ({lib['package']}): build-id {lib['build_id']} reproduced"
         for lib in document["libraries"]
+    ]
+    lines += [
+        f"source {source.version}: {source.pool.describe()}"
+        for source in (report.plan.old, report.plan.new)
+        if source.pool is not None
     ]
     for outcome in report.outcomes:
         lines.append("")

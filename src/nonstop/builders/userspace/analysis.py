@@ -321,7 +321,7 @@ class _UnitAnalysis:
                     "functions it replaces by name only",
                 )
                 continue
-            if found.symbol.size != original.size:
+            if not self.targets.same_function(found, self.old.bytes_of(original)):
                 self.refuse(
                     original_name,
                     f"the function-sections build compiled it to {original.size} bytes, the "

@@ -151,7 +151,7 @@ class _Builder:
             result.reproduction = replace(reproduction, target_path=result.target_copy)
         shutil.rmtree(reproduced.root)
         original = self._timed_build("original", (), True)
-        targets = TargetSymbols(symbols)
+        targets = TargetSymbols(symbols, self.target_library)
         refused_at: int | None = None
         for fix in self.recipe.fixes:
             level = fix.number

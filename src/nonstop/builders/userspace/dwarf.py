@@ -2,7 +2,11 @@
 
 Read with pyelftools from objects built with ``-g``. Functions are found by
 their source name: a compiler-made copy (``f.constprop.0``, ``f.cold``) is
-described by the DWARF of ``f``.
+described by the DWARF of ``f``. pyelftools applies the relocations of an
+object's DWARF sections but knows none for the offsets of thread-local
+variables (``R_X86_64_DTPOFF32/64``, in the location of a ``__thread``
+variable: wolfssl's ``ecc.c``); they are added here, computed like
+``R_X86_64_32/64`` (symbol plus addend: the variable's offset in its block).
 """
 
 from __future__ import annotations
@@ -10,11 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from elftools.common.exceptions import DWARFError, ELFError
 from elftools.dwarf.die import DIE
 from elftools.elf.elffile import ELFFile
+from elftools.elf.enums import ENUM_RELOC_TYPE_x64
+from elftools.elf.relocation import RelocationHandler
 
 from nonstop.builders.errors import BuilderError
 
@@ -30,6 +36,16 @@ _TRANSPARENT = {
     "DW_TAG_array_type",
     "DW_TAG_subroutine_type",
 }
+
+
+def _add_tls_offset_relocations() -> None:
+    """The x86-64 TLS offset relocations pyelftools lacks (module docstring), once."""
+    recipes = cast(dict[int, Any], RelocationHandler._RELOCATION_RECIPES_X64)
+    for tls, like in (("R_X86_64_DTPOFF32", "R_X86_64_32"), ("R_X86_64_DTPOFF64", "R_X86_64_64")):
+        recipes.setdefault(ENUM_RELOC_TYPE_x64[tls], recipes[ENUM_RELOC_TYPE_x64[like]])
+
+
+_add_tls_offset_relocations()
 
 
 def source_name(symbol: str) -> str:

@@ -251,7 +251,12 @@ class _UnitAssembly:
             self.parent.refuse(original, f"the patch needs it, but {found}")
             return self.parent.undefined(original, None)
         before = self.plan.diff.orig.by_name.get(original) if self.plan.diff.orig else None
-        if before is not None and found.symbol.bind == "local" and found.symbol.size != before.size:
+        built = self.plan.diff.orig.bytes_of(before) if self.plan.diff.orig and before else b""
+        if (
+            before is not None
+            and found.symbol.bind == "local"
+            and not self.parent.targets.same_function(found, built)
+        ):
             # Same name, other size: binding to it would read or run the wrong thing.
             self.parent.refuse(
                 original,

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
-from nonstop.bundle.symbols import MapSymbol, SymbolMap
+from nonstop.builders.userspace.padding import same_but_padding
+from nonstop.bundle.symbols import MapSymbol, SymbolMap, loaded_bytes
 
 
 @dataclass(frozen=True)
@@ -22,10 +24,14 @@ class Located:
 
 
 class TargetSymbols:
-    """The target's symbol map, indexed by name and defining file; lookups never guess."""
+    """The target's symbol map, indexed by name and defining file; lookups never guess.
 
-    def __init__(self, symbol_map: SymbolMap) -> None:
+    LIBRARY, when given, is the target file itself: functions can then be compared by code
+    (``same_function``), not only by size."""
+
+    def __init__(self, symbol_map: SymbolMap, library: Path | None = None) -> None:
         self.map = symbol_map
+        self.library = library
         self._locals: dict[tuple[str, str | None], list[int]] = defaultdict(list)
         self._local_names: dict[str, list[int]] = defaultdict(list)
         self._globals: dict[str, list[int]] = defaultdict(list)
@@ -53,6 +59,17 @@ class TargetSymbols:
         """The library-internal (hidden or version-script local) symbol NAME, if exactly one."""
         found = [i for i in self._local_names.get(name, []) if not self.map.symbols[i].file]
         return Located(found[0], self.map.symbols[found[0]]) if len(found) == 1 else None
+
+    def same_function(self, located: Located, built: bytes) -> bool:
+        """Whether the function LOCATED is BUILT, the section build's code of it: the same
+        size, or the same instructions but for alignment padding (``padding``)."""
+        symbol = located.symbol
+        if symbol.size == len(built):
+            return True
+        if self.library is None or symbol.type != "func":
+            return False
+        target = loaded_bytes(self.library, symbol.value, symbol.size)
+        return target is not None and same_but_padding(built, target)
 
     def is_ambiguous_by_name(self, name: str) -> bool:
         """True when a name alone does not identify one symbol of the target."""
