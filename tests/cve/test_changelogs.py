@@ -202,7 +202,7 @@ def test_debs_without_a_readable_changelog(tmp_path: Path, monkeypatch: pytest.M
 @pytest.fixture(scope="module")
 def apt() -> None:
     if shutil.which("apt-get") is None:
-        pytest.skip("apt-get missing: the changelog fetch needs a Debian machine")
+        pytest.skip(reason="apt-get missing: the changelog fetch needs a Debian machine")
 
 
 def test_fetch_from_the_archive_and_the_cache(apt: None, tmp_path: Path, monkeypatch) -> None:

@@ -21,6 +21,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 from sqlalchemy import Connection, func, select
 
@@ -108,17 +109,8 @@ class Vulnerabilities:
         ).first()
         if row is None:
             raise KeyError(host_id)
-        packages = _package_rows(connection, row.packages_digest)
         matcher = self.matcher()
-        state = host_state(
-            row.id,
-            row.hostname,
-            row.distro_id,
-            row.distro_version,
-            stored_targets(row.inventory),
-            packages,
-            matcher.levels,
-        )
+        state = _row_state(row, _package_rows(connection, row.packages_digest), matcher)
         return state, matcher.assess(state, row.packages_digest)
 
     def checkin(
@@ -309,13 +301,17 @@ def _every_host(connection: Connection, matcher: Matcher) -> Iterator[tuple[Host
             # One parse per package list; the matcher computes each set once by its digest.
             packages = _parse_packages(row.packages)
             last_digest = row.packages_digest
-        state = host_state(
-            row.id,
-            row.hostname,
-            row.distro_id,
-            row.distro_version,
-            stored_targets(row.inventory),
-            packages,
-            matcher.levels,
-        )
-        yield state, row.packages_digest
+        yield _row_state(row, packages, matcher), row.packages_digest
+
+
+def _row_state(row: Any, packages: tuple[InstalledPackage, ...], matcher: Matcher) -> HostState:
+    """A hosts row's state (id, hostname, distro, inventory) with its PACKAGES."""
+    return host_state(
+        row.id,
+        row.hostname,
+        row.distro_id,
+        row.distro_version,
+        stored_targets(row.inventory),
+        packages,
+        matcher.levels,
+    )
