@@ -48,6 +48,15 @@ from nonstop.server.logs import logger
 from nonstop.server.models import bundles, hosts, package_sets
 
 FLEET_TTL_SECONDS = 300.0
+_STATE_COLUMNS = (
+    hosts.c.id,
+    hosts.c.hostname,
+    hosts.c.distro_id,
+    hosts.c.distro_version,
+    hosts.c.inventory,
+    hosts.c.packages_digest,
+)
+"""What ``_row_state`` reads of a hosts row."""
 _USERSPACE_PREFIX = "userspace:"
 
 
@@ -98,14 +107,7 @@ class Vulnerabilities:
     def assess(self, connection: Connection, host_id: str) -> tuple[HostState, HostAssessment]:
         """HOST_ID's findings from its stored inventory; KeyError if it has none."""
         row = connection.execute(
-            select(
-                hosts.c.id,
-                hosts.c.hostname,
-                hosts.c.distro_id,
-                hosts.c.distro_version,
-                hosts.c.inventory,
-                hosts.c.packages_digest,
-            ).where(hosts.c.id == host_id, hosts.c.unregistered_at.is_(None))
+            select(*_STATE_COLUMNS).where(hosts.c.id == host_id, hosts.c.unregistered_at.is_(None))
         ).first()
         if row is None:
             raise KeyError(host_id)
@@ -281,15 +283,7 @@ def _parse_packages(text: str | None) -> tuple[InstalledPackage, ...]:
 def _every_host(connection: Connection, matcher: Matcher) -> Iterator[tuple[HostState, str | None]]:
     """Every registered host that checked in, in package-list order (sets computed once)."""
     query = (
-        select(
-            hosts.c.id,
-            hosts.c.hostname,
-            hosts.c.distro_id,
-            hosts.c.distro_version,
-            hosts.c.inventory,
-            hosts.c.packages_digest,
-            package_sets.c.packages,
-        )
+        select(*_STATE_COLUMNS, package_sets.c.packages)
         .outerjoin(package_sets, package_sets.c.digest == hosts.c.packages_digest)
         .where(hosts.c.unregistered_at.is_(None), hosts.c.inventory.is_not(None))
         .order_by(hosts.c.packages_digest, hosts.c.id)
